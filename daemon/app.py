@@ -1,0 +1,135 @@
+"""The daemon's lifecycle: wire the capabilities, serve, and drain on SIGTERM.
+
+Order at start: database (embedded or configured) → migrations → capabilities → HTTP listener
+→ READY=1. On the first SIGTERM/SIGINT: STOPPING=1, /readyz turns 503, the listener stops
+accepting, in-flight requests and capability work get `lifecycle.drain_seconds`, then the pool
+closes and the embedded database stops; exit 0. A second signal exits at once (status 130),
+the embedded server being stopped by the kernel's parent-death signal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import asyncpg
+import structlog
+from aiohttp import web
+
+from config.schema import Config
+from daemon import __version__
+from daemon.db import open_database
+from daemon.systemd import Notifier
+from handlers.api.app import build_app
+from handlers.api.context import AppContext
+from handlers.api.framework import RouteTable
+from handlers.metrics import Metrics
+
+log = structlog.get_logger("telgate.daemon")
+
+# A started capability hands back how to stop it (within the drain deadline).
+Stopper = Callable[[], Awaitable[None]]
+Starter = Callable[["Runtime"], Awaitable[Stopper | None]]
+
+
+@dataclass(slots=True)
+class Runtime:
+    """What capabilities are wired with at start-up."""
+
+    config: Config
+    pool: asyncpg.Pool
+    dsn: str
+    context: AppContext
+    stoppers: list[Stopper] = field(default_factory=list)
+
+
+async def _database_check(pool: asyncpg.Pool) -> tuple[bool, str]:
+    async with pool.acquire(timeout=1.5) as conn:
+        await conn.fetchval("SELECT 1")
+    return True, "reachable"
+
+
+async def run_daemon(
+    config: Config,
+    *,
+    starters: list[Starter] | None = None,
+    on_ready: Callable[[Runtime], Awaitable[None]] | None = None,
+) -> int:
+    """Run until SIGTERM/SIGINT; return the exit status."""
+    loop = asyncio.get_running_loop()
+    notifier = Notifier()
+    stop = asyncio.Event()
+    signals_seen = 0
+
+    def on_signal(signame: str) -> None:
+        nonlocal signals_seen
+        signals_seen += 1
+        if signals_seen == 1:
+            log.info("shutdown_requested", signal=signame)
+            stop.set()
+        else:
+            log.warning("shutdown_forced", signal=signame)
+            os._exit(130)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal, sig.name)
+
+    async with open_database(config, attach=False) as (pool, dsn):
+        context = AppContext(
+            config=config, pool=pool, metrics=Metrics(), routes=RouteTable(), version=__version__
+        )
+        context.readiness["database"] = lambda: _database_check(pool)
+        runtime = Runtime(config, pool, dsn, context)
+        for start in starters or []:
+            stopper = await start(runtime)
+            if stopper is not None:
+                runtime.stoppers.append(stopper)
+        app = build_app(context)
+        runner = web.AppRunner(
+            app, handle_signals=False, access_log=None,
+            shutdown_timeout=config.lifecycle.drain_seconds,
+        )
+        await runner.setup()
+        site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
+        await site.start()
+        log.info("api_listening", host=config.api.host, port=config.api.port)
+        notifier.notify("READY=1")
+        watchdog = _start_watchdog(notifier)
+        if on_ready is not None:
+            await on_ready(runtime)
+        await stop.wait()
+
+        notifier.notify("STOPPING=1")
+        context.draining = True
+        log.info("draining", deadline_s=config.lifecycle.drain_seconds)
+        try:
+            async with asyncio.timeout(config.lifecycle.drain_seconds + 1):
+                # Stops accepting, then waits for in-flight requests up to shutdown_timeout.
+                await runner.cleanup()
+                for stopper in reversed(runtime.stoppers):
+                    await stopper()
+        except TimeoutError:
+            log.warning("drain_deadline_passed")
+        if watchdog is not None:
+            watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watchdog
+    log.info("stopped")
+    return 0
+
+
+def _start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
+    interval = notifier.watchdog_interval
+    if interval is None:
+        return None
+
+    async def ping() -> None:
+        while True:
+            notifier.notify("WATCHDOG=1")
+            await asyncio.sleep(interval)
+
+    return asyncio.create_task(ping(), name="systemd-watchdog")

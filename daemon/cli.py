@@ -1,0 +1,244 @@
+"""The `telgate` command: run the daemon, migrate, check configuration, administer tenants."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Awaitable, Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+from config import Config, ConfigError, load_config, redacted
+from daemon import __version__
+
+
+def _load(args: argparse.Namespace) -> Config:
+    path = args.config or os.environ.get("TELGATE_CONFIG")
+    return load_config(Path(path) if path else None, os.environ)
+
+
+def _emit(args: argparse.Namespace, data: dict[str, Any], text: str) -> None:
+    if getattr(args, "json", False):
+        print(json.dumps(data, ensure_ascii=False, default=str))
+    else:
+        print(text)
+
+
+def cmd_version(args: argparse.Namespace) -> int:
+    _emit(args, {"version": __version__}, f"telgate {__version__}")
+    return 0
+
+
+def cmd_check_config(args: argparse.Namespace) -> int:
+    try:
+        config = load_config(Path(args.file), os.environ)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        print(f"{len(exc.problems)} problem(s) found", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(redacted(config), ensure_ascii=False, default=str))
+    else:
+        print(f"{args.file}: configuration is valid")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from daemon.app import run_daemon
+    from daemon.logs import configure_logging
+    from daemon.wiring import starters
+
+    config = _load(args)
+    configure_logging(config.log)
+    on_ready = None
+    if args.demo:
+        from daemon.demo import announce_demo
+
+        on_ready = announce_demo
+    return asyncio.run(run_daemon(config, starters=starters(config, demo=args.demo),
+                                  on_ready=on_ready))
+
+
+async def _with_db(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
+    from daemon.db import open_database
+
+    async with open_database(config) as (pool, _dsn), pool.acquire() as conn:
+        return await work(conn)
+
+
+def cmd_migrate(args: argparse.Namespace) -> int:
+    from daemon.db import migrate, open_database
+    from daemon.logs import configure_logging
+
+    config = _load(args)
+    configure_logging(config.log)
+
+    async def go() -> int:
+        async with open_database(config, migrate_schema=False) as (pool, _dsn), \
+                pool.acquire() as conn:
+            applied = await migrate(conn)
+        _emit(args, {"applied": applied},
+              f"applied migrations: {applied}" if applied else "schema is up to date")
+        return 0
+
+    return asyncio.run(go())
+
+
+def cmd_tenant_create(args: argparse.Namespace) -> int:
+    from handlers import tenants
+
+    async def work(conn: Any) -> int:
+        t = await tenants.create_tenant(conn, args.name, actor=_cli_actor())
+        _emit(args, {"id": str(t.id), "name": t.name, "created_at": t.created_at.isoformat()},
+              f"created tenant {t.name} ({t.id})")
+        return 0
+
+    return asyncio.run(_with_db(_load(args), work))
+
+
+def cmd_tenant_list(args: argparse.Namespace) -> int:
+    from handlers import tenants
+
+    async def work(conn: Any) -> int:
+        rows = await tenants.list_tenants(conn)
+        items = [{"id": str(t.id), "name": t.name, "created_at": t.created_at.isoformat()}
+                 for t in rows]
+        text = "\n".join(f"{t.id}  {t.name}" for t in rows) or "(no tenants)"
+        _emit(args, {"items": items}, text)
+        return 0
+
+    return asyncio.run(_with_db(_load(args), work))
+
+
+def cmd_key_create(args: argparse.Namespace) -> int:
+    from handlers import tenants
+
+    async def work(conn: Any) -> int:
+        tenant = await tenants.find_tenant(conn, args.tenant)
+        secret, key = await tenants.create_key(
+            conn, tenant.id, sp_id=args.sp, label=args.label, actor=_cli_actor()
+        )
+        _emit(
+            args,
+            {"key": secret, "id": str(key.id), "prefix": key.prefix, "tenant_id": str(tenant.id),
+             "sp_id": key.sp_id},
+            f"{secret}\n(shown once; stored hashed. id {key.id}, tenant {tenant.name})",
+        )
+        return 0
+
+    return asyncio.run(_with_db(_load(args), work))
+
+
+def cmd_key_list(args: argparse.Namespace) -> int:
+    from handlers import tenants
+    from handlers.api.keys import key_json
+
+    async def work(conn: Any) -> int:
+        tenant = await tenants.find_tenant(conn, args.tenant)
+        keys = await tenants.list_keys(conn, tenant.id)
+        text = "\n".join(
+            f"{k.id}  {k.prefix}…  sp={k.sp_id or '-'}  {'revoked' if k.revoked_at else 'active'}"
+            for k in keys
+        ) or "(no keys)"
+        _emit(args, {"items": [key_json(k) for k in keys]}, text)
+        return 0
+
+    return asyncio.run(_with_db(_load(args), work))
+
+
+def cmd_key_revoke(args: argparse.Namespace) -> int:
+    import uuid
+
+    from handlers import tenants
+
+    async def work(conn: Any) -> int:
+        tenant = await tenants.find_tenant(conn, args.tenant)
+        await tenants.revoke_key(conn, tenant.id, uuid.UUID(args.key_id), actor=_cli_actor())
+        _emit(args, {"revoked": args.key_id}, f"revoked {args.key_id}")
+        return 0
+
+    return asyncio.run(_with_db(_load(args), work))
+
+
+def _cli_actor() -> str:
+    try:
+        return f"cli:{os.getlogin()}"
+    except OSError:
+        return f"cli:uid{os.getuid()}"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of every sub-command."""
+    p = argparse.ArgumentParser(prog="telgate", description=__doc__)
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def with_config(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--config", help="TOML file (default: $TELGATE_CONFIG, else none)")
+        sp.add_argument("--json", action="store_true", help="print JSON for scripts")
+        return sp
+
+    s = with_config(sub.add_parser("run", help="run the daemon"))
+    s.add_argument("--demo", action="store_true",
+                   help="ensure a demo tenant, print its key, start the simulators")
+    s.set_defaults(func=cmd_run)
+    with_config(sub.add_parser("migrate", help="apply database migrations")).set_defaults(
+        func=cmd_migrate)
+    s = sub.add_parser("check-config", help="validate a configuration file")
+    s.add_argument("file")
+    s.add_argument("--json", action="store_true", help="print the effective config (redacted)")
+    s.set_defaults(func=cmd_check_config)
+    s = sub.add_parser("version", help="print the version")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_version)
+
+    admin = sub.add_parser("admin", help="tenants and API keys").add_subparsers(
+        dest="admin", required=True, metavar="WHAT")
+    tenant = admin.add_parser("tenant", help="tenants").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    s = with_config(tenant.add_parser("create", help="create a tenant"))
+    s.add_argument("name")
+    s.set_defaults(func=cmd_tenant_create)
+    with_config(tenant.add_parser("list", help="list tenants")).set_defaults(func=cmd_tenant_list)
+    key = admin.add_parser("key", help="API keys").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    s = with_config(key.add_parser("create", help="create an API key (printed once)"))
+    s.add_argument("--tenant", required=True, help="tenant id or name")
+    s.add_argument("--sp", help="narrow the key to this SP ID (created under the tenant)")
+    s.add_argument("--label", default="", help="a note for humans")
+    s.set_defaults(func=cmd_key_create)
+    s = with_config(key.add_parser("list", help="list a tenant's keys"))
+    s.add_argument("--tenant", required=True, help="tenant id or name")
+    s.set_defaults(func=cmd_key_list)
+    s = with_config(key.add_parser("revoke", help="revoke a key"))
+    s.add_argument("--tenant", required=True, help="tenant id or name")
+    s.add_argument("key_id")
+    s.set_defaults(func=cmd_key_revoke)
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `telgate` console script."""
+    args = build_parser().parse_args(argv)
+    from handlers.errors import DomainError
+
+    try:
+        status: int = args.func(args)
+    except ConfigError as exc:
+        for problem in exc.problems:
+            print(problem, file=sys.stderr)
+        return 2
+    except DomainError as exc:
+        where = f" ({exc.field})" if exc.field else ""
+        print(f"error: {exc.code}{where}: {exc.detail}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,152 @@
+"""Database access for the daemon: the asyncpg pool, versioned SQL migrations, and `open_database`.
+
+Migrations are plain SQL files `daemon/migrations/NNNN_name.sql`, applied in order, each in
+its own transaction, under a session advisory lock so that daemons starting together never
+race. An applied migration whose file changed afterwards is an error (its checksum is kept).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from importlib import resources
+
+import asyncpg
+import structlog
+
+from config.schema import Config
+from daemon.embedded_pg import EmbeddedPostgres, running_dsn
+
+log = structlog.get_logger("telgate.db")
+
+# An arbitrary constant shared by every telgate instance: "telgate migrations".
+MIGRATION_LOCK_ID = 0x7E16A7E_0001
+_NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class MigrationError(Exception):
+    """The schema in the database does not match the migrations shipped with this version."""
+
+
+@dataclass(frozen=True, slots=True)
+class Migration:
+    """One SQL file of the schema history."""
+
+    version: int
+    name: str
+    sql: str
+
+    @property
+    def checksum(self) -> str:
+        return hashlib.sha256(self.sql.encode()).hexdigest()
+
+
+def shipped_migrations() -> list[Migration]:
+    """The migrations packaged with this version, in order."""
+    found: list[Migration] = []
+    for entry in resources.files("daemon.migrations").iterdir():
+        m = _NAME.match(entry.name)
+        if m:
+            found.append(Migration(int(m.group(1)), m.group(2), entry.read_text(encoding="utf-8")))
+    found.sort(key=lambda m: m.version)
+    versions = [m.version for m in found]
+    if len(set(versions)) != len(versions):
+        raise MigrationError(f"two migration files share a version: {versions}")
+    return found
+
+
+async def migrate(conn: asyncpg.Connection) -> list[int]:
+    """Apply the pending migrations under the advisory lock; return the versions applied."""
+    applied_now: list[int] = []
+    await conn.execute("SELECT pg_advisory_lock($1)", MIGRATION_LOCK_ID)
+    try:
+        await conn.execute(
+            """CREATE TABLE IF NOT EXISTS schema_migrations (
+                   version    integer PRIMARY KEY,
+                   name       text NOT NULL,
+                   checksum   text NOT NULL,
+                   applied_at timestamptz NOT NULL DEFAULT now())"""
+        )
+        done = {
+            r["version"]: r["checksum"]
+            for r in await conn.fetch("SELECT version, checksum FROM schema_migrations")
+        }
+        shipped = shipped_migrations()
+        newest_shipped = shipped[-1].version if shipped else 0
+        if done and max(done) > newest_shipped:
+            raise MigrationError(
+                f"database schema is version {max(done)}, newer than this telgate "
+                f"({newest_shipped}); upgrade telgate"
+            )
+        for m in shipped:
+            if m.version in done:
+                if done[m.version] != m.checksum:
+                    raise MigrationError(
+                        f"migration {m.version:04d}_{m.name} was changed after it was applied"
+                    )
+                continue
+            async with conn.transaction():
+                await conn.execute(m.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (version, name, checksum) VALUES ($1, $2, $3)",
+                    m.version, m.name, m.checksum,
+                )
+            log.info("migration_applied", version=m.version, name=m.name)
+            applied_now.append(m.version)
+    finally:
+        await conn.execute("SELECT pg_advisory_unlock($1)", MIGRATION_LOCK_ID)
+    return applied_now
+
+
+async def _init_connection(conn: asyncpg.Connection) -> None:
+    await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+    await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
+
+
+async def create_pool(dsn: str, config: Config) -> asyncpg.Pool:
+    """A pool whose connections decode json/jsonb to Python values."""
+    pool = await asyncpg.create_pool(
+        dsn,
+        min_size=config.database.pool_min,
+        max_size=max(config.database.pool_max, config.database.pool_min, 1),
+        init=_init_connection,
+        command_timeout=60,
+    )
+    assert pool is not None
+    return pool
+
+
+@contextlib.asynccontextmanager
+async def open_database(
+    config: Config, *, migrate_schema: bool = True, attach: bool = True
+) -> AsyncIterator[tuple[asyncpg.Pool, str]]:
+    """Yield (pool, dsn): the configured server, the daemon's running embedded one, or a new one.
+
+    With `attach` (admin commands) a running embedded server owned by the daemon is used;
+    otherwise, and for the daemon itself (`attach=False`, which waits for ownership), the
+    embedded server is started here and stopped on exit.
+    """
+    embedded: EmbeddedPostgres | None = None
+    dsn = config.database.dsn
+    if dsn is None and attach:
+        dsn = await running_dsn(config.state_dir)
+    if dsn is None:
+        embedded = EmbeddedPostgres(config.state_dir, config.database.embedded)
+        await embedded.start()
+        dsn = embedded.dsn
+    try:
+        pool = await create_pool(dsn, config)
+        try:
+            if migrate_schema:
+                async with pool.acquire() as conn:
+                    await migrate(conn)
+            yield pool, dsn
+        finally:
+            await pool.close()
+    finally:
+        if embedded is not None:
+            await embedded.stop()

@@ -1,0 +1,30 @@
+"""Build the aiohttp application of the control API from the capabilities' route declarations."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+
+from handlers.api import keys, service
+from handlers.api.context import CTX, AppContext
+from handlers.api.framework import RouteTable, request_middleware
+
+RouteProvider = Callable[[RouteTable], None]
+
+# Each capability contributes its routes here; order is the order in the OpenAPI document.
+ROUTE_PROVIDERS: list[RouteProvider] = [service.add_routes, keys.add_routes]
+
+
+def build_app(ctx: AppContext) -> web.Application:
+    """The control API application for one daemon context."""
+    for provide in ROUTE_PROVIDERS:
+        provide(ctx.routes)
+    # The per-route JSON limit is enforced by read_json; this is the ceiling for uploads.
+    app = web.Application(
+        middlewares=[request_middleware],
+        client_max_size=max(ctx.config.api.max_upload_bytes, ctx.config.api.max_body_bytes),
+    )
+    app[CTX] = ctx
+    ctx.routes.mount(app)
+    return app

@@ -1,0 +1,42 @@
+"""What every route can reach: configuration, the database pool, metrics, readiness checks."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import asyncpg
+from aiohttp import web
+
+from config.schema import Config
+from handlers.metrics import Metrics
+
+if TYPE_CHECKING:
+    from handlers.api.framework import RouteTable
+    from handlers.tenants import Principal
+
+# A readiness check answers (ok, detail); it must be quick (it runs on every /readyz).
+ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
+
+
+@dataclass(slots=True)
+class AppContext:
+    """Shared state of one daemon's control API."""
+
+    config: Config
+    pool: asyncpg.Pool
+    metrics: Metrics
+    routes: RouteTable
+    version: str
+    readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    draining: bool = False
+
+
+CTX = web.AppKey("telgate_ctx", AppContext)
+PRINCIPAL = "telgate_principal"
+
+__all__ = ["CTX", "PRINCIPAL", "AppContext", "ReadinessCheck"]
+
+if TYPE_CHECKING:
+    __all__ += ["Principal", "RouteTable"]

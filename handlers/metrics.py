@@ -1,0 +1,24 @@
+"""Prometheus metrics of one daemon, in a registry of its own (several apps can share a process)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+
+class Metrics:
+    """The metrics every capability reports to; capabilities add theirs on `registry`."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.http_requests = Counter(
+            "telgate_http_requests_total", "Control API requests",
+            ["method", "route", "status"], registry=self.registry,
+        )
+        self.http_seconds = Histogram(
+            "telgate_http_request_seconds", "Control API request latency",
+            ["method", "route"], registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10),
+        )
+        self.ready = Gauge(
+            "telgate_ready", "1 when every readiness check passes", registry=self.registry
+        )
