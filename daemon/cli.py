@@ -63,19 +63,29 @@ def cmd_run(args: argparse.Namespace) -> int:
                                   on_ready=on_ready))
 
 
+def _quiet_logging(config: Config) -> None:
+    """Admin commands: stdout is their answer; logs go to stderr, warnings and worse only."""
+    import dataclasses
+
+    from daemon.logs import configure_logging
+
+    level = "warning" if config.log.level in ("debug", "info") else config.log.level
+    configure_logging(dataclasses.replace(config.log, level=level))
+
+
 async def _with_db(config: Config, work: Callable[[Any], Awaitable[int]]) -> int:
     from daemon.db import open_database
 
+    _quiet_logging(config)
     async with open_database(config) as (pool, _dsn), pool.acquire() as conn:
         return await work(conn)
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     from daemon.db import migrate, open_database
-    from daemon.logs import configure_logging
 
     config = _load(args)
-    configure_logging(config.log)
+    _quiet_logging(config)
 
     async def go() -> int:
         async with open_database(config, migrate_schema=False) as (pool, _dsn), \

@@ -69,6 +69,16 @@ def scrub_processor(
     return event_dict
 
 
+class _CurrentStderr:
+    """Writes to whatever sys.stderr is now (tests and redirections swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def use_json(config: LogConfig) -> bool:
     """Whether to render JSON lines (systemd or not a terminal) rather than console text."""
     if config.format != "auto":
@@ -96,7 +106,7 @@ def configure_logging(config: LogConfig, *, force_json: bool | None = None) -> N
     structlog.configure(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(level),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr,

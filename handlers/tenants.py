@@ -170,6 +170,22 @@ async def get_key(conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.U
     return _key(row)
 
 
+async def relabel_key(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.UUID, label: str, *, actor: str
+) -> ApiKey:
+    """Set the label of one of the tenant's keys."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            """UPDATE api_keys SET label = $3 WHERE tenant_id = $1 AND id = $2
+               RETURNING id, tenant_id, sp_id, prefix, label, created_at, revoked_at""",
+            tenant_id, key_id, label,
+        )
+        if row is None:
+            raise DomainError("not_found", "no such API key", status=404)
+        await audit(conn, tenant_id, actor, "api_key.relabel", row["prefix"], {"label": label})
+    return _key(row)
+
+
 async def revoke_key(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.UUID, *, actor: str
 ) -> None:

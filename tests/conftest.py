@@ -39,7 +39,7 @@ configure_logging(load_config(None, {}).log, force_json=True)
 structlog.configure(cache_logger_on_first_use=False)
 
 
-def _with_db(dsn: str, dbname: str) -> str:
+def with_db(dsn: str, dbname: str) -> str:
     base, _, query = dsn.partition("?")
     base = base.rsplit("/", 1)[0]
     return f"{base}/{dbname}" + (f"?{query}" if query else "")
@@ -71,7 +71,7 @@ async def pg_admin_dsn(state_root: Path) -> AsyncIterator[str]:
         await conn.execute(f"CREATE DATABASE {TEMPLATE_DB}")
     finally:
         await conn.close()
-    tconn = await asyncpg.connect(_with_db(dsn, TEMPLATE_DB))
+    tconn = await asyncpg.connect(with_db(dsn, TEMPLATE_DB))
     try:
         await migrate(tconn)
     finally:
@@ -92,7 +92,7 @@ async def db_dsn(pg_admin_dsn: str) -> AsyncIterator[str]:
         await conn.execute(f"CREATE DATABASE {name} TEMPLATE {TEMPLATE_DB}")
     finally:
         await conn.close()
-    yield _with_db(pg_admin_dsn, name)
+    yield with_db(pg_admin_dsn, name)
     conn = await asyncpg.connect(pg_admin_dsn)
     try:
         await conn.execute(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)")

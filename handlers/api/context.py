@@ -12,9 +12,10 @@ from aiohttp import web
 from config.schema import Config
 from handlers.metrics import Metrics
 
+from handlers.tenants import Principal
+
 if TYPE_CHECKING:
     from handlers.api.framework import RouteTable
-    from handlers.tenants import Principal
 
 # A readiness check answers (ok, detail); it must be quick (it runs on every /readyz).
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
@@ -34,9 +35,6 @@ class AppContext:
 
 
 CTX = web.AppKey("telgate_ctx", AppContext)
-PRINCIPAL = "telgate_principal"
+PRINCIPAL = web.RequestKey("telgate_principal", Principal)
 
 __all__ = ["CTX", "PRINCIPAL", "AppContext", "ReadinessCheck"]
-
-if TYPE_CHECKING:
-    __all__ += ["Principal", "RouteTable"]

@@ -13,7 +13,9 @@ from handlers.api.framework import (
     json_response,
     path_uuid,
     principal,
+    read_json,
 )
+from handlers.errors import DomainError
 
 
 def key_json(key: tenants.ApiKey) -> dict[str, object]:
@@ -53,6 +55,20 @@ async def get_key(request: web.Request) -> web.Response:
     return json_response(key_json(key))
 
 
+async def relabel_key(request: web.Request) -> web.Response:
+    """Change the human label of one of the tenant's keys."""
+    who = principal(request)
+    body = await read_json(request)
+    label = body.get("label")
+    if not isinstance(label, str) or len(label) > 200:
+        raise DomainError("invalid_label", "label must be a string of at most 200 characters",
+                          field="label")
+    async with request.app[CTX].pool.acquire() as conn:
+        key = await tenants.relabel_key(conn, who.tenant_id, path_uuid(request, "key_id"),
+                                        label, actor=who.actor)
+    return json_response(key_json(key))
+
+
 async def revoke_key(request: web.Request) -> web.Response:
     """Revoke one of the tenant's keys."""
     who = principal(request)
@@ -84,6 +100,10 @@ def add_routes(table: RouteTable) -> None:
                         "items": {"type": "array", "items": KEY_SCHEMA},
                         "next_cursor": {"type": ["string", "null"]}}}}))
     table.add(Route("GET", "/v1/api-keys/{key_id}", get_key, "One API key", "tenant",
+                    responses={200: KEY_SCHEMA}))
+    table.add(Route("PATCH", "/v1/api-keys/{key_id}", relabel_key, "Relabel an API key",
+                    "tenant", body={"type": "object", "required": ["label"],
+                                    "properties": {"label": {"type": "string", "maxLength": 200}}},
                     responses={200: KEY_SCHEMA}))
     table.add(Route("DELETE", "/v1/api-keys/{key_id}", revoke_key, "Revoke an API key",
                     "tenant", responses={204: None}))
