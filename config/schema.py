@@ -16,8 +16,8 @@ def _help(
     text: str,
     *,
     secret: bool = False,
-    min: float | None = None,  # noqa: A002 - reads naturally at the call sites
-    max: float | None = None,  # noqa: A002
+    min: float | None = None,
+    max: float | None = None,
 ) -> dict[str, object]:
     return {"help": text, "secret": secret, "min": min, "max": max}
 

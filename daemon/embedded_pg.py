@@ -212,7 +212,7 @@ class EmbeddedPostgres:
             raise EmbeddedPostgresError(f"initdb failed: {out.decode(errors='replace')[-2000:]}")
 
     async def _spawn(self, bin_dir: Path, user: pwd.struct_passwd | None) -> None:
-        logfile = open(self.paths.log, "ab")  # noqa: SIM115 - handed to the child
+        logfile = open(self.paths.log, "ab")  # noqa: SIM115, ASYNC230 - handed to the child
         try:
             self._proc = await asyncio.create_subprocess_exec(
                 str(bin_dir / "postgres"),

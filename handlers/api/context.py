@@ -11,7 +11,6 @@ from aiohttp import web
 
 from config.schema import Config
 from handlers.metrics import Metrics
-
 from handlers.tenants import Principal
 
 if TYPE_CHECKING:
