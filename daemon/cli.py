@@ -174,6 +174,112 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
     return asyncio.run(_with_db(_load(args), work))
 
 
+def cmd_tenant_set(args: argparse.Namespace) -> int:
+    from handlers import tenants
+    from handlers.registry import optouts, senders
+
+    async def work(conn: Any) -> int:
+        tenant = await tenants.find_tenant(conn, args.tenant)
+        if args.sender_quota is not None:
+            await senders.set_quota(conn, tenant.id, args.sender_quota, actor=_cli_actor())
+        if args.optout_scope is not None:
+            await optouts.set_scope(conn, tenant.id, args.optout_scope, actor=_cli_actor())
+        q = await senders.quota(conn, tenant.id)
+        scope = await optouts.get_scope(conn, tenant.id)
+        _emit(args, {"id": str(tenant.id), "sender_quota": q.limit, "used": q.used,
+                     "optout_scope": scope.value},
+              f"{tenant.name}: sender quota {q.used}/{q.limit}, opt-out scope {scope.value}")
+        return 0
+
+    return asyncio.run(_with_db(_load(args), work))
+
+
+def cmd_registry_import(args: argparse.Namespace) -> int:
+    from handlers import spreadsheets, tenants
+    from handlers.registry import senders
+
+    data = Path(args.file).read_bytes()
+    progress = _progress_bar("checking rows")
+    try:
+        sheet = spreadsheets.read_rows(data, sheet=0, limits=spreadsheets.Limits(
+            max_bytes=max(len(data), 1), max_rows=2_000_000))
+    except spreadsheets.SpreadsheetError as exc:
+        print(f"error: {exc.code}: {exc.detail}", file=sys.stderr)
+        return 1
+    cells = senders.column_a(sheet.rows)
+
+    async def work(conn: Any) -> int:
+        tenant = await tenants.find_tenant(conn, args.tenant)
+        try:
+            report, registered = await senders.import_numbers(
+                conn, tenant.id, cells, dry_run=args.dry_run, skip_invalid=args.skip_invalid,
+                actor=_cli_actor(), progress=progress)
+        except senders.ImportRefused as exc:
+            report, registered = exc.report, 0
+            refused = True
+        else:
+            refused = False
+        print(file=sys.stderr)
+        bad = [r for r in report if r.status is not senders.RowStatus.OK]
+        for r in bad[:50]:
+            print(f"row {r.row}: {r.input!r}: {r.status.value} ({r.reason})", file=sys.stderr)
+        if len(bad) > 50:
+            print(f"... and {len(bad) - 50} more rows not ok", file=sys.stderr)
+        summary = {"rows": len(report), "ok": len(report) - len(bad), "not_ok": len(bad),
+                   "registered": registered, "dry_run": args.dry_run}
+        verdict = ("nothing registered: fix or drop the rows above, or use --skip-invalid"
+                   if refused else f"registered {registered}")
+        _emit(args, summary, f"{len(report)} rows, {len(bad)} not ok; "
+              + ("dry run, nothing registered" if args.dry_run else verdict))
+        return 1 if refused else 0
+
+    return asyncio.run(_with_db(_load(args), work))
+
+
+def cmd_registry_export(args: argparse.Namespace) -> int:
+    import csv
+    import io
+
+    from handlers import tenants
+
+    buf = io.StringIO()
+
+    async def work(conn: Any) -> int:
+        tenant = await tenants.find_tenant(conn, args.tenant)
+        rows = await conn.fetch(
+            "SELECT number, registered_at, registered_by FROM sender_numbers "
+            "WHERE tenant_id = $1 ORDER BY registered_at, number", tenant.id)
+        writer = csv.writer(buf)
+        writer.writerow(["number", "registered_at", "registered_by"])
+        for r in rows:
+            writer.writerow([r["number"], r["registered_at"].isoformat(), r["registered_by"]])
+        return 0
+
+    status = asyncio.run(_with_db(_load(args), work))
+    if args.output:
+        Path(args.output).write_text(buf.getvalue(), encoding="utf-8")
+    else:
+        sys.stdout.write(buf.getvalue())
+    return status
+
+
+def _progress_bar(label: str) -> Callable[[int, int], None]:
+    """A one-line progress bar on stderr (a terminal) or a line per 10% (a log)."""
+    last = [-1]
+
+    def show(done: int, total: int) -> None:
+        pct = 100 * done // max(total, 1)
+        if sys.stderr.isatty():
+            bar = "#" * (pct // 4)
+            print(f"\r{label} [{bar:<25}] {pct:3d}% {done}/{total}", end="", file=sys.stderr,
+                  flush=True)
+        elif pct // 10 != last[0] // 10:
+            print(f"{label}: {pct}% ({done}/{total})", file=sys.stderr, flush=True)
+        last[0] = pct
+
+    return show
+
+
 def _cli_actor() -> str:
     try:
         return f"cli:{os.getlogin()}"
@@ -213,6 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("name")
     s.set_defaults(func=cmd_tenant_create)
     with_config(tenant.add_parser("list", help="list tenants")).set_defaults(func=cmd_tenant_list)
+    s = with_config(tenant.add_parser("set", help="operator settings of a tenant"))
+    s.add_argument("--tenant", required=True, help="tenant id or name")
+    s.add_argument("--sender-quota", type=int, help="how many sender numbers it may register")
+    s.add_argument("--optout-scope", choices=["all", "ad"], help="what an opt-out withholds")
+    s.set_defaults(func=cmd_tenant_set)
     key = admin.add_parser("key", help="API keys").add_subparsers(
         dest="verb", required=True, metavar="VERB")
     s = with_config(key.add_parser("create", help="create an API key (printed once)"))
@@ -227,6 +338,20 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tenant", required=True, help="tenant id or name")
     s.add_argument("key_id")
     s.set_defaults(func=cmd_key_revoke)
+    registry = sub.add_parser("registry", help="sender-number registry").add_subparsers(
+        dest="verb", required=True, metavar="VERB")
+    s = with_config(registry.add_parser(
+        "import", help="bulk-register numbers from column A of an xls/xlsx/csv file"))
+    s.add_argument("file")
+    s.add_argument("--tenant", required=True, help="tenant id or name")
+    s.add_argument("--dry-run", action="store_true", help="check every row, register nothing")
+    s.add_argument("--skip-invalid", action="store_true",
+                   help="register the ok rows even if others are not ok")
+    s.set_defaults(func=cmd_registry_import)
+    s = with_config(registry.add_parser("export", help="registered numbers as CSV"))
+    s.add_argument("--tenant", required=True, help="tenant id or name")
+    s.add_argument("--output", "-o", help="file to write (default: stdout)")
+    s.set_defaults(func=cmd_registry_export)
     return p
 
 

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from config.schema import Config
 from handlers.metrics import Metrics
+from handlers.registry.index import NumberIndex
 from handlers.tenants import Principal
 
 if TYPE_CHECKING:
@@ -30,6 +31,8 @@ class AppContext:
     routes: RouteTable
     version: str
     readiness: dict[str, ReadinessCheck] = field(default_factory=dict)
+    # Registered sender numbers and opt-outs; kept current by the registry's IndexFollower.
+    index: NumberIndex = field(default_factory=NumberIndex)
     draining: bool = False
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import structlog
-from aiohttp import web
+from aiohttp import BodyPartReader, web
 
 from handlers.api.context import CTX, PRINCIPAL, AppContext
 from handlers.errors import DomainError
@@ -325,3 +325,56 @@ def path_uuid(request: web.Request, name: str) -> uuid.UUID:
         return uuid.UUID(request.match_info[name])
     except ValueError:
         raise DomainError("not_found", f"no such resource: {name}", status=404) from None
+
+
+async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
+    """The multipart part `file` (bounded by api.max_upload_bytes) and the other text fields."""
+    limit = request.app[CTX].config.api.max_upload_bytes
+    if request.content_length is not None and request.content_length > limit:
+        raise DomainError("too_large", f"upload exceeds {limit} bytes", field="file", status=413)
+    if not request.content_type.startswith("multipart/"):
+        raise DomainError("unsupported_media_type", "send the file as multipart/form-data",
+                          field="file", status=415)
+    reader = await request.multipart()
+    data: bytes | None = None
+    fields: dict[str, str] = {}
+    while (part := await reader.next()) is not None:
+        if not isinstance(part, BodyPartReader):
+            continue
+        chunks: list[bytes] = []
+        size = 0
+        while chunk := await part.read_chunk(65536):
+            size += len(chunk)
+            if size > limit:
+                raise DomainError("too_large", f"upload exceeds {limit} bytes", field="file",
+                                  status=413)
+            chunks.append(chunk)
+        if part.name == "file":
+            data = b"".join(chunks)
+        elif part.name:
+            fields[part.name] = b"".join(chunks).decode("utf-8", errors="replace")
+    if data is None:
+        raise DomainError("missing_file", "multipart field 'file' is required", field="file",
+                          status=400)
+    return data, fields
+
+
+def query_bool(request: web.Request, name: str, default: bool) -> bool:
+    """A true/false query parameter, else 400 naming it."""
+    raw = request.query.get(name)
+    if raw is None or raw == "":
+        return default
+    if raw.lower() in ("true", "1", "yes"):
+        return True
+    if raw.lower() in ("false", "0", "no"):
+        return False
+    raise DomainError("invalid_parameter", f"{name} must be true or false", field=name, status=400)
+
+
+def query_choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
+    """A query parameter from a fixed set, else 400 naming it and the choices."""
+    raw = request.query.get(name) or default
+    if raw not in choices:
+        raise DomainError("invalid_parameter", f"{name} must be one of {', '.join(choices)}",
+                          field=name, status=400)
+    return raw

@@ -1,0 +1,1 @@
+"""Sender-number registry and opt-out list: rules, storage, in-memory index and routes."""
