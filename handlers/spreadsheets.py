@@ -146,8 +146,8 @@ def read_rows(data: bytes, *, sheet: str | int | None = None, limits: Limits = L
 def restore_phone_leading_zero(cell: str) -> str:
     """Give back the 0 Excel drops from a phone typed as a number (1012345678 -> 01012345678).
 
-    Only 9- and 10-digit cells that become an assigned mobile, landline or 070 number are
-    changed; anything else is returned as it was.
+    Only 9- and 10-digit cells that become an allowed mobile, landline, 070 or 080 number
+    are changed; anything else is returned as it was.
     """
     if not (cell.isascii() and cell.isdigit() and len(cell) in (9, 10)) or cell[0] == "0":
         return cell
@@ -157,7 +157,9 @@ def restore_phone_leading_zero(cell: str) -> str:
     return cell
 
 
-_ZERO_LED_KINDS = frozenset({NumberKind.MOBILE, NumberKind.FIXED_LINE, NumberKind.VOIP})
+_ZERO_LED_KINDS = frozenset(
+    {NumberKind.MOBILE, NumberKind.FIXED_LINE, NumberKind.VOIP, NumberKind.TOLL_FREE}
+)
 
 
 def render_cell(value: object) -> str:

@@ -18,6 +18,7 @@ import asyncpg
 from handlers import numbers
 from handlers.errors import DomainError
 from handlers.pagination import decode_cursor, encode_cursor
+from handlers.spreadsheets import restore_phone_leading_zero
 from handlers.tenants import audit
 
 
@@ -247,8 +248,13 @@ def judge_sender(raw: str) -> tuple[str | None, str | None]:
 
 
 def column_a(rows: Sequence[Sequence[str]]) -> list[tuple[int, str]]:
-    """(1-based row number, column A) of non-empty rows, the header row (if any) left out."""
-    cells = [(i + 1, (r[0] if r else "").strip()) for i, r in enumerate(rows)]
+    """(1-based row number, column A) of non-empty rows, the header row (if any) left out.
+
+    A number Excel stored as a number lost its leading zero (1012345678); it is restored
+    when the result is a plausible Korean number, as the portal user typed it.
+    """
+    cells = [(i + 1, restore_phone_leading_zero((r[0] if r else "").strip()))
+             for i, r in enumerate(rows)]
     cells = [(n, c) for n, c in cells if c]
     if cells and looks_like_header(cells[0][1]):
         cells = cells[1:]

@@ -340,6 +340,8 @@ def test_all_refusals_share_one_base_with_a_code() -> None:
         ("21234567", "21234567"),  # 8 digits: could be 1588-style, left alone
         ("311234567", "0311234567"),
         ("7012345678", "07012345678"),  # 070
+        ("802580303", "0802580303"),  # 080
+        ("601234567", "601234567"),  # 060 premium is not restored
         ("1234567890", "1234567890"),  # would be 012: a pager prefix, left alone
         ("5051234567", "5051234567"),  # 050 is not a number we restore
         ("01012345678", "01012345678"),
