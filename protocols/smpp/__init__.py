@@ -2,5 +2,6 @@
 
 Modules: ``constants`` (enums), ``pdu`` (PDU values, encoding), ``codec`` (decoding),
 ``receipt`` (delivery receipt text), ``text`` (data_coding), ``session`` (ESME state
-machine), ``throttle`` (token bucket, back-off), ``client`` (asyncio adapter).
+machine), ``segment`` (long messages), ``throttle`` (token bucket, back-off), ``client``
+(asyncio adapter).
 """
