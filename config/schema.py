@@ -147,6 +147,36 @@ class SmppConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MessagingConfig:
+    """The message queue, dispatcher and delivery reports."""
+
+    dispatch_batch: int = field(
+        default=500, metadata=_help("recipients claimed from the queue per round", min=1, max=10000)
+    )
+    receipt_timeout_seconds: float = field(
+        default=259200.0,
+        metadata=_help("a submitted recipient with no receipt after this long becomes expired", min=1),
+    )
+    retry_base_seconds: float = field(
+        default=1.0, metadata=_help("first back-off after ESME_RTHROTTLED/ESME_RMSGQFUL", min=0.01)
+    )
+    retry_max_seconds: float = field(
+        default=60.0, metadata=_help("longest back-off between attempts", min=0.01)
+    )
+    max_attempts: int = field(
+        default=20, metadata=_help("attempts before a recipient fails as undeliverable", min=1)
+    )
+    recovery_seconds: float = field(
+        default=2.0,
+        metadata=_help("how often to requeue work claimed by instances that died", min=0.1),
+    )
+    optout_keywords: list[str] = field(
+        default_factory=lambda: ["수신거부", "거부", "080", "STOP"],
+        metadata=_help("an MO to a tenant's 080 number containing one of these opts the sender out"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -159,3 +189,4 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     smpp: SmppConfig = field(default_factory=SmppConfig)
+    messaging: MessagingConfig = field(default_factory=MessagingConfig)

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
@@ -109,9 +110,14 @@ async def run_daemon(
         try:
             async with asyncio.timeout(config.lifecycle.drain_seconds + 1):
                 # Stops accepting, then waits for in-flight requests up to shutdown_timeout.
+                started = time.monotonic()
                 await runner.cleanup()
+                log.info("drain_step_done", step="http", ms=_ms_since(started))
                 for stopper in reversed(runtime.stoppers):
+                    started = time.monotonic()
                     await stopper()
+                    log.info("drain_step_done", step=getattr(stopper, "__qualname__", "?"),
+                             ms=_ms_since(started))
         except TimeoutError:
             log.warning("drain_deadline_passed")
         if watchdog is not None:
@@ -120,6 +126,10 @@ async def run_daemon(
                 await watchdog
     log.info("stopped")
     return 0
+
+
+def _ms_since(started: float) -> float:
+    return round((time.monotonic() - started) * 1000, 1)
 
 
 def _start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:

@@ -1,26 +1,53 @@
-"""`telgate run --demo`: a ready-to-try tenant with a fresh API key printed on the console."""
+"""`telgate run --demo` (what `make run` starts): the simulators of the outside parties, a demo
+tenant with a registered sender number, and a fresh API key printed with curl lines to try."""
 
 from __future__ import annotations
 
 import sys
 
-from daemon.app import Runtime
+import structlog
+
+from daemon.app import Runtime, Stopper
 from handlers import tenants
 from handlers.errors import DomainError
+from handlers.registry import senders
+from sim.smsc import SmscConfig, SmscSimulator
+
+log = structlog.get_logger("telgate.demo")
 
 DEMO_TENANT = "demo"
+DEMO_SENDER = "0212345678"
+
+
+async def start_simulators(runtime: Runtime) -> Stopper | None:
+    """Start the SMSC simulator where the demo configuration's carrier points."""
+    carriers = [c for c in runtime.config.smpp.carriers if c.host in ("127.0.0.1", "localhost")]
+    if not carriers:
+        return None
+    first = carriers[0]
+    smsc = SmscSimulator(SmscConfig(
+        host=first.host, port=first.port, accounts={c.system_id: c.password for c in carriers},
+        receipt_delay_ms=500, record_submits=False))
+    await smsc.start()
+    log.info("demo_smsc_started", port=first.port)
+    return smsc.stop
 
 
 async def announce_demo(runtime: Runtime) -> None:
-    """Ensure the demo tenant exists and print a new key for it with a first curl to try."""
+    """Ensure the demo tenant and its sender number; print a new key and curl lines to try."""
     async with runtime.pool.acquire() as conn:
         try:
             tenant = await tenants.find_tenant(conn, DEMO_TENANT)
         except DomainError:
             tenant = await tenants.create_tenant(conn, DEMO_TENANT, actor="demo")
+        try:
+            await senders.register(conn, tenant.id, DEMO_SENDER, actor="demo")
+        except DomainError as exc:
+            if exc.code != "already_registered":
+                raise
         secret, _key = await tenants.create_key(
-            conn, tenant.id, sp_id="demo-sp", label="make run", actor="demo"
-        )
+            conn, tenant.id, sp_id="demo-sp", label="make run", actor="demo")
+    runtime.context.index.senders.setdefault(tenant.id, set()).add(DEMO_SENDER)
     api = f"http://{runtime.config.api.host}:{runtime.config.api.port}"
     banner = f"""
 ================================================================================
@@ -28,7 +55,10 @@ async def announce_demo(runtime: Runtime) -> None:
 
    export TELGATE_KEY={secret}
    curl -s {api}/readyz
-   curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/tenant
+   curl -s -H "Authorization: Bearer $TELGATE_KEY" -H 'Content-Type: application/json' \\
+        -d '{{"from":"02-1234-5678","to":["010-1234-5678"],"text":"안녕하세요 {{오늘날짜}}"}}' \\
+        {api}/v1/messages
+   curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/messages/<id>
 ================================================================================
 """
     print(banner, file=sys.stdout, flush=True)

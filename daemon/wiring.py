@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from config.schema import Config
 from daemon.app import Runtime, Starter, Stopper
+from handlers.messages.dispatch import Dispatcher
 from handlers.registry.index import IndexFollower
 
 
@@ -15,7 +16,25 @@ async def start_registry_index(runtime: Runtime) -> Stopper:
     return follower.stop
 
 
+async def start_dispatcher(runtime: Runtime) -> Stopper:
+    """Bind to the configured carriers and dispatch the message queue."""
+    dispatcher = Dispatcher(runtime.config, runtime.pool, runtime.dsn, runtime.context.metrics)
+    await dispatcher.start()
+    if runtime.config.smpp.carriers:
+        runtime.context.readiness["smpp"] = dispatcher.readiness
+
+    async def stop() -> None:
+        await dispatcher.stop(runtime.config.lifecycle.drain_seconds)
+
+    return stop
+
+
 def starters(config: Config, *, demo: bool) -> list[Starter]:
     """The capability starters for this configuration (each returns its stopper)."""
-    found: list[Starter] = [start_registry_index]
+    found: list[Starter] = []
+    if demo:
+        from daemon.demo import start_simulators
+
+        found.append(start_simulators)
+    found += [start_registry_index, start_dispatcher]
     return found

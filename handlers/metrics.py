@@ -2,7 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import TypeVar
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+T = TypeVar("T")
 
 
 class Metrics:
@@ -22,3 +27,11 @@ class Metrics:
         self.ready = Gauge(
             "telgate_ready", "1 when every readiness check passes", registry=self.registry
         )
+        # Metric groups of capabilities, created once per registry (see `group`).
+        self._groups: dict[str, object] = {}
+
+    def group(self, name: str, factory: Callable[[CollectorRegistry], T]) -> T:
+        """A capability's metrics, registered once even if the capability restarts."""
+        if name not in self._groups:
+            self._groups[name] = factory(self.registry)
+        return self._groups[name]  # type: ignore[return-value]

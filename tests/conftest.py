@@ -153,7 +153,7 @@ class Tenant:
 @pytest.fixture
 async def api(pool: asyncpg.Pool, db_dsn: str, state_root: Path) -> AsyncIterator[Api]:
     """The control API on the test's database."""
-    config = make_config(state_root, db_dsn, api__max_body_bytes="4096")
+    config = make_config(state_root, db_dsn, api__max_body_bytes="16384")
     ctx = AppContext(config=config, pool=pool, metrics=Metrics(), routes=RouteTable(),
                      version="test")
     client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx)))

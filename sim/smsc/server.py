@@ -10,6 +10,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+from zoneinfo import ZoneInfo
 
 from protocols.smpp.codec import DecodeError, PduDecoder
 from protocols.smpp.constants import (
@@ -64,6 +65,9 @@ _NETWORK_ERROR = {
     "REJECTD": b"\x03\x00\x0b",
     "EXPIRED": b"\x03\x00\x00",
 }
+
+
+_KST = ZoneInfo("Asia/Seoul")
 
 
 @dataclass(frozen=True, slots=True)
@@ -483,7 +487,8 @@ class SmscSimulator:
         return record
 
     def _send_receipts(self, receipts: list[tuple[AcceptedSubmit, str, str]]) -> None:
-        now = datetime.now(UTC)
+        # Korean SMSCs write receipt dates in local time (KST) without a zone, like this.
+        now = datetime.now(UTC).astimezone(_KST).replace(tzinfo=None)
         by_system: dict[str, list[DeliverSm]] = {}
         for record, receipt_id, outcome in receipts:
             state = STATE_BY_RECEIPT_STAT[outcome]

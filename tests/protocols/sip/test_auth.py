@@ -213,3 +213,10 @@ def test_garbage_authorization_headers_never_raise(value: str) -> None:
     assert srv.verify(request, USERS.get, 1.0).status is not AuthStatus.OK
     with contextlib.suppress(SipSyntaxError):
         Challenge.parse(value)
+
+
+def test_lockout_memory_is_bounded_under_many_sources() -> None:
+    tracker = LockoutTracker(max_failures=3, window=60.0, max_sources=100)
+    for i in range(1000):
+        tracker.record_failure(f"198.51.{i // 256}.{i % 256}", float(i) / 1000)
+    assert len(tracker._failures) <= 100

@@ -28,15 +28,20 @@ class Net:
 
     loss: float
     rng: random.Random
+    duplicate: float = 0.0
+    jitter: float = 0.0
     now: float = 0.0
     queue: list[tuple[float, int, bytes, Peer, Peer]] = field(default_factory=list)
     seq: int = 0
 
     def pump(self, layer: TransactionLayer, src: Peer) -> None:
         for data, dest in layer.datagrams_to_send():
-            if self.rng.random() >= self.loss:
-                self.seq += 1
-                heapq.heappush(self.queue, (self.now + 0.005, self.seq, data, src, dest))
+            copies = 2 if self.rng.random() < self.duplicate else 1
+            for _ in range(copies):
+                if self.rng.random() >= self.loss:
+                    self.seq += 1
+                    delay = 0.005 + self.rng.random() * self.jitter  # jitter reorders
+                    heapq.heappush(self.queue, (self.now + delay, self.seq, data, src, dest))
 
 
 def new_invite(ids: IdGenerator, n: int) -> Request:
@@ -51,11 +56,13 @@ def new_invite(ids: IdGenerator, n: int) -> Request:
     return Request("INVITE", URI("sip", user=str(n), host="192.0.2.2"), h, b"v=0\r\n")
 
 
-def run_calls(calls: int, loss: float, seed: int) -> tuple[int, int]:
+def run_calls(
+    calls: int, loss: float, seed: int, *, duplicate: float = 0.0, jitter: float = 0.0
+) -> tuple[int, int]:
     """Return (calls whose BYE got its 200 at the caller, calls the callee saw ACKed)."""
     rng = random.Random(seed)
     ids = IdGenerator(rng.randbytes)
-    net = Net(loss, rng)
+    net = Net(loss, rng, duplicate, jitter)
     uac, uas = TransactionLayer(), TransactionLayer()
     uac_dialogs: dict[str, Dialog] = {}
     uas_dialogs: dict[str, Dialog] = {}
@@ -140,3 +147,8 @@ def test_calls_survive_ten_percent_signalling_loss() -> None:
     assert finished == 200
     assert acked == 200
 
+
+
+def test_calls_survive_duplication_and_reordering() -> None:
+    finished, acked = run_calls(200, 0.05, seed=11, duplicate=0.2, jitter=0.3)
+    assert (finished, acked) == (200, 200)

@@ -6,6 +6,7 @@ import pytest
 
 from protocols.sip.dialog import Dialog, DialogState, DialogTable
 from protocols.sip.errors import SipSyntaxError
+from protocols.sip.headers import NameAddr
 from protocols.sip.message import Request, Response, make_response, parse_message
 from protocols.sip.uri import URI
 from tests.protocols.sip.messages import INVITE
@@ -89,8 +90,7 @@ def test_ack_for_2xx_has_new_branch_and_the_invite_cseq() -> None:
 
 def test_strict_route_moves_first_route_into_request_uri() -> None:
     _, dialog = uac_dialog()
-    dialog.route_set = [dialog.route_set[0].with_params()]
-    dialog.route_set[0] = type(dialog.route_set[0]).parse("<sip:strict.example.com>")
+    dialog.route_set = [NameAddr.parse("<sip:strict.example.com>")]
     request = dialog.create_request("INFO", branch="z9hG4bKi")
     assert request.uri == URI("sip", host="strict.example.com")
     assert request.headers.get_all("Route") == ["<sip:bob@192.0.2.4>"]

@@ -7,6 +7,7 @@ from hypothesis import strategies as st
 
 from protocols.sip.errors import MalformedMessage
 from protocols.sip.message import Request, StreamFramer, make_response, parse_message
+from protocols.sip.transaction import Peer, RequestReceived, TransactionLayer
 from tests.protocols.sip.messages import INVITE, RESPONSE_180
 from tests.protocols.sip.test_torture import WSINV
 
@@ -68,3 +69,39 @@ def test_stream_framer_never_raises(data: bytes, cuts: list[int]) -> None:
         for item in framer.feed(stream[pos : pos + cut]):
             assert isinstance(item, (MalformedMessage, Request)) or item.encode()
         pos += cut
+
+
+def test_pathological_hosts_and_whitespace_do_not_backtrack() -> None:
+    # Each of these took seconds to minutes with a nested-quantifier host regex; the test
+    # guards the grammar's shape (it would hang, not fail, if that came back).
+    long_label = b"pc33.atlanta" + b"a" * 20000 + b"&asdhds"
+    for data in (
+        INVITE.replace(b"pc33.atlanta.example.com;", long_label + b";"),
+        INVITE.replace(b"Max-Forwards: 70", b"Subject: x" + b" " * 30000 + b"\r\n y"),
+        INVITE.replace(b"Max-Forwards: 70", b"Subject: " + b"\t " * 15000 + b"\r\n\t"),
+    ):
+        _exercise(data)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.lists(st.tuples(mutated(), st.floats(0, 40)), max_size=8))
+def test_transaction_layer_accepts_any_parseable_message_sequence(
+    items: list[tuple[bytes, float]],
+) -> None:
+    layer = TransactionLayer()
+    peer = Peer("UDP", "192.0.2.9", 5060)
+    now = 0.0
+    for data, step in items:
+        try:
+            message = parse_message(data)
+        except MalformedMessage:
+            continue
+        now += step
+        layer.handle_timer(now)
+        layer.receive(message, peer, now)
+        while (event := layer.next_event()) is not None:
+            if isinstance(event, RequestReceived):
+                event.transaction.reply(486, to_tag="t", now=now)
+        layer.datagrams_to_send()
+    layer.handle_timer(now + 1000)
+    assert len(layer) == 0

@@ -274,3 +274,28 @@ def test_make_request_builds_a_parseable_out_of_dialog_request() -> None:
     assert isinstance(parsed, Request)
     assert parsed.from_tag is not None and parsed.to_tag is None
     assert parsed.body == b"v=0\r\n"
+
+
+def test_uri_equivalence_follows_rfc3261_19_1_4() -> None:
+    same = [
+        ("sip:%61lice@atlanta.com;transport=TCP", "sip:alice@AtLanTa.CoM;Transport=tcp"),
+        ("sip:carol@chicago.com", "sip:carol@chicago.com;newparam=5"),
+        ("sip:biloxi.com;transport=tcp;method=REGISTER?to=sip:bob%40biloxi.com",
+         "sip:biloxi.com;method=REGISTER;transport=tcp?to=sip:bob%40biloxi.com"),
+    ]
+    different = [
+        ("SIP:ALICE@AtLanTa.CoM;Transport=udp", "sip:alice@AtLanTa.CoM;Transport=UDP"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com:5060"),
+        ("sip:bob@biloxi.com", "sip:bob@biloxi.com;transport=udp"),
+        ("sip:carol@chicago.com;security=on", "sip:carol@chicago.com;security=off"),
+    ]
+    for a, b in same:
+        assert URI.parse(a).matches(URI.parse(b)), (a, b)
+    for a, b in different:
+        assert not URI.parse(a).matches(URI.parse(b)), (a, b)
+
+
+def test_address_of_record_drops_parameters_and_unescapes_the_user() -> None:
+    assert URI.parse("sip:%31001@PBX.example.com:5070;transport=tcp").aor() == (
+        "sip:1001@pbx.example.com:5070"
+    )

@@ -367,3 +367,62 @@ Content-Length: 0
     with pytest.raises(MalformedMessage) as info:
         parse_message(raw)
     assert not info.value.answerable
+
+
+def test_longreq_long_values_and_many_vias_parse() -> None:
+    long = "a" * 2000
+    to_uri = (
+        f"<sip:user@example.com:6000;unknownparam={long};longparam{long}=shortvalue;"
+        f"very{long}longparam{long}>"
+    )
+    vias = "".join(
+        f"Via: SIP/2.0/TCP sip{i}.example.com;branch=z9hG4bK{i}{long[:100]}\n" for i in range(30)
+    )
+    raw = crlf(
+        f"""INVITE sip:user@example.com SIP/2.0
+To: "I have a user name of {long} proportion" {to_uri}
+From: sip:{long}@example.net;tag={long}
+Call-ID: longreq.one{long}
+CSeq: 3882340 INVITE
+Unknown-{long}-Header: unknown-{long}-value; unknown-{long}-parameter=value{long}
+{vias}Max-Forwards: 70
+Contact: <sip:amazinglylongcallername{long}@host5.example.net>
+Content-Length: 0
+
+"""
+    )
+    msg = parse_message(raw)
+    assert isinstance(msg, Request)
+    assert len(msg.vias) == 30
+    assert msg.from_tag == "a" * 2000
+    assert msg.to.uri.port == 6000
+
+
+def test_cparam_contact_params_and_inv2543_request_without_branch_parse() -> None:
+    raw = crlf(
+        """REGISTER sip:example.com SIP/2.0
+Via: SIP/2.0/UDP saturn.example.com:5060
+Max-Forwards: 70
+From: sip:watson@example.com;tag=DkfVgjkrtMwaerKKpe
+To: sip:watson@example.com
+Call-ID: cparam01.70710@saturn.example.com
+CSeq: 2 REGISTER
+Contact: sip:+19725552222@gw1.example.net;unknownparam
+l: 0
+
+"""
+    )
+    msg = parse_message(raw)
+    assert isinstance(msg, Request)
+    assert msg.top_via.branch is None
+    (contact,) = msg.contacts
+    assert contact.param("unknownparam") == "" and contact.uri.params == ()
+
+
+def test_zero_max_forwards_and_escaped_request_uri_headers_parse() -> None:
+    raw = _invalid("OPTIONS sip:user@example.com?Route=%3Csip:example.com%3E SIP/2.0",
+                   method="OPTIONS", extra="")
+    msg = parse_message(raw.replace(b"Max-Forwards: 7", b"Max-Forwards: 0"))
+    assert isinstance(msg, Request)
+    assert msg.uri.headers == (("Route", "%3Csip:example.com%3E"),)
+    assert msg.headers.get("Max-Forwards") == "0"

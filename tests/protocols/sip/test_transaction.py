@@ -394,3 +394,25 @@ def test_timers_follow_configured_t1_t2_t4() -> None:
     assert txn.state is State.COMPLETED
     run_until(layer, 2.0)
     assert txn.state is State.TERMINATED
+
+
+def test_peer_from_uri_uses_transport_param_port_defaults_and_maddr() -> None:
+    assert Peer.from_uri(URI.parse("sip:1001@10.0.0.5")) == Peer("UDP", "10.0.0.5", 5060)
+    assert Peer.from_uri(URI.parse("sip:10.0.0.5:5070;transport=tcp")) == Peer(
+        "TCP", "10.0.0.5", 5070
+    )
+    assert Peer.from_uri(URI.parse("sips:10.0.0.5")) == Peer("TLS", "10.0.0.5", 5061)
+    assert Peer.from_uri(URI.parse("sip:x@h.example.com;maddr=10.9.9.9")).host == "10.9.9.9"
+
+
+def test_ack_for_2xx_reusing_the_invite_branch_still_reaches_the_tu() -> None:
+    layer = TransactionLayer()
+    txn = _server_invite(layer)
+    txn.reply(200, to_tag="s", now=0.0)
+    sent(layer)
+    ack = request("ACK")  # same branch as the INVITE
+    ack.headers.set("To", "<sip:bob@example.com>;tag=s")
+    layer.receive(wire(ack), UDP, now=0.2)
+    (event,) = events(layer)
+    assert isinstance(event, AckReceived) and event.transaction is txn
+    assert run_until(layer, 5.0) == []  # 2xx retransmissions stopped

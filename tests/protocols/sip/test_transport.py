@@ -6,7 +6,14 @@ import asyncio
 
 from structlog.testing import capture_logs
 
-from protocols.sip.message import Headers, IdGenerator, Request, Response, parse_message
+from protocols.sip.message import (
+    Headers,
+    IdGenerator,
+    Request,
+    Response,
+    make_response,
+    parse_message,
+)
 from protocols.sip.transaction import (
     Event,
     Peer,
@@ -47,7 +54,7 @@ async def test_options_round_trip_over_loopback_udp_and_tcp() -> None:
     def server_events(event: Event) -> None:
         if isinstance(event, RequestReceived):
             seen.append(event.request)
-            event.transaction.reply(200, to_tag="srv", now=server.now())
+            server.respond(event.transaction, make_response(event.request, 200, to_tag="srv"))
 
     server, server_udp, server_tcp = await start_endpoint(server_events)
     answers: asyncio.Queue[Response] = asyncio.Queue()
@@ -63,8 +70,7 @@ async def test_options_round_trip_over_loopback_udp_and_tcp() -> None:
             ("TCP", server_tcp.local_address, client_tcp.local_address),
         ):
             peer = Peer(name, "127.0.0.1", target[1])
-            client.layer.send_request(options(name, local[1]), peer, client.now())
-            client.flush()
+            client.send_request(options(name, local[1]), peer)
             response = await asyncio.wait_for(answers.get(), 5)
             assert response.status == 200 and response.to_tag == "srv"
             via = seen[-1].top_via

@@ -1,0 +1,585 @@
+"""The dispatcher: PostgreSQL queue → SMPP windows → states and receipts back in PostgreSQL.
+
+Every instance runs one. It claims due recipients in batches (`FOR UPDATE SKIP LOCKED`, state
+`claimed` with its instance key), submits them over the carriers' binds, and a single writer
+stores outcomes in batches: `submitted` with the carrier id, `failed` with the SMPP status, or
+back to `queued` with a back-off (throttled, queue full) or marked `in_doubt` (no response:
+the SMSC may have the message). Receipts are written to `dlr_inbox` *before* deliver_sm_resp,
+then matched to recipients by carrier id or its other-base reading.
+
+Each instance holds a PostgreSQL advisory lock on its key for its lifetime. Rows claimed under
+a key whose lock is free belong to a dead instance (kill -9): they are requeued as in doubt.
+Those are the only submits that can be duplicated, and they are counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import asyncpg
+import structlog
+from prometheus_client import CollectorRegistry, Counter, Gauge
+
+from config.schema import Config
+from handlers.messages import carrier_ids
+from handlers.messages.accept import DISPATCH_CHANNEL
+from handlers.messages.carriers import Bind, Carrier, Router, build_submits, make_carriers
+from handlers.metrics import Metrics
+from handlers.registry import optouts
+from protocols.smpp.client import SmppClientError
+from protocols.smpp.constants import CommandStatus
+from protocols.smpp.session import DeliverSmReceived, Event, SessionError
+from protocols.smpp.text import UnsupportedDataCoding, decode_text
+
+log = structlog.get_logger("telgate.dispatch")
+
+INSTANCE_LOCK_CLASS = 0x7E16  # advisory lock namespace: (class, instance key)
+RETRYABLE = frozenset({CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFUL})
+FINAL_BY_STAT = {"DELIVRD": "delivered", "EXPIRED": "expired"}
+INTERMEDIATE_STATS = frozenset({"ENROUTE", "ACCEPTD"})
+KST = ZoneInfo("Asia/Seoul")
+
+
+@dataclass(frozen=True, slots=True)
+class Claimed:
+    """A recipient this instance took from the queue."""
+
+    message_id: Any
+    idx: int
+    tenant_id: Any
+    number: str
+    text: str
+    sender: str
+    attempts: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What happened to one claimed recipient."""
+
+    row: Claimed
+    kind: str  # submitted | failed | retry
+    carrier: str | None = None
+    message_id: str | None = None
+    status: int | None = None
+    delay: float = 0.0
+    in_doubt: bool = False
+    reason: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PendingDeliver:
+    """A deliver_sm waiting to be stored before it is acknowledged."""
+
+    bind: Bind
+    sequence_number: int
+    carrier: str
+    receipt_id: str | None
+    stat: str | None
+    err: str | None
+    done_at: datetime | None
+    source: str
+    destination: str
+    text: str
+
+
+def _warn_unmatched(kind: str, status: str, expected: int) -> None:
+    """An outcome whose row is no longer claimed by us (recovered by another instance)."""
+    updated = int(status.split()[-1])
+    if updated != expected:
+        log.warning("dispatch_outcome_unmatched", kind=kind, expected=expected, updated=updated)
+
+
+def _aware(when: datetime | None) -> datetime | None:
+    """Receipt dates carry no zone; Korean SMSCs write them in KST."""
+    if when is None or when.tzinfo is not None:
+        return when
+    return when.replace(tzinfo=KST)
+
+
+class DispatchMetrics:
+    """Counters operators watch for messaging."""
+
+    def __init__(self, r: CollectorRegistry) -> None:
+        self.outcomes = Counter("telgate_smpp_submits_total", "submit outcomes", ["outcome"],
+                                registry=r)
+        self.in_doubt = Counter("telgate_smpp_submits_in_doubt_total",
+                                "submits whose fate is unknown (possible duplicates)", registry=r)
+        self.receipts = Counter("telgate_smpp_receipts_total", "delivery receipts", ["stat"],
+                                registry=r)
+        self.mo = Counter("telgate_smpp_mo_total", "mobile-originated messages", registry=r)
+        self.binds_up = Gauge("telgate_smpp_binds_up", "bound SMPP sessions", ["carrier"],
+                              registry=r)
+        self.inflight = Gauge("telgate_smpp_inflight", "claimed recipients not yet stored",
+                              registry=r)
+
+
+class Dispatcher:
+    """Drives the message queue of one daemon instance."""
+
+    def __init__(self, config: Config, pool: asyncpg.Pool, dsn: str, metrics: Metrics) -> None:
+        self.config = config
+        self.mcfg = config.messaging
+        self.pool = pool
+        self.dsn = dsn
+        self.metrics = metrics.group("dispatch", DispatchMetrics)
+        self.key = random.randrange(1, 2**31 - 1)
+        self.carriers: list[Carrier] = make_carriers(
+            list(config.smpp.carriers), self._on_event, self._on_bind_change)
+        self.router = Router(self.carriers)
+        self._wake = asyncio.Event()
+        self._closed_event = asyncio.Event()
+        self._flush_now = asyncio.Event()
+        self._outcomes: list[Outcome] = []
+        self._delivers: list[PendingDeliver] = []
+        self._inflight = 0
+        self._stopping = False
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._submits: set[asyncio.Task[None]] = set()
+        self._lock_conn: asyncpg.Connection | None = None
+        self._ref = 0
+
+    # -- lifecycle ------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take the instance lock, recover dead instances' work, bind, start the loops."""
+        self._lock_conn = await asyncpg.connect(self.dsn)
+        await self._lock_conn.execute("SELECT pg_advisory_lock($1, $2)", INSTANCE_LOCK_CLASS,
+                                      self.key)
+        await self._lock_conn.add_listener(DISPATCH_CHANNEL, lambda *_: self._wake.set())
+        await self.recover()
+        for carrier in self.carriers:
+            for bind in carrier.binds:
+                bind.start()
+        self._tasks = [
+            asyncio.create_task(self._claim_loop(), name="dispatch-claim"),
+            asyncio.create_task(self._writer_loop(), name="dispatch-writer"),
+            asyncio.create_task(self._housekeeping_loop(), name="dispatch-housekeeping"),
+        ]
+        log.info("dispatcher_started", instance=self.key, carriers=len(self.carriers))
+
+    async def stop(self, drain_seconds: float = 10.0) -> None:
+        """Stop claiming, let submits in flight finish, store their outcomes, unbind."""
+        self._stopping = True
+        self._wake.set()
+        if self._submits:
+            await asyncio.wait(set(self._submits), timeout=drain_seconds)
+        for b in (b for c in self.carriers for b in c.binds):
+            await b.stop()
+        # Outcomes of anything cut off by the unbind are in doubt; store them all.
+        if self._submits:
+            await asyncio.wait(set(self._submits), timeout=2)
+        # Loops end on the flag (not by cancellation: on Python 3.11 asyncio.wait_for can
+        # swallow a cancel that races with the event it waits for).
+        self._closing = True
+        self._closed_event.set()
+        self._flush_now.set()
+        self._wake.set()
+        await asyncio.wait(set(self._tasks), timeout=5)
+        for t in self._tasks:
+            t.cancel()
+        await self._flush()
+        if self._lock_conn is not None:
+            await self._lock_conn.close()  # releases the instance lock
+        log.info("dispatcher_stopped", instance=self.key)
+
+    async def readiness(self) -> tuple[bool, str]:
+        """Ready when every carrier has at least one bound session."""
+        down = [c.name for c in self.carriers if not c.up_binds()]
+        if down:
+            return False, f"no bound SMPP session for: {', '.join(down)}"
+        return True, ", ".join(f"{c.name}: {len(c.up_binds())}/{len(c.binds)} binds"
+                               for c in self.carriers) or "no carriers configured"
+
+    def _on_bind_change(self) -> None:
+        for c in self.carriers:
+            self.metrics.binds_up.labels(c.name).set(len(c.up_binds()))
+        self._wake.set()
+
+    # -- claiming and submitting -----------------------------------------------------------
+
+    def _capacity(self) -> int:
+        window = sum(c.capacity() for c in self.carriers)
+        return 0 if window == 0 else window * 2
+
+    async def _claim_loop(self) -> None:
+        while not self._stopping:
+            room = min(self._capacity() - self._inflight, self.mcfg.dispatch_batch)
+            if room <= 0:
+                await self._sleep_until_woken(0.5)
+                continue
+            rows = await self._claim(room)
+            if not rows:
+                await self._sleep_until_woken(0.5)
+                continue
+            self._inflight += len(rows)
+            self.metrics.inflight.set(self._inflight)
+            for row in rows:
+                task = asyncio.create_task(self._submit(row))
+                self._submits.add(task)
+                task.add_done_callback(self._submits.discard)
+
+    async def _sleep_until_woken(self, timeout: float) -> None:
+        self._wake.clear()
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(timeout):
+                await self._wake.wait()
+
+    async def _claim(self, limit: int) -> list[Claimed]:
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                """WITH due AS (
+                       SELECT r.message_id, r.idx FROM recipients r
+                       JOIN messages m ON m.id = r.message_id
+                       WHERE r.state = 'queued' AND r.next_attempt_at <= now()
+                       ORDER BY r.next_attempt_at
+                       LIMIT $1
+                       FOR UPDATE OF r SKIP LOCKED
+                       FOR SHARE OF m SKIP LOCKED
+                   ), claimed AS (
+                       UPDATE recipients r SET state = 'claimed', claimed_by = $2,
+                                               attempts = r.attempts + 1
+                       FROM due WHERE r.message_id = due.message_id AND r.idx = due.idx
+                       RETURNING r.message_id, r.idx, r.tenant_id, r.number, r.text, r.attempts
+                   )
+                   SELECT c.*, m.sender, m.text AS message_text
+                   FROM claimed c JOIN messages m ON m.id = c.message_id""",
+                limit, self.key)
+        return [Claimed(r["message_id"], r["idx"], r["tenant_id"], r["number"],
+                        r["text"] or r["message_text"], r["sender"], r["attempts"]) for r in rows]
+
+    async def _submit(self, row: Claimed) -> None:
+        try:
+            # Await first: `self._outcomes.append(await ...)` would bind the list the writer
+            # may swap out during the await, and the outcome would be lost.
+            outcome = await self._submit_one(row)
+            self._outcomes.append(outcome)
+        except Exception as exc:  # never lose a claimed row: store it as in doubt
+            log.exception("submit_crashed", error=str(exc))
+            self._outcomes.append(Outcome(row, "retry", delay=1.0, in_doubt=True))
+        finally:
+            self._inflight -= 1
+            self.metrics.inflight.set(self._inflight)
+            if len(self._outcomes) >= 500:
+                self._flush_now.set()
+            self._wake.set()
+
+    async def _submit_one(self, row: Claimed) -> Outcome:
+        route = self.router.choose(row.number)
+        if route is None:  # no carrier up for this prefix: wait for a bind, not an attempt
+            return Outcome(row, "retry", delay=1.0, reason="no_bind")
+        carrier, bind = route
+        if carrier.bucket is not None:
+            while True:
+                if carrier.bucket.try_acquire():
+                    break
+                await asyncio.sleep(carrier.bucket.wait_time())
+        client = bind.client
+        if client is None:
+            return Outcome(row, "retry", delay=0.2, reason="no_bind")
+        self._ref = (self._ref + 1) & 0xFFFF
+        pdus = build_submits(carrier.config, source=row.sender, destination=row.number,
+                             text=row.text, ref=self._ref)
+        first_id: str | None = None
+        sent_any = False
+        try:
+            for pdu in pdus:
+                resp = await client.submit(pdu)
+                sent_any = True
+                status = resp.command_status
+                if status != CommandStatus.ESME_ROK:
+                    return self._refused(row, carrier.name, status)
+                first_id = first_id or getattr(resp, "message_id", None) or None
+        except (SmppClientError, SessionError) as exc:
+            # Not answered: the SMSC may or may not have it.
+            log.warning("submit_in_doubt", bind=bind.name, error=type(exc).__name__)
+            return Outcome(row, "retry", delay=0.5, in_doubt=sent_any or True)
+        if not first_id:
+            return Outcome(row, "failed", carrier.name, status=None, reason="no_message_id")
+        return Outcome(row, "submitted", carrier.name, message_id=first_id)
+
+    def _refused(self, row: Claimed, carrier: str, status: int) -> Outcome:
+        if status in RETRYABLE and row.attempts < self.mcfg.max_attempts:
+            delay = min(self.mcfg.retry_max_seconds,
+                        self.mcfg.retry_base_seconds * 2 ** (row.attempts - 1))
+            return Outcome(row, "retry", carrier, status=status, delay=delay * (0.5 + random.random() / 2),
+                           reason="throttled" if status == CommandStatus.ESME_RTHROTTLED
+                           else "queue_full")
+        return Outcome(row, "failed", carrier, status=status, reason="smpp_error")
+
+    # -- inbound ---------------------------------------------------------------------------
+
+    def _on_event(self, bind: Bind, event: Event) -> None:
+        if not isinstance(event, DeliverSmReceived):
+            return
+        pdu = event.pdu
+        receipt = event.receipt
+        if receipt is not None:
+            stat = (receipt.stat or "").upper() or None
+            self._delivers.append(PendingDeliver(
+                bind, pdu.sequence_number, bind.carrier.name,
+                carrier_ids.canonical(receipt.message_id), stat, receipt.err,
+                receipt.done_date, pdu.source_addr, pdu.destination_addr, ""))
+        else:
+            payload = pdu.message_payload or pdu.short_message
+            try:
+                text = decode_text(payload, pdu.data_coding)
+            except UnsupportedDataCoding:
+                text = payload.hex()
+            self._delivers.append(PendingDeliver(
+                bind, pdu.sequence_number, bind.carrier.name, None, None, None, None,
+                pdu.source_addr, pdu.destination_addr, text))
+        if len(self._delivers) >= 500:
+            self._flush_now.set()
+
+    # -- the writer --------------------------------------------------------------------------
+
+    async def _writer_loop(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.02):
+                    await self._flush_now.wait()
+            self._flush_now.clear()
+            try:
+                await self._flush()
+            except Exception as exc:  # the buffers were put back: the next round retries
+                log.exception("dispatch_store_failed", error=str(exc))
+                await asyncio.sleep(0.5)
+
+    async def _flush(self) -> None:
+        outcomes, self._outcomes = self._outcomes, []
+        delivers, self._delivers = self._delivers, []
+        if not outcomes and not delivers:
+            return
+        try:
+            async with self.pool.acquire() as conn:
+                if outcomes:
+                    await self._store_outcomes(conn, outcomes)
+                if delivers:
+                    await self._store_delivers(conn, delivers)
+                await self._match_receipts(conn)
+        except BaseException:
+            self._outcomes[:0] = outcomes
+            self._delivers[:0] = delivers
+            raise
+
+    async def _store_outcomes(self, conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> None:
+        ok = [o for o in outcomes if o.kind == "submitted"]
+        failed = [o for o in outcomes if o.kind == "failed"]
+        retry = [o for o in outcomes if o.kind == "retry"]
+        async with conn.transaction():
+            if ok:
+                ids = [carrier_ids.canonical(o.message_id or "") for o in ok]
+                status = await conn.execute(
+                    """UPDATE recipients r SET state = 'submitted', carrier = u.carrier,
+                              carrier_msg_id = u.mid, carrier_msg_id_alt = u.alt,
+                              submitted_at = now(), claimed_by = NULL, smpp_status = 0
+                       FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[])
+                            AS u(message_id, idx, carrier, mid, alt)
+                       WHERE r.message_id = u.message_id AND r.idx = u.idx
+                         AND r.state = 'claimed'""",
+                    [o.row.message_id for o in ok], [o.row.idx for o in ok],
+                    [o.carrier for o in ok], ids, [carrier_ids.alternate(i) for i in ids])
+                _warn_unmatched("submitted", status, len(ok))
+                await conn.execute(
+                    """UPDATE messages SET dispatch_started_at = now()
+                       WHERE id = ANY($1::uuid[]) AND dispatch_started_at IS NULL""",
+                    list({o.row.message_id for o in ok}))
+            if failed:
+                await conn.execute(
+                    """WITH u AS (
+                           SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[],
+                                                $5::text[]) AS u(message_id, idx, carrier, status, reason)
+                       ), upd AS (
+                           UPDATE recipients r SET state = 'failed', carrier = u.carrier,
+                                  smpp_status = u.status, reason = u.reason, done_at = now(),
+                                  claimed_by = NULL
+                           FROM u WHERE r.message_id = u.message_id AND r.idx = u.idx
+                             AND r.state = 'claimed'
+                           RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
+                       )
+                       INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)
+                       SELECT upd.tenant_id, w.id, 'message.recipient.failed',
+                              jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
+                                                 'number', upd.number, 'state', upd.state,
+                                                 'reason', upd.reason)
+                       FROM upd JOIN webhooks w ON w.tenant_id = upd.tenant_id
+                        AND (w.events = '{}' OR 'message.recipient.failed' = ANY (w.events))""",
+                    [o.row.message_id for o in failed], [o.row.idx for o in failed],
+                    [o.carrier for o in failed], [o.status for o in failed],
+                    [o.reason for o in failed])
+            if retry:
+                status = await conn.execute(
+                    """UPDATE recipients r SET state = 'queued', claimed_by = NULL,
+                              next_attempt_at = now() + make_interval(secs => u.delay),
+                              in_doubt = r.in_doubt OR u.doubt, reason = u.reason,
+                              attempts = CASE WHEN u.reason = 'no_bind' THEN r.attempts - 1
+                                              ELSE r.attempts END
+                       FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::bool[], $5::text[])
+                            AS u(message_id, idx, delay, doubt, reason)
+                       WHERE r.message_id = u.message_id AND r.idx = u.idx
+                         AND r.state = 'claimed'""",
+                    [o.row.message_id for o in retry], [o.row.idx for o in retry],
+                    [o.delay for o in retry], [o.in_doubt for o in retry],
+                    [o.reason for o in retry])
+                _warn_unmatched("retry", status, len(retry))
+        for o in outcomes:
+            self.metrics.outcomes.labels(o.kind).inc()
+            if o.in_doubt:
+                self.metrics.in_doubt.inc()
+        if retry:
+            soonest = min(o.delay for o in retry)
+            asyncio.get_running_loop().call_later(soonest, self._wake.set)
+
+    async def _store_delivers(self, conn: asyncpg.Connection,
+                              delivers: Sequence[PendingDeliver]) -> None:
+        receipts = [d for d in delivers if d.receipt_id is not None
+                    and (d.stat or "") not in INTERMEDIATE_STATS]
+        mos = [d for d in delivers if d.receipt_id is None]
+        async with conn.transaction():
+            if receipts:
+                await conn.copy_records_to_table(
+                    "dlr_inbox", columns=["carrier", "msg_id", "stat", "err", "done_at"],
+                    records=[(d.carrier, d.receipt_id, d.stat, d.err, _aware(d.done_at))
+                             for d in receipts])
+            for d in mos:
+                await self._store_mo(conn, d)
+        # Stored: now the SMSC may forget them.
+        for d in delivers:
+            d.bind.client.ack(d.sequence_number) if d.bind.client is not None else None
+            if d.receipt_id is not None:
+                self.metrics.receipts.labels(d.stat or "unknown").inc()
+            else:
+                self.metrics.mo.inc()
+
+    async def _store_mo(self, conn: asyncpg.Connection, d: PendingDeliver) -> None:
+        destination = "".join(ch for ch in d.destination if ch.isdigit())
+        tenant = await conn.fetchval("SELECT id FROM tenants WHERE optout_number = $1",
+                                     destination)
+        wants_out = tenant is not None and any(
+            k.lower() in d.text.lower() for k in self.mcfg.optout_keywords)
+        await conn.execute(
+            """INSERT INTO mo_messages (tenant_id, carrier, source, destination, text, opt_out)
+               VALUES ($1, $2, $3, $4, $5, $6)""",
+            tenant, d.carrier, d.source, destination, d.text, wants_out)
+        if wants_out:
+            try:
+                await optouts.add_from_mo(conn, tenant, d.source)
+            except Exception as exc:  # a malformed source number must not lose the MO row
+                log.warning("mo_optout_not_added", error=str(exc))
+            else:
+                log.info("mo_optout_added", tenant=str(tenant), number=d.source)
+
+    async def _match_receipts(self, conn: asyncpg.Connection) -> None:
+        rows = await conn.fetch(
+            """WITH cand AS (
+                   SELECT d.id AS did, r.message_id, r.idx, d.stat, d.err, d.done_at
+                   FROM dlr_inbox d JOIN recipients r
+                     ON r.carrier = d.carrier AND r.carrier_msg_id = d.msg_id
+                   WHERE r.state = 'submitted'
+                   UNION ALL
+                   SELECT d.id, r.message_id, r.idx, d.stat, d.err, d.done_at
+                   FROM dlr_inbox d JOIN recipients r
+                     ON r.carrier = d.carrier AND r.carrier_msg_id_alt = d.msg_id
+                   WHERE r.state = 'submitted'
+               ), one AS (
+                   SELECT DISTINCT ON (did) * FROM cand ORDER BY did
+               ), upd AS (
+                   UPDATE recipients r
+                   SET state = CASE one.stat WHEN 'DELIVRD' THEN 'delivered'
+                                             WHEN 'EXPIRED' THEN 'expired' ELSE 'failed' END,
+                       reason = CASE WHEN one.stat = 'DELIVRD' THEN NULL
+                                     ELSE lower(coalesce(one.stat, 'unknown')) END,
+                       dlr_stat = one.stat, dlr_err = one.err,
+                       done_at = coalesce(one.done_at, now())
+                   FROM one WHERE r.message_id = one.message_id AND r.idx = one.idx
+                   RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
+               ), hooks AS (
+                   INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)
+                   SELECT upd.tenant_id, w.id, 'message.recipient.' || upd.state,
+                          jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
+                                             'number', upd.number, 'state', upd.state,
+                                             'reason', upd.reason)
+                   FROM upd JOIN webhooks w ON w.tenant_id = upd.tenant_id
+                    AND (w.events = '{}' OR 'message.recipient.' || upd.state = ANY (w.events))
+               ), gone AS (
+                   DELETE FROM dlr_inbox d USING one WHERE d.id = one.did
+               )
+               SELECT count(*) AS n FROM upd""")
+        del rows
+
+    # -- housekeeping ---------------------------------------------------------------------------
+
+    async def _housekeeping_loop(self) -> None:
+        while not self._closing:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.mcfg.recovery_seconds):
+                    await self._closed_event.wait()
+            if self._closing:
+                return
+            try:
+                await self.recover()
+                await self.expire()
+            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+                log.error("dispatch_housekeeping_failed", error=str(exc))
+
+    async def recover(self) -> int:
+        """Requeue, as in doubt, recipients claimed by instances that are no longer alive."""
+        requeued = 0
+        async with self.pool.acquire() as conn:
+            keys = [r["claimed_by"] for r in await conn.fetch(
+                "SELECT DISTINCT claimed_by FROM recipients "
+                "WHERE state = 'claimed' AND claimed_by <> $1", self.key)]
+            for key in keys:
+                if not await conn.fetchval("SELECT pg_try_advisory_lock($1, $2)",
+                                           INSTANCE_LOCK_CLASS, key):
+                    continue  # that instance is alive
+                try:
+                    status = await conn.execute(
+                        """UPDATE recipients SET state = 'queued', claimed_by = NULL,
+                                  in_doubt = true, next_attempt_at = now()
+                           WHERE state = 'claimed' AND claimed_by = $1""", key)
+                    n = int(status.split()[-1])
+                finally:
+                    await conn.execute("SELECT pg_advisory_unlock($1, $2)",
+                                       INSTANCE_LOCK_CLASS, key)
+                if n:
+                    requeued += n
+                    self.metrics.in_doubt.inc(n)
+                    log.warning("dispatch_recovered_dead_instance", instance=key, in_doubt=n)
+        if requeued:
+            self._wake.set()
+        return requeued
+
+    async def expire(self) -> int:
+        """Submitted recipients with no receipt within the timeout become `expired`."""
+        async with self.pool.acquire() as conn:
+            n = await conn.fetchval(
+                """WITH upd AS (
+                       UPDATE recipients SET state = 'expired', reason = 'no_receipt',
+                              done_at = now()
+                       WHERE state = 'submitted'
+                         AND submitted_at < now() - make_interval(secs => $1)
+                       RETURNING tenant_id, message_id, idx, number
+                   ), hooks AS (
+                       INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)
+                       SELECT upd.tenant_id, w.id, 'message.recipient.expired',
+                              jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
+                                                 'number', upd.number, 'state', 'expired',
+                                                 'reason', 'no_receipt')
+                       FROM upd JOIN webhooks w ON w.tenant_id = upd.tenant_id
+                        AND (w.events = '{}' OR 'message.recipient.expired' = ANY (w.events))
+                   )
+                   SELECT count(*) FROM upd""",
+                self.mcfg.receipt_timeout_seconds)
+            await conn.execute(
+                "DELETE FROM dlr_inbox WHERE received_at < now() - interval '1 day'")
+        return int(n or 0)

@@ -1,0 +1,202 @@
+"""Message history and statistics: counts per period (Asia/Seoul calendar), type and SP ID,
+and the per-recipient history rows behind the CSV/XLSX export.
+
+Plain SQL over `messages` and `recipients`; a message belongs to the period of its `send_at`
+(the time it was, or is to be, sent), counted in Korean calendar days and months.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import AsyncIterator, Sequence
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+from uuid import UUID
+from zoneinfo import ZoneInfo
+
+import asyncpg
+
+from handlers import numbers
+from handlers.errors import DomainError
+
+KST = ZoneInfo("Asia/Seoul")
+MAX_PERIOD = timedelta(days=366)
+STATES: tuple[str, ...] = ("queued", "submitted", "delivered", "failed", "expired", "rejected",
+                           "canceled")
+NOT_DELIVERED: tuple[str, ...] = ("failed", "expired", "rejected")
+PENDING: tuple[str, ...] = ("queued", "submitted")
+MESSAGE_TYPES: tuple[str, ...] = ("sms", "lms", "mms")
+
+
+class Granularity(enum.StrEnum):
+    """How finely statistics are bucketed (Korean calendar)."""
+
+    DAY = "day"
+    MONTH = "month"
+
+
+@dataclass(frozen=True, slots=True)
+class Period:
+    """A half-open interval [since, until) of UTC instants."""
+
+    since: datetime
+    until: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class HistoryFilter:
+    """What a history search or statistics query selects, within one tenant."""
+
+    tenant_id: UUID
+    period: Period
+    type: str | None = None
+    sp_id: str | None = None
+    sender: str | None = None
+    recipient: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class StatsRow:
+    """Counts of one (period, type, SP ID) bucket."""
+
+    period: str  # "2026-11-23" or "2026-11"
+    type: str
+    sp_id: str | None
+    messages: int
+    recipients: int
+    sent: int  # reached the carrier (submit accepted)
+    states: dict[str, int]
+
+    @property
+    def delivered(self) -> int:
+        return self.states["delivered"]
+
+    @property
+    def not_delivered(self) -> int:
+        return sum(self.states[s] for s in NOT_DELIVERED)
+
+    @property
+    def pending(self) -> int:
+        return sum(self.states[s] for s in PENDING)
+
+
+def parse_time(raw: str, field: str, *, end_of_day: bool) -> datetime:
+    """An RFC 3339 time, or a date (`2026-11-23`) read as that Korean calendar day.
+
+    A date as `until` means the end of that day (inclusive), as a portal's date picker means it.
+    """
+    text = raw.strip()
+    try:
+        if len(text) == 10:
+            day = date.fromisoformat(text)
+            if end_of_day:
+                day += timedelta(days=1)
+            return datetime.combine(day, time(0), KST).astimezone(UTC)
+        when = datetime.fromisoformat(text.replace("Z", "+00:00"))
+    except ValueError:
+        raise DomainError("invalid_time", f"{field} must be an RFC 3339 time or a date "
+                          "(YYYY-MM-DD)", field=field, status=422) from None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=KST)  # a portal's local time
+    return when.astimezone(UTC)
+
+
+def parse_period(since_raw: str | None, until_raw: str | None, now: datetime,
+                 default_days: int = 30) -> Period:
+    """The searched period: at most 366 days, `since` before `until` (422 naming the field)."""
+    until = parse_time(until_raw, "until", end_of_day=True) if until_raw else now
+    since = (parse_time(since_raw, "since", end_of_day=False) if since_raw
+             else until - timedelta(days=default_days))
+    if since >= until:
+        raise DomainError("invalid_period", "until must be after since", field="until")
+    if until - since > MAX_PERIOD:
+        raise DomainError("period_too_long", "a search covers at most one year (366 days)",
+                          field="since")
+    return Period(since, until)
+
+
+def parse_number(raw: str | None, field: str) -> str | None:
+    """A phone number filter in canonical digits (absent or empty: no filter)."""
+    if raw is None or not raw.strip():
+        return None
+    try:
+        return numbers.normalise(raw)
+    except numbers.NumberError as exc:
+        raise DomainError(exc.code, exc.detail, field=field) from None
+
+
+def _where(f: HistoryFilter) -> tuple[str, list[Any]]:
+    """The WHERE clause (over `m` messages and `r` recipients) and its arguments."""
+    args: list[Any] = [f.tenant_id, f.period.since, f.period.until]
+    clauses = ["m.tenant_id = $1", "m.send_at >= $2", "m.send_at < $3"]
+    for column, value in (("m.type", f.type), ("m.sp_id", f.sp_id), ("m.sender", f.sender),
+                          ("r.number", f.recipient)):
+        if value is not None:
+            args.append(value)
+            clauses.append(f"{column} = ${len(args)}")
+    return " AND ".join(clauses), args
+
+
+async def message_stats(conn: asyncpg.Connection, f: HistoryFilter,
+                        granularity: Granularity) -> list[StatsRow]:
+    """Counts per Korean day or month, message type and SP ID, oldest period first."""
+    where, args = _where(f)
+    state_counts = ", ".join(
+        f"count(*) FILTER (WHERE r.state = '{s}') AS {s}" for s in STATES if s != "queued")
+    rows = await conn.fetch(
+        f"""SELECT date_trunc('{granularity.value}', m.send_at AT TIME ZONE 'Asia/Seoul') AS period,
+                   m.type, m.sp_id, count(DISTINCT m.id) AS messages, count(*) AS recipients,
+                   count(*) FILTER (WHERE r.submitted_at IS NOT NULL) AS sent,
+                   count(*) FILTER (WHERE r.state IN ('queued', 'claimed')) AS queued,
+                   {state_counts}
+            FROM messages m JOIN recipients r ON r.message_id = m.id
+            WHERE {where}
+            GROUP BY 1, 2, 3
+            ORDER BY 1, 2, 3 NULLS FIRST""",  # only our own constants are spliced in
+        *args)
+    fmt = "%Y-%m-%d" if granularity is Granularity.DAY else "%Y-%m"
+    return [StatsRow(r["period"].strftime(fmt), r["type"], r["sp_id"], r["messages"],
+                     r["recipients"], r["sent"], {s: r[s] for s in STATES}) for r in rows]
+
+
+def totals(rows: Sequence[StatsRow]) -> StatsRow:
+    """All buckets added up (period "total")."""
+    states = {s: sum(r.states[s] for r in rows) for s in STATES}
+    return StatsRow("total", "all", None, sum(r.messages for r in rows),
+                    sum(r.recipients for r in rows), sum(r.sent for r in rows), states)
+
+
+EXPORT_COLUMNS: tuple[str, ...] = (
+    "send_at", "message_id", "type", "sp_id", "from", "to", "name", "state", "reason",
+    "submitted_at", "done_at", "subject", "text")
+
+
+async def count_history(conn: asyncpg.Connection, f: HistoryFilter) -> int:
+    """How many recipient rows a history export would hold."""
+    where, args = _where(f)
+    n = await conn.fetchval(
+        f"SELECT count(*) FROM messages m JOIN recipients r ON r.message_id = m.id WHERE {where}",
+        *args)
+    return int(n or 0)
+
+
+async def history_rows(conn: asyncpg.Connection, f: HistoryFilter,
+                       prefetch: int = 2000) -> AsyncIterator[tuple[str, ...]]:
+    """Per-recipient history rows in send order (call inside a transaction: a cursor)."""
+    where, args = _where(f)
+    query = f"""SELECT m.send_at, m.id, m.type, m.sp_id, m.sender, r.number, r.name, r.state,
+                       r.reason, r.submitted_at, r.done_at, m.subject,
+                       coalesce(r.text, m.text) AS text
+                FROM messages m JOIN recipients r ON r.message_id = m.id
+                WHERE {where}
+                ORDER BY m.send_at, m.id, r.idx"""
+    async for r in conn.cursor(query, *args, prefetch=prefetch):
+        state = "queued" if r["state"] == "claimed" else r["state"]
+        yield (_kst(r["send_at"]), str(r["id"]), r["type"], r["sp_id"] or "", r["sender"],
+               r["number"], r["name"] or "", state, r["reason"] or "",
+               _kst(r["submitted_at"]), _kst(r["done_at"]), r["subject"] or "", r["text"])
+
+
+def _kst(when: datetime | None) -> str:
+    return "" if when is None else when.astimezone(KST).isoformat(timespec="seconds")
