@@ -248,7 +248,7 @@ async def test_throttling_and_window_full_back_off_until_all_delivered(
         _s, body = await send(t, to=to, text="throttled")
         assert await settled(t, body["id"], 20) == {"delivered": 60}
         assert smsc.stats["throttled"] > 0
-    async with running(api, db_dsn, state_root, sim_config(window=3, latency_ms=20)) as (smsc, d):
+    async with running(api, db_dsn, state_root, sim_config(window=3, latency_ms=20)) as (smsc, _d):
         _s, body = await send(t, to=to, text="window")
         assert await settled(t, body["id"], 20) == {"delivered": 60}
         assert smsc.stats["queue_full"] > 0
