@@ -20,6 +20,10 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 from config.schema import Config
 
 ENV_PREFIX = "TELGATE_"
+# TELGATE_* variables that are not configuration keys: the config file path, the API key
+# the README tells users to export, and test-suite settings.
+RESERVED_ENV = frozenset({"TELGATE_CONFIG", "TELGATE_KEY"})
+RESERVED_ENV_PREFIXES = ("TELGATE_TEST_",)
 T = TypeVar("T")
 
 
@@ -58,7 +62,8 @@ def load_config(path: Path | None = None, environ: Mapping[str, str] | None = No
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([ConfigProblem("-", f"not valid TOML: {exc}", str(path))]) from None
     for env_key, raw in sorted((environ or {}).items()):
-        if not env_key.startswith(ENV_PREFIX):
+        if not env_key.startswith(ENV_PREFIX) or env_key in RESERVED_ENV or env_key.startswith(
+                RESERVED_ENV_PREFIXES):
             continue
         parts = [p.lower() for p in env_key[len(ENV_PREFIX) :].split("__")]
         target = data

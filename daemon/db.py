@@ -102,7 +102,8 @@ async def migrate(conn: asyncpg.Connection) -> list[int]:
     return applied_now
 
 
-async def _init_connection(conn: asyncpg.Connection) -> None:
+async def init_connection(conn: asyncpg.Connection) -> None:
+    """Per-connection set-up: json and jsonb as Python values."""
     await conn.set_type_codec("jsonb", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
     await conn.set_type_codec("json", encoder=json.dumps, decoder=json.loads, schema="pg_catalog")
 
@@ -113,7 +114,7 @@ async def create_pool(dsn: str, config: Config) -> asyncpg.Pool:
         dsn,
         min_size=config.database.pool_min,
         max_size=max(config.database.pool_max, config.database.pool_min, 1),
-        init=_init_connection,
+        init=init_connection,
         command_timeout=60,
     )
     assert pool is not None

@@ -99,6 +99,8 @@ class _Connection(asyncio.Protocol):
         self.unanswered = 0  # submits whose (delayed) response is not written yet
         self._seq = 0
         self._waiting: dict[int, asyncio.Future[int]] = {}
+        # Receipts written but not yet answered: redelivered after a rebind, as SMSCs do.
+        self._unacked: dict[int, DeliverSm] = {}
 
     # --- asyncio.Protocol --------------------------------------------------------------
 
@@ -113,6 +115,12 @@ class _Connection(asyncio.Protocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self.transport = None
         self.smsc._connections.discard(self)
+        if self._unacked and self.system_id is not None and not self.smsc._stopping:
+            self.smsc.stats["receipts_requeued"] += len(self._unacked)
+            self.smsc._held_receipts.setdefault(self.system_id, []).extend(
+                self._unacked.values())
+            self._unacked.clear()
+            self.smsc._loop.call_soon(self.smsc._flush_held_receipts, self.system_id)
         for fut in self._waiting.values():
             if not fut.done():
                 fut.set_exception(ConnectionError("ESME connection lost"))
@@ -254,6 +262,7 @@ class _Connection(asyncio.Protocol):
     def _on_response(self, pdu: Pdu) -> None:
         if isinstance(pdu, DeliverSmResp | GenericNack):
             self.smsc.stats["deliver_sm_resp"] += 1
+            self._unacked.pop(pdu.sequence_number, None)
             fut = self._waiting.pop(pdu.sequence_number, None)
             if fut is not None and not fut.done():
                 fut.set_result(pdu.command_status)
@@ -276,6 +285,7 @@ class _Connection(asyncio.Protocol):
         chunks = []
         for pdu in pdus:
             self._seq = self._seq + 1 if self._seq < 0x7FFFFFFF else 1
+            self._unacked[self._seq] = pdu
             chunks.append(pdu.encode(self._seq))
         self._write(chunks)
 
@@ -315,6 +325,7 @@ class SmscSimulator:
         self._buckets: dict[str, TokenBucket] = {}
         self._handles: set[asyncio.TimerHandle] = set()
         self._held_receipts: dict[str, list[DeliverSm]] = {}
+        self._stopping = False
         self._states: dict[str, int] = {}
         self._latency = self.config.latency_ms / 1000.0
         self._receipt_delay = self.config.receipt_delay_ms / 1000.0
@@ -347,6 +358,7 @@ class SmscSimulator:
 
     async def stop(self) -> None:
         """Stop listening, drop connections and cancel pending receipts."""
+        self._stopping = True
         for handle in self._handles:
             handle.cancel()
         self._handles.clear()

@@ -75,3 +75,9 @@ def test_secrets_are_redacted(tmp_path: Path) -> None:
 def test_example_file_is_valid() -> None:
     example = Path(__file__).parents[2] / "config" / "telgate.example.toml"
     load_config(example, {})
+
+
+def test_reserved_variables_are_not_configuration_keys() -> None:
+    cfg = load_config(None, {"TELGATE_CONFIG": "/etc/telgate/telgate.toml", "TELGATE_KEY": "tgk_x",
+                             "TELGATE_TEST_DSN": "postgresql://x", "TELGATE_API__PORT": "9001"})
+    assert cfg.api.port == 9001
