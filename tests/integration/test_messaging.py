@@ -323,3 +323,42 @@ async def test_mo_to_the_080_number_opts_the_sender_out(api: Api, db_dsn: str,
 
 async def _bound(smsc: SmscSimulator) -> bool:
     return bool(smsc.bound_system_ids)
+
+
+async def test_routes_fail_over_to_the_next_carrier_when_one_is_down(
+        api: Api, db_dsn: str, state_root: Path) -> None:
+    t = await sender_tenant(api)
+    async with SmscSimulator(sim_config()) as backup:
+        # The preferred carrier for 010 points at a port where nothing listens.
+        dead_port = backup.port + 1 if backup.port < 65535 else backup.port - 1
+        carriers = (
+            f'[{{name = "primary", host = "127.0.0.1", port = {dead_port}, system_id = "tg", '
+            f'password = "pw", prefixes = ["010"], priority = 0}}, '
+            f'{{name = "backup", host = "127.0.0.1", port = {backup.port}, system_id = "tg", '
+            f'password = "pw", prefixes = [""], priority = 5}}]')
+        config = make_config(state_root, db_dsn, smpp__carriers=carriers)
+        dispatcher = Dispatcher(config, api.context.pool, db_dsn, api.context.metrics)
+        await dispatcher.start()
+        try:
+            _s, body = await send(t, to=["01011112222", "01033334444"], text="failover")
+            assert await settled(t, body["id"]) == {"delivered": 2}
+            ok, detail = await dispatcher.readiness()
+            assert not ok and "primary" in detail  # /readyz names the carrier that is down
+        finally:
+            await dispatcher.stop(2)
+    rows = await (await t.call("GET", f"/v1/messages/{body['id']}/recipients")).json()
+    assert {r["carrier"] for r in rows["items"]} == {"backup"}
+
+
+async def test_history_filters_by_recipient_and_type(api: Api) -> None:
+    t = await sender_tenant(api)
+    _s, a = await send(t, to=["01011112222"], text="short")
+    _s, b = await send(t, to=["01033334444"], text="가" * 60)
+    page = await (await t.call("GET", "/v1/messages", params={"to": "010-3333-4444"})).json()
+    assert [m["id"] for m in page["items"]] == [b["id"]]
+    page = await (await t.call("GET", "/v1/messages", params={"type": "sms"})).json()
+    assert [m["id"] for m in page["items"]] == [a["id"]]
+    other = await api.new_tenant()
+    assert (await (await other.call("GET", "/v1/messages")).json())["items"] == []
+    assert (await other.call("GET", f"/v1/messages/{a['id']}")).status == 404
+    assert (await other.call("POST", f"/v1/messages/{a['id']}/cancel")).status == 404
