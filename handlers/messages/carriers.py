@@ -32,7 +32,7 @@ class GatewayClient(SmppClient):
             self._pump()
 
 
-EventHandler = Callable[["Bind", Event], None]
+EventHandler = Callable[["Bind", GatewayClient, Event], None]
 
 
 @dataclass(eq=False)
@@ -64,20 +64,26 @@ class Bind:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._task
 
-    def _forward(self, event: Event) -> None:
-        self.on_event(self, event)
+    def _forward(self, client: GatewayClient, event: Event) -> None:
+        self.on_event(self, client, event)
 
     async def _run(self) -> None:
         cfg = self.carrier.config
         backoff = Backoff(initial=0.2, maximum=30.0)
         while not self._stopping:
+            box: list[GatewayClient] = []  # this iteration's session, for its events
+
+            def deliver(event: Event, box: list[GatewayClient] = box) -> None:
+                self._forward(box[0], event)
+
             client = GatewayClient(
                 SessionConfig(
                     system_id=cfg.system_id, password=cfg.password, system_type=cfg.system_type,
                     bind_mode=BindMode.TRANSCEIVER, window=cfg.window,
                     response_timeout=cfg.response_timeout_seconds,
                     enquire_link_interval=cfg.enquire_link_seconds, auto_ack_deliver_sm=False),
-                on_event=self._forward)
+                on_event=deliver)
+            box.append(client)
             try:
                 await client.connect(cfg.host, cfg.port)
             except (OSError, Exception) as exc:  # BindError, refused, reset: all retried

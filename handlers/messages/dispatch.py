@@ -30,7 +30,14 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 from config.schema import Config
 from handlers.messages import carrier_ids
 from handlers.messages.accept import DISPATCH_CHANNEL
-from handlers.messages.carriers import Bind, Carrier, Router, build_submits, make_carriers
+from handlers.messages.carriers import (
+    Bind,
+    Carrier,
+    GatewayClient,
+    Router,
+    build_submits,
+    make_carriers,
+)
 from handlers.metrics import Metrics
 from handlers.registry import optouts
 from protocols.smpp.client import SmppClientError
@@ -78,7 +85,7 @@ class Outcome:
 class PendingDeliver:
     """A deliver_sm waiting to be stored before it is acknowledged."""
 
-    bind: Bind
+    client: GatewayClient | None  # the session that delivered it: acks go back on it only
     sequence_number: int
     carrier: str
     receipt_id: str | None
@@ -317,7 +324,7 @@ class Dispatcher:
 
     # -- inbound ---------------------------------------------------------------------------
 
-    def _on_event(self, bind: Bind, event: Event) -> None:
+    def _on_event(self, bind: Bind, client: GatewayClient, event: Event) -> None:
         if not isinstance(event, DeliverSmReceived):
             return
         pdu = event.pdu
@@ -325,7 +332,7 @@ class Dispatcher:
         if receipt is not None:
             stat = (receipt.stat or "").upper() or None
             self._delivers.append(PendingDeliver(
-                bind, pdu.sequence_number, bind.carrier.name,
+                client, pdu.sequence_number, bind.carrier.name,
                 carrier_ids.canonical(receipt.message_id), stat, receipt.err,
                 receipt.done_date, pdu.source_addr, pdu.destination_addr, ""))
         else:
@@ -335,7 +342,7 @@ class Dispatcher:
             except UnsupportedDataCoding:
                 text = payload.hex()
             self._delivers.append(PendingDeliver(
-                bind, pdu.sequence_number, bind.carrier.name, None, None, None, None,
+                client, pdu.sequence_number, bind.carrier.name, None, None, None, None,
                 pdu.source_addr, pdu.destination_addr, text))
         if len(self._delivers) >= 500:
             self._flush_now.set()
@@ -452,9 +459,11 @@ class Dispatcher:
                              for d in receipts])
             for d in mos:
                 await self._store_mo(conn, d)
-        # Stored: now the SMSC may forget them.
+        # Stored: now the SMSC may forget them. A session that closed meanwhile gets no ack,
+        # and the SMSC redelivers: the inbox and MO store tolerate the repeat.
         for d in delivers:
-            d.bind.client.ack(d.sequence_number) if d.bind.client is not None else None
+            if d.client is not None:
+                d.client.ack(d.sequence_number)
             if d.receipt_id is not None:
                 self.metrics.receipts.labels(d.stat or "unknown").inc()
             else:
