@@ -115,6 +115,9 @@ class SmppCarrierConfig:
     tps: float = field(
         default=0.0, metadata=_help("submits per second over all binds; 0 = unlimited", min=0)
     )
+    bind_tps: float = field(
+        default=0.0, metadata=_help("submits per second on each bind; 0 = unlimited", min=0)
+    )
     prefixes: list[str] = field(
         default_factory=lambda: [""],
         metadata=_help('destination prefixes routed here ("" = every destination)'),

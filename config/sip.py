@@ -102,6 +102,11 @@ class SipConfig:
     register_max_expires: int = field(default=3600, metadata=_help("longest registration", min=1))
     max_contacts: int = field(default=5, metadata=_help("contacts one extension may register",
                                                         min=1))
+    trunk_keepalive_seconds: float = field(
+        default=30.0,
+        metadata=_help("OPTIONS to each trunk with a host this often; a trunk that stops "
+                       "answering is skipped for outgoing calls (0: never probe)", min=0),
+    )
     trunks: list[TrunkConfig] = field(
         default_factory=list, metadata=_help("[[sip.trunks]] tables, one per carrier")
     )

@@ -44,6 +44,7 @@ class Bind:
     on_event: EventHandler
     client: GatewayClient | None = None
     up: bool = False
+    bucket: TokenBucket | None = None
     _task: asyncio.Task[None] | None = None
     _stopping: bool = False
 
@@ -127,7 +128,8 @@ class Carrier:
         return [b for b in self.binds if b.up and b.client is not None]
 
     def pick(self) -> Bind | None:
-        """The bound bind with the most free window (spreads load across binds)."""
+        """The bound bind with the most free window (spreads load across binds; TPS-limited
+        binds wait their turn in `take`)."""
         best: Bind | None = None
         room = -1
         for b in self.binds:
@@ -172,6 +174,16 @@ class Router:
         return None
 
 
+async def take(bucket: TokenBucket | None) -> None:
+    """Wait for one token of a TPS bucket (no bucket: no limit)."""
+    if bucket is None:
+        return
+    while True:
+        if bucket.try_acquire():
+            return
+        await asyncio.sleep(bucket.wait_time())
+
+
 def make_carriers(configs: list[SmppCarrierConfig], on_event: EventHandler,
                   on_change: Callable[[], None]) -> list[Carrier]:
     """Carriers with their binds (not yet started) and TPS buckets."""
@@ -181,6 +193,9 @@ def make_carriers(configs: list[SmppCarrierConfig], on_event: EventHandler,
         if cfg.tps > 0:
             carrier.bucket = TokenBucket(cfg.tps, max(cfg.tps / 10, 1.0), time.monotonic)
         carrier.binds = [Bind(carrier, i + 1, on_event) for i in range(cfg.binds)]
+        if cfg.bind_tps > 0:
+            for b in carrier.binds:
+                b.bucket = TokenBucket(cfg.bind_tps, max(cfg.bind_tps / 10, 1.0), time.monotonic)
         out.append(carrier)
     return out
 

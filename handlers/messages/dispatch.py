@@ -37,6 +37,7 @@ from handlers.messages.carriers import (
     Router,
     build_submits,
     make_carriers,
+    take,
 )
 from handlers.metrics import Metrics
 from handlers.registry import optouts
@@ -284,11 +285,8 @@ class Dispatcher:
         if route is None:  # no carrier up for this prefix: wait for a bind, not an attempt
             return Outcome(row, "retry", delay=1.0, reason="no_bind")
         carrier, bind = route
-        if carrier.bucket is not None:
-            while True:
-                if carrier.bucket.try_acquire():
-                    break
-                await asyncio.sleep(carrier.bucket.wait_time())
+        await take(carrier.bucket)
+        await take(bind.bucket)
         client = bind.client
         if client is None:
             return Outcome(row, "retry", delay=0.2, reason="no_bind")

@@ -362,3 +362,16 @@ async def test_history_filters_by_recipient_and_type(api: Api) -> None:
     assert (await (await other.call("GET", "/v1/messages")).json())["items"] == []
     assert (await other.call("GET", f"/v1/messages/{a['id']}")).status == 404
     assert (await other.call("POST", f"/v1/messages/{a['id']}/cancel")).status == 404
+
+
+async def test_carrier_and_bind_tps_limits_pace_submits(api: Api, db_dsn: str,
+                                                        state_root: Path) -> None:
+    t = await sender_tenant(api)
+    to = [f"0104000{i:04d}" for i in range(40)]
+    async with running(api, db_dsn, state_root, sim_config(), binds=2, bind_tps=10.0) as _r:
+        started = time.monotonic()
+        _s, body = await send(t, to=to, text="paced")
+        await settled(t, body["id"])
+        paced = time.monotonic() - started
+    # 2 binds x 10/s with a burst of 1 each: 40 submits need well over a second.
+    assert paced > 1.2
