@@ -5,6 +5,8 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import uuid
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import openpyxl
@@ -119,24 +121,33 @@ async def get_quota(request: web.Request) -> web.Response:
     return json_response({"used": q.used, "limit": q.limit})
 
 
-async def import_senders(request: web.Request) -> web.Response:
+Importer = Callable[..., Awaitable[tuple[list[ImportRow], int]]]
+
+
+async def _import(request: web.Request, importer: Importer, target: dict[uuid.UUID, set[str]],
+                  count_name: str) -> web.Response:
+    """A spreadsheet import: judge every row (dry run) or commit; the report either way."""
     who = principal(request)
     dry_run = query_bool(request, "dry_run", True)
     skip_invalid = query_bool(request, "skip_invalid", False)
     cells = await _spreadsheet_cells(request)
     async with request.app[CTX].pool.acquire() as conn:
         try:
-            report, registered = await senders.import_numbers(
-                conn, who.tenant_id, cells, dry_run=dry_run, skip_invalid=skip_invalid,
-                actor=who.actor)
+            report, written = await importer(conn, who.tenant_id, cells, dry_run=dry_run,
+                                             skip_invalid=skip_invalid, actor=who.actor)
         except ImportRefused as exc:
             raise DomainError(exc.code, exc.detail, field="file",
                               extra={"rows": [_row_json(r) for r in exc.report]}) from None
-    if registered:
-        request.app[CTX].index.senders.setdefault(who.tenant_id, set()).update(
+    if written:  # read-your-writes here; NOTIFY tells the other instances
+        target.setdefault(who.tenant_id, set()).update(
             r.number for r in report if r.status is senders.RowStatus.OK and r.number)
-    return json_response({"rows": [_row_json(r) for r in report], "registered": registered,
+    return json_response({"rows": [_row_json(r) for r in report], count_name: written,
                           "dry_run": dry_run})
+
+
+async def import_senders(request: web.Request) -> web.Response:
+    return await _import(request, senders.import_numbers, request.app[CTX].index.senders,
+                         "registered")
 
 
 async def export_senders(request: web.Request) -> web.StreamResponse:
@@ -226,23 +237,8 @@ async def optout_remove(request: web.Request) -> web.Response:
 
 
 async def optout_import(request: web.Request) -> web.Response:
-    who = principal(request)
-    dry_run = query_bool(request, "dry_run", True)
-    skip_invalid = query_bool(request, "skip_invalid", False)
-    cells = await _spreadsheet_cells(request)
-    async with request.app[CTX].pool.acquire() as conn:
-        try:
-            report, added = await optouts.import_optouts(
-                conn, who.tenant_id, cells, dry_run=dry_run, skip_invalid=skip_invalid,
-                actor=who.actor)
-        except ImportRefused as exc:
-            raise DomainError(exc.code, exc.detail, field="file",
-                              extra={"rows": [_row_json(r) for r in exc.report]}) from None
-    if added:
-        request.app[CTX].index.optouts.setdefault(who.tenant_id, set()).update(
-            r.number for r in report if r.status is senders.RowStatus.OK and r.number)
-    return json_response({"rows": [_row_json(r) for r in report], "added": added,
-                          "dry_run": dry_run})
+    return await _import(request, optouts.import_optouts, request.app[CTX].index.optouts,
+                         "added")
 
 
 async def optout_check(request: web.Request) -> web.Response:
