@@ -6,6 +6,7 @@ from config.schema import Config
 from daemon.app import Runtime, Starter, Stopper
 from handlers.messages.dispatch import Dispatcher
 from handlers.registry.index import IndexFollower
+from handlers.webhooks.delivery import WebhookDeliverer
 
 
 async def start_registry_index(runtime: Runtime) -> Stopper:
@@ -29,6 +30,17 @@ async def start_dispatcher(runtime: Runtime) -> Stopper:
     return stop
 
 
+async def start_webhook_deliverer(runtime: Runtime) -> Stopper:
+    """Deliver queued webhook events, signed, at least once."""
+    deliverer = WebhookDeliverer(runtime.pool, metrics=runtime.context.metrics)
+    await deliverer.start()
+
+    async def stop() -> None:
+        await deliverer.stop(runtime.config.lifecycle.drain_seconds)
+
+    return stop
+
+
 def starters(config: Config, *, demo: bool) -> list[Starter]:
     """The capability starters for this configuration (each returns its stopper)."""
     found: list[Starter] = []
@@ -36,5 +48,5 @@ def starters(config: Config, *, demo: bool) -> list[Starter]:
         from daemon.demo import start_simulators
 
         found.append(start_simulators)
-    found += [start_registry_index, start_dispatcher]
+    found += [start_registry_index, start_dispatcher, start_webhook_deliverer]
     return found

@@ -9,14 +9,17 @@ from aiohttp import web
 from handlers.api import keys, service
 from handlers.api.context import CTX, AppContext
 from handlers.api.framework import RouteTable, request_middleware
+from handlers.messages import history_routes, imports
 from handlers.messages import routes as message_routes
 from handlers.registry import routes as registry_routes
+from handlers.webhooks import routes as webhook_routes
 
 RouteProvider = Callable[[RouteTable], None]
 
 # Each capability contributes its routes here; order is the order in the OpenAPI document.
 ROUTE_PROVIDERS: list[RouteProvider] = [
     service.add_routes, keys.add_routes, registry_routes.add_routes, message_routes.add_routes,
+    history_routes.add_routes, imports.add_routes, webhook_routes.add_routes,
 ]
 
 

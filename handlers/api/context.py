@@ -34,7 +34,19 @@ class AppContext:
     # Registered sender numbers and opt-outs; kept current by the registry's IndexFollower.
     index: NumberIndex = field(default_factory=NumberIndex)
     draining: bool = False
+    # Authenticated keys by hash → (principal, valid until, monotonic). Saves a query per
+    # request; a revocation on another instance takes effect within KEY_CACHE_SECONDS.
+    key_cache: dict[bytes, tuple[Principal, float]] = field(default_factory=dict)
 
+    def forget_key(self, key_id: object) -> None:
+        """Drop a revoked key from this instance's cache at once."""
+        for digest, (who, _until) in list(self.key_cache.items()):
+            if who.key_id == key_id:
+                del self.key_cache[digest]
+
+
+KEY_CACHE_SECONDS = 10.0
+KEY_CACHE_MAX = 10_000
 
 CTX = web.AppKey("telgate_ctx", AppContext)
 PRINCIPAL = web.RequestKey("telgate_principal", Principal)

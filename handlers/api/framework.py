@@ -18,9 +18,9 @@ from typing import Any
 import structlog
 from aiohttp import BodyPartReader, web
 
-from handlers.api.context import CTX, PRINCIPAL, AppContext
+from handlers.api.context import CTX, KEY_CACHE_MAX, KEY_CACHE_SECONDS, PRINCIPAL, AppContext
 from handlers.errors import DomainError
-from handlers.tenants import Principal, authenticate
+from handlers.tenants import Principal, authenticate, hash_key
 
 log = structlog.get_logger("telgate.api")
 
@@ -293,8 +293,19 @@ async def _authenticate_then(
     if scheme.lower() != "bearer" or not key.strip():
         return problem(401, "unauthenticated", "send Authorization: Bearer <api key>",
                        headers=challenge)
-    async with ctx.pool.acquire() as conn:
-        who = await authenticate(conn, key.strip())
+    key = key.strip()
+    digest = hash_key(key)
+    now = time.monotonic()
+    cached = ctx.key_cache.get(digest)
+    if cached is not None and cached[1] > now:
+        who: Principal | None = cached[0]
+    else:
+        async with ctx.pool.acquire() as conn:
+            who = await authenticate(conn, key)
+        if who is not None:
+            if len(ctx.key_cache) >= KEY_CACHE_MAX:
+                ctx.key_cache.clear()
+            ctx.key_cache[digest] = (who, now + KEY_CACHE_SECONDS)
     if who is None:
         return problem(401, "invalid_key", "the API key is unknown or revoked",
                        headers=challenge)

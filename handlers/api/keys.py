@@ -72,9 +72,10 @@ async def relabel_key(request: web.Request) -> web.Response:
 async def revoke_key(request: web.Request) -> web.Response:
     """Revoke one of the tenant's keys."""
     who = principal(request)
+    key_id = path_uuid(request, "key_id")
     async with request.app[CTX].pool.acquire() as conn:
-        await tenants.revoke_key(conn, who.tenant_id, path_uuid(request, "key_id"),
-                                 actor=who.actor)
+        await tenants.revoke_key(conn, who.tenant_id, key_id, actor=who.actor)
+    request.app[CTX].forget_key(key_id)
     return web.Response(status=204)
 
 

@@ -28,6 +28,7 @@ from handlers.tenants import Principal
 from handlers.webhooks import emit
 
 MAX_RECIPIENTS = 10_000
+SMALL_SEND = 200  # up to this many recipients: one statement; beyond: a transaction with COPY
 MAX_SCHEDULE_AHEAD = timedelta(days=183)
 DISPATCH_CHANNEL = "telgate_dispatch"
 
@@ -269,35 +270,80 @@ def _compose_extra(exc: c.ComposeError) -> dict[str, object]:
     return {}
 
 
+def _recipient_rows(message_id: uuid.UUID, who: Principal, p: Prepared
+                    ) -> tuple[str, list[tuple[Any, ...]]]:
+    """The message's stored text and one row per recipient (idx, number, name, text, state,
+    reason)."""
+    texts = p.composed.texts
+    same = len(set(texts)) == 1
+    rows = []
+    for i, (r, text) in enumerate(zip(p.recipients, texts, strict=True)):
+        rejected = r.number in p.rejected
+        rows.append((i, r.number, r.name, None if same else text,
+                     "rejected" if rejected else "queued", "opted_out" if rejected else None))
+    return (texts[0] if same else p.composed.template), rows
+
+
+def _accepted_event(message_id: uuid.UUID, p: Prepared) -> dict[str, object]:
+    return {"message_id": str(message_id), "type": p.composed.type.value,
+            "recipients": len(p.recipients), "rejected": len(p.rejected),
+            "send_at": p.send_at.isoformat()}
+
+
 async def store(conn: asyncpg.Connection, who: Principal, p: Prepared,
                 message_id: uuid.UUID | None = None) -> uuid.UUID:
     """Write the message and its recipients (COPY) in the caller's transaction."""
     message_id = message_id or uuid.uuid4()
-    texts = p.composed.texts
-    same = len(set(texts)) == 1
+    text, rows = _recipient_rows(message_id, who, p)
     await conn.execute(
         """INSERT INTO messages (id, tenant_id, sp_id, sender, type, subject, text, ad, test,
                                  template_id, send_at, recipient_count)
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
         message_id, who.tenant_id, who.sp_id, p.sender, p.composed.type.value,
-        p.composed.subject, texts[0] if same else p.composed.template, p.ad, p.test,
-        p.template_id, p.send_at, len(p.recipients))
-    records = []
-    for i, (r, text) in enumerate(zip(p.recipients, texts, strict=True)):
-        rejected = r.number in p.rejected
-        records.append((message_id, i, who.tenant_id, r.number, r.name,
-                        None if same else text,
-                        "rejected" if rejected else "queued",
-                        "opted_out" if rejected else None, p.send_at))
+        p.composed.subject, text, p.ad, p.test, p.template_id, p.send_at, len(p.recipients))
     await conn.copy_records_to_table(
-        "recipients", records=records,
+        "recipients",
+        records=[(message_id, i, who.tenant_id, n, name, t, st, why, p.send_at)
+                 for i, n, name, t, st, why in rows],
         columns=["message_id", "idx", "tenant_id", "number", "name", "text", "state", "reason",
                  "next_attempt_at"])
-    await emit(conn, who.tenant_id, "message.accepted", {
-        "message_id": str(message_id), "type": p.composed.type.value,
-        "recipients": len(p.recipients), "rejected": len(p.rejected),
-        "send_at": p.send_at.isoformat()})
+    await emit(conn, who.tenant_id, "message.accepted", _accepted_event(message_id, p))
     return message_id
+
+
+async def store_at_once(conn: asyncpg.Connection, who: Principal, p: Prepared,
+                        message_id: uuid.UUID, answer: dict[str, object],
+                        idempotency: tuple[str, bytes] | None) -> None:
+    """A small send in one statement (one round trip, its own transaction): the message, its
+    recipients, the webhook event, the idempotency key and the dispatcher wake-up."""
+    text, rows = _recipient_rows(message_id, who, p)
+    cols = list(zip(*rows, strict=True))
+    key, digest = idempotency if idempotency else (None, b"")
+    await conn.execute(
+        """WITH m AS (
+               INSERT INTO messages (id, tenant_id, sp_id, sender, type, subject, text, ad, test,
+                                     template_id, send_at, recipient_count)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)
+           ), r AS (
+               INSERT INTO recipients (message_id, idx, tenant_id, number, name, text, state,
+                                       reason, next_attempt_at)
+               SELECT $1, u.idx, $2, u.number, u.name, u.text, u.state, u.reason, $11
+               FROM unnest($13::int[], $14::text[], $15::text[], $16::text[], $17::text[],
+                           $18::text[]) AS u(idx, number, name, text, state, reason)
+           ), h AS (
+               INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)
+               SELECT $2, w.id, 'message.accepted', $19::jsonb FROM webhooks w
+               WHERE w.tenant_id = $2
+                 AND (w.events = '{}' OR 'message.accepted' = ANY (w.events))
+           ), k AS (
+               INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, response)
+               SELECT $2, $20, $21, 202, $22::jsonb WHERE $20::text IS NOT NULL
+           )
+           SELECT pg_notify($23, '')""",
+        message_id, who.tenant_id, who.sp_id, p.sender, p.composed.type.value,
+        p.composed.subject, text, p.ad, p.test, p.template_id, p.send_at, len(p.recipients),
+        list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]), list(cols[4]), list(cols[5]),
+        _accepted_event(message_id, p), key, digest, answer, DISPATCH_CHANNEL)
 
 
 def accepted_json(message_id: uuid.UUID, p: Prepared, now: datetime) -> dict[str, object]:
@@ -327,16 +373,22 @@ async def accept(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
         if earlier is not None:
             return earlier
     prepared = await prepare(conn, who, body, index, now, has_mms_route=has_mms_route)
+    message_id = uuid.uuid4()
+    answer = accepted_json(message_id, prepared, now)
+    idempotency = (idempotency_key, digest) if idempotency_key is not None else None
     try:
-        async with conn.transaction():
-            message_id = await store(conn, who, prepared)
-            answer = accepted_json(message_id, prepared, now)
-            if idempotency_key is not None:
-                await conn.execute(
-                    """INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, response)
-                       VALUES ($1, $2, $3, 202, $4)""",
-                    who.tenant_id, idempotency_key, digest, answer)
-            await conn.execute("SELECT pg_notify($1, '')", DISPATCH_CHANNEL)
+        if len(prepared.recipients) <= SMALL_SEND:
+            await store_at_once(conn, who, prepared, message_id, answer, idempotency)
+        else:
+            async with conn.transaction():
+                await store(conn, who, prepared, message_id)
+                if idempotency_key is not None:
+                    await conn.execute(
+                        """INSERT INTO idempotency_keys
+                               (tenant_id, key, request_hash, status, response)
+                           VALUES ($1, $2, $3, 202, $4)""",
+                        who.tenant_id, idempotency_key, digest, answer)
+                await conn.execute("SELECT pg_notify($1, '')", DISPATCH_CHANNEL)
     except asyncpg.UniqueViolationError:
         # The same key was committed by a concurrent request meanwhile: answer as it did.
         assert idempotency_key is not None

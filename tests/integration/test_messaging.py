@@ -25,14 +25,14 @@ KST = ZoneInfo("Asia/Seoul")
 
 @asynccontextmanager
 async def running(api: Api, db_dsn: str, state_root: Path, sim: SmscConfig,
-                  **carrier: Any) -> AsyncIterator[tuple[SmscSimulator, Dispatcher]]:
+                  receipt_timeout: float = 60.0, **carrier: Any) -> AsyncIterator[tuple[SmscSimulator, Dispatcher]]:
     """The SMSC simulator and a dispatcher bound to it, sharing the API's database."""
     async with SmscSimulator(sim) as smsc:
         fields = {"name": "sim", "host": "127.0.0.1", "port": smsc.port, "system_id": "tg",
                   "password": "pw", "window": 50, **carrier}
         inline = ", ".join(f"{k} = {v!r}".replace("'", '"') for k, v in fields.items())
         config = make_config(state_root, db_dsn, smpp__carriers=f"[{{{inline}}}]",
-                             messaging__receipt_timeout_seconds="1.0",
+                             messaging__receipt_timeout_seconds=str(receipt_timeout),
                              messaging__recovery_seconds="0.2",
                              messaging__retry_base_seconds="0.05")
         dispatcher = Dispatcher(config, api.context.pool, db_dsn, api.context.metrics)
@@ -296,7 +296,8 @@ async def test_failed_receipts_and_permanent_errors_keep_their_codes(
 
 async def test_recipient_without_receipt_expires(api: Api, db_dsn: str, state_root: Path) -> None:
     t = await sender_tenant(api)
-    async with running(api, db_dsn, state_root, sim_config(outcomes={"NONE": 1.0})):
+    async with running(api, db_dsn, state_root, sim_config(outcomes={"NONE": 1.0}),
+                       receipt_timeout=1.0):
         _s, body = await send(t, to=["01011112222"], text="no receipt")
         assert await settled(t, body["id"], 10) == {"expired": 1}
     rows = await (await t.call("GET", f"/v1/messages/{body['id']}/recipients")).json()
