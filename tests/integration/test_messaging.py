@@ -25,7 +25,8 @@ KST = ZoneInfo("Asia/Seoul")
 
 @asynccontextmanager
 async def running(api: Api, db_dsn: str, state_root: Path, sim: SmscConfig,
-                  receipt_timeout: float = 60.0, **carrier: Any) -> AsyncIterator[tuple[SmscSimulator, Dispatcher]]:
+                  receipt_timeout: float = 60.0, **carrier: Any
+                  ) -> AsyncIterator[tuple[SmscSimulator, Dispatcher]]:
     """The SMSC simulator and a dispatcher bound to it, sharing the API's database."""
     async with SmscSimulator(sim) as smsc:
         fields = {"name": "sim", "host": "127.0.0.1", "port": smsc.port, "system_id": "tg",
