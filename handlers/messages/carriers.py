@@ -149,11 +149,13 @@ class Router:
     def __init__(self, carriers: list[Carrier]) -> None:
         self.carriers = carriers
         self._cache: dict[str, list[Carrier]] = {}
+        # Routes depend on no more digits than the longest prefix: cache by that many.
+        self._key_len = max((len(p) for c in carriers for p in c.config.prefixes), default=0)
 
     def routes(self, destination: str) -> list[Carrier]:
-        key = destination[:4]
+        key = destination[: self._key_len]
         hit = self._cache.get(key)
-        if hit is not None and all(len(p) <= 4 for c in hit for p in c.config.prefixes):
+        if hit is not None:
             return hit
         matches: list[tuple[int, int, int, Carrier]] = []
         for order, carrier in enumerate(self.carriers):

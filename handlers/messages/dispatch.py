@@ -294,11 +294,9 @@ class Dispatcher:
         pdus = build_submits(carrier.config, source=row.sender, destination=row.number,
                              text=row.text, ref=self._ref)
         first_id: str | None = None
-        sent_any = False
         try:
             for pdu in pdus:
                 resp = await client.submit(pdu)
-                sent_any = True
                 status = resp.command_status
                 if status != CommandStatus.ESME_ROK:
                     return self._refused(row, carrier.name, status)
@@ -306,7 +304,7 @@ class Dispatcher:
         except (SmppClientError, SessionError) as exc:
             # Not answered: the SMSC may or may not have it.
             log.warning("submit_in_doubt", bind=bind.name, error=type(exc).__name__)
-            return Outcome(row, "retry", delay=0.5, in_doubt=sent_any or True)
+            return Outcome(row, "retry", delay=0.5, in_doubt=True)
         if not first_id:
             return Outcome(row, "failed", carrier.name, status=None, reason="no_message_id")
         return Outcome(row, "submitted", carrier.name, message_id=first_id)
@@ -486,7 +484,7 @@ class Dispatcher:
                 log.info("mo_optout_added", tenant=str(tenant), number=d.source)
 
     async def _match_receipts(self, conn: asyncpg.Connection) -> None:
-        rows = await conn.fetch(
+        await conn.execute(
             """WITH cand AS (
                    SELECT d.id AS did, r.message_id, r.idx, d.stat, d.err, d.done_at
                    FROM dlr_inbox d JOIN recipients r
@@ -521,7 +519,6 @@ class Dispatcher:
                    DELETE FROM dlr_inbox d USING one WHERE d.id = one.did
                )
                SELECT count(*) AS n FROM upd""")
-        del rows
 
     # -- housekeeping ---------------------------------------------------------------------------
 
