@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from config.sip import SipConfig
+
 
 def _help(
     text: str,
@@ -193,3 +195,4 @@ class Config:
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     smpp: SmppConfig = field(default_factory=SmppConfig)
     messaging: MessagingConfig = field(default_factory=MessagingConfig)
+    sip: SipConfig = field(default_factory=SipConfig)

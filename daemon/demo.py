@@ -11,6 +11,7 @@ from daemon.app import Runtime, Stopper
 from handlers import tenants
 from handlers.errors import DomainError
 from handlers.registry import senders
+from sim.sip.demo import start_demo
 from sim.smsc import SmscConfig, SmscSimulator
 
 log = structlog.get_logger("telgate.demo")
@@ -31,6 +32,14 @@ async def start_simulators(runtime: Runtime) -> Stopper | None:
     await smsc.start()
     log.info("demo_smsc_started", port=first.port)
     return smsc.stop
+
+
+async def start_demo_phone(runtime: Runtime) -> Stopper | None:
+    """Extension 1001 of the demo tenant: a simulated phone that answers at once."""
+    if not runtime.config.sip.enabled:
+        return None
+    return await start_demo(runtime.config.sip, runtime.pool, tenant=DEMO_TENANT,
+                            extension="1001")
 
 
 async def announce_demo(runtime: Runtime) -> None:
@@ -59,6 +68,11 @@ async def announce_demo(runtime: Runtime) -> None:
         -d '{{"from":"02-1234-5678","to":["010-1234-5678"],"text":"안녕하세요 {{오늘날짜}}"}}' \\
         {api}/v1/messages
    curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/messages/<id>
+
+ SIP on 127.0.0.1:5060 (UDP/TCP): the trunk accepts 127.0.0.1, DID 0212345678 rings
+ extension 1001 (a simulated phone that answers), e.g.
+   sipp -sn uac -s 0212345678 127.0.0.1:5060 -m 1
+   curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/cdrs
 ================================================================================
 """
     print(banner, file=sys.stdout, flush=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from config.schema import Config
 from daemon.app import Runtime, Starter, Stopper
+from handlers.calls.service import start_calls
 from handlers.messages.dispatch import Dispatcher
 from handlers.registry.index import IndexFollower
 from handlers.webhooks.delivery import WebhookDeliverer
@@ -41,6 +42,13 @@ async def start_webhook_deliverer(runtime: Runtime) -> Stopper:
     return stop
 
 
+async def start_calls_service(runtime: Runtime) -> Stopper | None:
+    """The SIP B2BUA toward trunks and extensions (unless sip.enabled is false)."""
+    if not runtime.config.sip.enabled:
+        return None
+    return await start_calls(runtime.config.sip, runtime.pool, runtime.context, runtime.dsn)
+
+
 def starters(config: Config, *, demo: bool) -> list[Starter]:
     """The capability starters for this configuration (each returns its stopper)."""
     found: list[Starter] = []
@@ -48,5 +56,10 @@ def starters(config: Config, *, demo: bool) -> list[Starter]:
         from daemon.demo import start_simulators
 
         found.append(start_simulators)
-    found += [start_registry_index, start_dispatcher, start_webhook_deliverer]
+    found += [start_registry_index, start_dispatcher, start_webhook_deliverer,
+              start_calls_service]
+    if demo:
+        from daemon.demo import start_demo_phone
+
+        found.append(start_demo_phone)
     return found

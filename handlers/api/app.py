@@ -9,6 +9,7 @@ from aiohttp import web
 from handlers.api import keys, service
 from handlers.api.context import CTX, AppContext
 from handlers.api.framework import RouteTable, request_middleware
+from handlers.calls import routes as calls_routes
 from handlers.messages import history_routes, imports
 from handlers.messages import routes as message_routes
 from handlers.registry import routes as registry_routes
@@ -20,6 +21,7 @@ RouteProvider = Callable[[RouteTable], None]
 ROUTE_PROVIDERS: list[RouteProvider] = [
     service.add_routes, keys.add_routes, registry_routes.add_routes, message_routes.add_routes,
     history_routes.add_routes, imports.add_routes, webhook_routes.add_routes,
+    calls_routes.add_routes,
 ]
 
 

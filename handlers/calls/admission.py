@@ -1,0 +1,172 @@
+"""Admission of SIP requests: who is calling or registering.
+
+A request comes from a carrier trunk (source address in its allow-list, and/or digest as the
+trunk's user) or from a phone, authenticated by digest against the extension's stored HA1
+with lock-out of addresses that keep failing. Unknown extensions and wrong passwords get the
+same answer, so extensions cannot be enumerated. REGISTERs that pass update the registrar.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+
+import asyncpg
+import structlog
+
+from config.sip import SipConfig, TrunkConfig
+from handlers.calls import extensions as ext_db
+from handlers.calls.auth import Ha1DigestServer, credentials
+from handlers.calls.registrar import Registrar
+from protocols.sip.auth import Algorithm, AuthStatus, DigestServer, LockoutTracker
+from protocols.sip.errors import SipSyntaxError
+from protocols.sip.message import IdGenerator, Request, make_response
+from protocols.sip.transaction import InviteServerTransaction, Peer, ServerTransaction
+from protocols.sip.uri import URI
+
+log = structlog.get_logger("telgate.calls")
+
+EXTENSION_DIGITS = 4
+
+
+class Admission:
+    """Identifies and authenticates the sender of each new request."""
+
+    def __init__(self, config: SipConfig, pool: asyncpg.Pool, registrar: Registrar,
+                 tenants: dict[str, uuid.UUID], *, secret: bytes, ids: IdGenerator,
+                 clock: Callable[[], float]) -> None:
+        self.config = config
+        self.pool = pool
+        self.registrar = registrar
+        self.tenants = tenants  # configured tenant names -> ids, filled as they appear
+        self.ids = ids
+        self.clock = clock
+        algorithms = tuple(Algorithm(name) for name in config.digest_algorithms)
+        self.digest = Ha1DigestServer(config.realm, secret, nonce_ttl=config.nonce_seconds,
+                                      algorithms=algorithms)
+        self.lockout = LockoutTracker(config.lockout_failures, config.lockout_seconds,
+                                      config.lockout_seconds)
+        self.trunk_digest = {
+            t.username: DigestServer(config.realm, secret, nonce_ttl=config.nonce_seconds,
+                                     algorithms=algorithms)
+            for t in config.trunks if t.username
+        }
+        self._domains: dict[str, uuid.UUID] = {}  # SIP domain -> tenant, as found
+
+    async def resolve_tenants(self) -> None:
+        """Look up configured tenant names not known yet (a tenant may be created after
+        start, e.g. the demo's)."""
+        wanted = {d.tenant for d in self.config.dids} | {
+            t.tenant for t in self.config.trunks if t.tenant}
+        if self.config.default_tenant:
+            wanted.add(self.config.default_tenant)
+        missing = wanted - self.tenants.keys()
+        if not missing:
+            return
+        async with self.pool.acquire() as conn:
+            for name in missing:
+                found = await ext_db.tenant_by_name(conn, name)
+                if found is not None:
+                    self.tenants[name] = found
+
+    async def tenant_for(self, uri: URI) -> uuid.UUID | None:
+        domain = uri.host.lower()
+        found = self._domains.get(domain)
+        if found is None:
+            # Unknown domains are not remembered: a tenant's domain appears with its first
+            # extension, after which its phones must be able to register at once.
+            async with self.pool.acquire() as conn:
+                found = await ext_db.tenant_for_domain(conn, domain)
+            if found is not None:
+                self._domains[domain] = found
+        if found is None and self.config.default_tenant:
+            await self.resolve_tenants()
+            found = self.tenants.get(self.config.default_tenant)
+        return found
+
+    async def authenticate(self, request: Request, peer: Peer, txn: ServerTransaction,
+                            uri: URI, *, proxy: bool) -> ext_db.Extension | None:
+        """The extension the request is authenticated as; else it was answered (401/407/403)."""
+        now = self.clock()
+        if self.lockout.is_locked(peer.host, now):
+            txn.respond(make_response(request, 403, to_tag=self.ids.tag()), now)
+            return None
+        params = credentials(request, self.config.realm, proxy=proxy)
+        if params is None:
+            txn.respond(self.digest.challenge_response(request, now, proxy=proxy,
+                                                       to_tag=self.ids.tag()), now)
+            return None
+        tenant = await self.tenant_for(uri)
+        username = params.get("username", "")
+        extension: ext_db.Extension | None = None
+        if tenant is not None and username.isdigit() and len(username) <= EXTENSION_DIGITS:
+            async with self.pool.acquire() as conn:
+                extension = await ext_db.get(conn, tenant, username)
+        if extension is not None and extension.realm != self.config.realm:
+            extension = None
+        now = self.clock()
+        found = extension
+        result = self.digest.verify_ha1(
+            request, lambda user, alg: found.ha1(alg) if found and user == found.extension
+            else None, now, proxy=proxy)
+        if result.status is AuthStatus.OK:
+            self.lockout.record_success(peer.host)
+            return extension
+        if result.status is AuthStatus.REJECTED:
+            locked = self.lockout.record_failure(peer.host, now)
+            log.info("sip_auth_failed", source=peer.host, method=request.method, locked=locked)
+            if locked:
+                txn.respond(make_response(request, 403, to_tag=self.ids.tag()), now)
+                return None
+        txn.respond(self.digest.challenge_response(
+            request, now, proxy=proxy, stale=result.status is AuthStatus.STALE,
+            to_tag=self.ids.tag()), now)
+        return None
+
+    async def register(self, request: Request, peer: Peer, txn: ServerTransaction) -> None:
+        try:
+            aor_uri = request.to.uri
+        except SipSyntaxError:
+            txn.respond(make_response(request, 400), self.clock())
+            return
+        extension = await self.authenticate(request, peer, txn, aor_uri, proxy=False)
+        if extension is None:
+            return
+        if aor_uri.user != extension.extension:
+            txn.respond(make_response(request, 403, "Not Your AOR", to_tag=self.ids.tag()),
+                        self.clock())
+            return
+        response = self.registrar.register((extension.tenant_id, extension.extension), request,
+                                           peer, self.clock(), to_tag=self.ids.tag())
+        txn.respond(response, self.clock())
+        log.info("extension_registered", extension=extension.extension,
+                 tenant=str(extension.tenant_id), status=response.status, source=peer.host)
+
+    def trunk_by_address(self, peer: Peer) -> TrunkConfig | None:
+        for trunk in self.config.trunks:
+            if peer.host in trunk.addresses or f"{peer.host}:{peer.port}" in trunk.addresses:
+                return trunk
+        return None
+
+    def trunk_auth(self, trunk: TrunkConfig, request: Request,
+                    txn: InviteServerTransaction) -> bool:
+        """Digest check of a carrier with credentials; answers the request when it fails."""
+        server = self.trunk_digest[trunk.username]
+        result = server.verify(
+            request, lambda user: trunk.password if user == trunk.username else None, self.clock(),
+            proxy=True)
+        if result.ok:
+            return True
+        txn.respond(server.challenge_response(
+            request, self.clock(), proxy=True, stale=result.status is AuthStatus.STALE,
+            to_tag=self.ids.tag()), self.clock())
+        return False
+
+    def digest_trunk(self, request: Request) -> TrunkConfig | None:
+        params = credentials(request, self.config.realm, proxy=True)
+        if params is None:
+            return None
+        for trunk in self.config.trunks:
+            if trunk.username and not trunk.addresses and params.get("username") == trunk.username:
+                return trunk
+        return None
