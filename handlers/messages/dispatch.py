@@ -53,6 +53,7 @@ RETRYABLE = frozenset({CommandStatus.ESME_RTHROTTLED, CommandStatus.ESME_RMSGQFU
 FINAL_BY_STAT = {"DELIVRD": "delivered", "EXPIRED": "expired"}
 INTERMEDIATE_STATS = frozenset({"ENROUTE", "ACCEPTD"})
 KST = ZoneInfo("Asia/Seoul")
+CLAIM_COALESCE_SECONDS = 0.01
 
 
 @dataclass(frozen=True, slots=True)
@@ -225,8 +226,13 @@ class Dispatcher:
                 await self._sleep_until_woken(0.5)
                 continue
             rows = await self._claim(room)
+            if len(rows) < room:
+                # The queue is drained: wait for news, then let a few more sends arrive so
+                # that a burst of single sends costs one claim, not one each.
+                if not rows:
+                    await self._sleep_until_woken(0.5)
+                await asyncio.sleep(CLAIM_COALESCE_SECONDS)
             if not rows:
-                await self._sleep_until_woken(0.5)
                 continue
             self._inflight += len(rows)
             self.metrics.inflight.set(self._inflight)
