@@ -16,7 +16,6 @@ import structlog
 
 from config.sip import SipConfig, TrunkConfig
 from handlers.calls import extensions as ext_db
-from handlers.calls.auth import Ha1DigestServer, credentials
 from handlers.calls.registrar import Registrar
 from protocols.sip.auth import Algorithm, AuthStatus, DigestServer, LockoutTracker
 from protocols.sip.errors import SipSyntaxError
@@ -42,7 +41,7 @@ class Admission:
         self.ids = ids
         self.clock = clock
         algorithms = tuple(Algorithm(name) for name in config.digest_algorithms)
-        self.digest = Ha1DigestServer(config.realm, secret, nonce_ttl=config.nonce_seconds,
+        self.digest = DigestServer(config.realm, secret, nonce_ttl=config.nonce_seconds,
                                       algorithms=algorithms)
         self.lockout = LockoutTracker(config.lockout_failures, config.lockout_seconds,
                                       config.lockout_seconds)
@@ -91,7 +90,7 @@ class Admission:
         if self.lockout.is_locked(peer.host, now):
             txn.respond(make_response(request, 403, to_tag=self.ids.tag()), now)
             return None
-        params = credentials(request, self.config.realm, proxy=proxy)
+        params = self.digest.credentials(request, proxy=proxy)
         if params is None:
             txn.respond(self.digest.challenge_response(request, now, proxy=proxy,
                                                        to_tag=self.ids.tag()), now)
@@ -163,7 +162,7 @@ class Admission:
         return False
 
     def digest_trunk(self, request: Request) -> TrunkConfig | None:
-        params = credentials(request, self.config.realm, proxy=True)
+        params = self.digest.credentials(request, proxy=True)
         if params is None:
             return None
         for trunk in self.config.trunks:

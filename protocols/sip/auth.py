@@ -164,6 +164,7 @@ class AuthResult:
 
 
 PasswordLookup = Callable[[str], str | None]
+Ha1Lookup = Callable[[str, Algorithm], str | None]  # (username, algorithm) -> HA1 hex
 """Returns the user's SIP password, or None for an unknown user."""
 
 
@@ -240,21 +241,39 @@ class DigestServer:
     def verify(
         self, request: Request, lookup: PasswordLookup, now: float, *, proxy: bool = False
     ) -> AuthResult:
-        """Check the request's credentials for our realm.
+        """Check the request's credentials against clear passwords (see `verify_ha1`)."""
 
-        Unknown users and wrong passwords both yield REJECTED after the same work, so the
-        caller answers them identically and extensions cannot be enumerated.
-        """
+        def ha1(username: str, algorithm: Algorithm) -> str | None:
+            password = lookup(username)
+            if password is None:
+                return None
+            return algorithm.hash(f"{username}:{self.realm}:{password}")
+
+        return self.verify_ha1(request, ha1, now, proxy=proxy)
+
+    def credentials(self, request: Request, *, proxy: bool = False) -> dict[str, str] | None:
+        """The Digest parameters the request carries for our realm, if any."""
         header = "Proxy-Authorization" if proxy else "Authorization"
-        params: dict[str, str] | None = None
         for value in request.headers.get_all(header):
             try:
-                scheme, candidate = parse_auth_params(value)
+                scheme, params = parse_auth_params(value)
             except SipSyntaxError:
                 continue
-            if scheme.lower() == "digest" and candidate.get("realm") == self.realm:
-                params = candidate
-                break
+            if scheme.lower() == "digest" and params.get("realm") == self.realm:
+                return params
+        return None
+
+    def verify_ha1(
+        self, request: Request, lookup: Ha1Lookup, now: float, *, proxy: bool = False
+    ) -> AuthResult:
+        """Check the request's credentials against stored HA1 hashes (RFC 8760 per algorithm).
+
+        Unknown users and wrong passwords both yield REJECTED after the same work, so the
+        caller answers them identically and extensions cannot be enumerated. A nonce that is
+        not ours (issued before a restart, under another secret) is STALE: the client is
+        asked again and no password was tried, so it is no failed attempt.
+        """
+        params = self.credentials(request, proxy=proxy)
         if params is None:
             return AuthResult(AuthStatus.MISSING)
         required = ("username", "nonce", "uri", "response")
@@ -276,16 +295,18 @@ class DigestServer:
         except (ValueError, SipSyntaxError):
             return AuthResult(AuthStatus.REJECTED)
         issued = self._nonce_time(params["nonce"])
-        if issued is None or issued > now + 5.0:
+        if issued is None:
+            return AuthResult(AuthStatus.STALE)
+        if issued > now + 5.0:
             return AuthResult(AuthStatus.REJECTED)
 
         username = params["username"]
-        password = lookup(username)
-        known = password is not None
-        # Unknown user: compute against a random password so the timing and outcome match.
-        secret = password if password is not None else self._random(16).hex()
+        stored = lookup(username, algorithm)
+        known = stored is not None
+        # Unknown user: compute against a random hash so the timing and outcome match.
+        ha1 = stored if stored is not None else algorithm.hash(self._random(16).hex())
         expected = digest_response(
-            algorithm, username=username, realm=self.realm, password=secret,
+            algorithm, username=username, realm=self.realm, ha1=ha1,
             method=request.method, uri=params["uri"], nonce=params["nonce"],
             nc=nc_text, cnonce=cnonce, qop=qop,
         )

@@ -155,10 +155,22 @@ def test_next_nonce_count_on_the_same_nonce_is_accepted() -> None:
     assert srv.verify(request, USERS.get, 2.0).ok
 
 
-def test_nonce_from_another_secret_is_rejected() -> None:
+def test_nonce_from_another_secret_asks_again_as_stale() -> None:
+    # e.g. a nonce issued before a restart: the client retries, nothing counts as a failure
     other = DigestServer("pbx.example.com", b"x" * 32)
     request = authed(other, "1001", "s3cret", now=0.0)
-    assert server().verify(request, USERS.get, 1.0).status is AuthStatus.REJECTED
+    assert server().verify(request, USERS.get, 1.0).status is AuthStatus.STALE
+
+
+def test_stored_ha1_verifies_like_the_password() -> None:
+    srv = server()
+    request = authed(srv, "1001", "s3cret", now=0.0)
+
+    def ha1(user: str, algorithm: Algorithm) -> str | None:
+        return algorithm.hash(f"{user}:pbx.example.com:s3cret") if user == "1001" else None
+
+    assert srv.verify_ha1(request, ha1, 1.0).ok
+    assert srv.verify_ha1(request, lambda _u, _a: None, 1.0).status is AuthStatus.REJECTED
 
 
 def test_tampered_response_is_rejected() -> None:
