@@ -6,7 +6,6 @@ import asyncio
 import contextlib
 import hashlib
 import os
-import socket
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -102,7 +101,9 @@ async def serve_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext
             # Port 0 gave a UDP port whose TCP twin is taken: pick another pair.
             if config.port != 0 or attempt == 19:
                 raise
-    _enlarge_receive_buffer(udp)
+    # Bursts of hundreds of calls per second overflow the default 208 KiB buffer while the
+    # loop is busy, and a lost BYE is only recovered by retransmission.
+    udp.set_receive_buffer(RECEIVE_BUFFER)
     endpoint.add_transport(udp)
     endpoint.add_transport(tcp)
     cdrs.start()
@@ -113,17 +114,6 @@ async def serve_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext
     log.info("sip_listening", host=config.host, port=port, trunks=len(config.trunks),
              dids=len(config.dids))
     return server
-
-
-def _enlarge_receive_buffer(udp: UdpTransport, size: int = RECEIVE_BUFFER) -> None:
-    """Bursts of hundreds of calls per second overflow the default 208 KiB buffer while the
-    loop is busy, and a lost BYE is only recovered by retransmission."""
-    # protocols.sip.transport exposes no socket options yet: reach its asyncio transport.
-    transport = getattr(udp, "_transport", None)
-    sock = transport.get_extra_info("socket") if transport is not None else None
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
 
 async def _housekeeping(b2bua: B2bua, config: SipConfig) -> None:

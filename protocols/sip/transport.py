@@ -9,6 +9,7 @@ anything else is dropped with a ``sip_message_dropped`` log event.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import socket
 from collections.abc import Callable
 from typing import Protocol, cast
@@ -129,6 +130,13 @@ class UdpTransport(_Receiver, asyncio.DatagramProtocol):
         assert self._transport is not None
         host, port = self._transport.get_extra_info("sockname")[:2]
         return host, port
+
+    def set_receive_buffer(self, size: int) -> None:
+        """Ask the kernel for a larger receive buffer (bursts outrun a busy event loop)."""
+        sock = self._transport.get_extra_info("socket") if self._transport else None
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, size)
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         """asyncio callback: keep the socket."""
