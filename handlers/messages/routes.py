@@ -24,7 +24,7 @@ from handlers.api.framework import (
 from handlers.errors import DomainError
 from handlers.messages import accept as acc
 from handlers.pagination import decode_cursor, encode_cursor
-from handlers.tenants import audit
+from handlers.tenants import Principal, audit
 from handlers.webhooks import emit
 
 STATES = ("queued", "claimed", "submitted", "delivered", "failed", "expired", "rejected",
@@ -47,11 +47,13 @@ async def send(request: web.Request) -> web.Response:
     return json_response(answer, status)
 
 
-async def _message(conn: asyncpg.Connection, tenant_id: uuid.UUID, message_id: uuid.UUID,
+async def _message(conn: asyncpg.Connection, who: Principal, message_id: uuid.UUID,
                    *, lock: bool = False) -> asyncpg.Record:
+    """One of the caller's messages (a key narrowed to an SP ID sees that SP's only)."""
     row = await conn.fetchrow(
         "SELECT * FROM messages WHERE tenant_id = $1 AND id = $2"
-        + (" FOR UPDATE" if lock else ""), tenant_id, message_id)
+        " AND ($3::text IS NULL OR sp_id = $3)"
+        + (" FOR UPDATE" if lock else ""), who.tenant_id, message_id, who.sp_id)
     if row is None:
         raise DomainError("not_found", "no such message", status=404)
     return row
@@ -89,7 +91,7 @@ async def _message_json(conn: asyncpg.Connection, m: asyncpg.Record) -> dict[str
 async def get_message(request: web.Request) -> web.Response:
     who = principal(request)
     async with request.app[CTX].pool.acquire() as conn:
-        m = await _message(conn, who.tenant_id, path_uuid(request, "message_id"))
+        m = await _message(conn, who, path_uuid(request, "message_id"))
         return json_response(await _message_json(conn, m))
 
 
@@ -106,16 +108,17 @@ async def list_messages(request: web.Request) -> web.Response:
     to = "".join(ch for ch in request.query.get("to", "") if ch.isdigit()) or None
     limit = query_int(request, "limit", 50, 1, 500)
     after = decode_cursor(request.query.get("cursor"), 2)
-    args: list[Any] = [who.tenant_id, since, until, kind, sender, to, limit + 1]
+    args: list[Any] = [who.tenant_id, since, until, kind, sender, to, limit + 1, who.sp_id]
     where = ""
     if after is not None:
-        where = "AND (m.created_at, m.id) < ($8::timestamptz, $9::uuid)"
+        where = "AND (m.created_at, m.id) < ($9::timestamptz, $10::uuid)"
         args += [datetime.fromisoformat(after[0]), uuid.UUID(after[1])]
     async with request.app[CTX].pool.acquire() as conn:
         rows = await conn.fetch(
             f"""SELECT m.* FROM messages m
                 WHERE m.tenant_id = $1 AND m.created_at >= $2 AND m.created_at < $3
                   AND ($4::text IS NULL OR m.type = $4) AND ($5::text IS NULL OR m.sender = $5)
+                  AND ($8::text IS NULL OR m.sp_id = $8)
                   AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM recipients r
                         WHERE r.message_id = m.id AND r.number = $6))
                   {where}
@@ -150,7 +153,7 @@ async def list_recipients(request: web.Request) -> web.Response:
     after = decode_cursor(request.query.get("cursor"), 1)
     start = int(after[0]) if after else -1
     async with request.app[CTX].pool.acquire() as conn:
-        m = await _message(conn, who.tenant_id, path_uuid(request, "message_id"))
+        m = await _message(conn, who, path_uuid(request, "message_id"))
         rows = await conn.fetch(
             """SELECT idx, number, name, state, reason, smpp_status, dlr_stat, dlr_err, carrier,
                       in_doubt, submitted_at, done_at
@@ -171,14 +174,14 @@ async def list_recipients(request: web.Request) -> web.Response:
     return json_response({"items": items, "next_cursor": nxt})
 
 
-async def _lock_unstarted(conn: asyncpg.Connection, tenant_id: uuid.UUID,
+async def _lock_unstarted(conn: asyncpg.Connection, who: Principal,
                           message_id: uuid.UUID) -> asyncpg.Record:
     """Lock a message that has not started dispatching; 409 once any recipient was taken.
 
     The dispatcher claims recipients while holding a share lock on their message, so this
     FOR UPDATE waits for a claim in progress and then sees it.
     """
-    m = await _message(conn, tenant_id, message_id, lock=True)
+    m = await _message(conn, who, message_id, lock=True)
     if m["canceled_at"] is not None:
         raise DomainError("message_canceled", "the message was canceled", status=409)
     started = await conn.fetchval(
@@ -195,7 +198,7 @@ async def cancel(request: web.Request) -> web.Response:
     who = principal(request)
     message_id = path_uuid(request, "message_id")
     async with request.app[CTX].pool.acquire() as conn, conn.transaction():
-        await _lock_unstarted(conn, who.tenant_id, message_id)
+        await _lock_unstarted(conn, who, message_id)
         await conn.execute(
             "UPDATE recipients SET state = 'canceled', reason = 'canceled', done_at = now() "
             "WHERE message_id = $1 AND state = 'queued'", message_id)
@@ -203,7 +206,7 @@ async def cancel(request: web.Request) -> web.Response:
                            "WHERE id = $1", message_id)
         await audit(conn, who.tenant_id, who.actor, "message.cancel", str(message_id))
         await emit(conn, who.tenant_id, "message.canceled", {"message_id": str(message_id)})
-        m = await _message(conn, who.tenant_id, message_id)
+        m = await _message(conn, who, message_id)
         answer = await _message_json(conn, m)
     return json_response(answer)
 
@@ -219,7 +222,7 @@ async def change(request: web.Request) -> web.Response:
     if unknown:
         raise DomainError("unknown_field", f"cannot change {unknown[0]}", field=unknown[0])
     async with ctx.pool.acquire() as conn, conn.transaction():
-        m = await _lock_unstarted(conn, who.tenant_id, message_id)
+        m = await _lock_unstarted(conn, who, message_id)
         current = await conn.fetch(
             "SELECT number, name FROM recipients WHERE message_id = $1 ORDER BY idx", message_id)
         body: dict[str, Any] = {
@@ -237,7 +240,7 @@ async def change(request: web.Request) -> web.Response:
         await audit(conn, who.tenant_id, who.actor, "message.change", str(message_id),
                     {"fields": sorted(patch)})
         await conn.execute("SELECT pg_notify($1, '')", acc.DISPATCH_CHANNEL)
-        m = await _message(conn, who.tenant_id, message_id)
+        m = await _message(conn, who, message_id)
         answer = await _message_json(conn, m)
     return json_response(answer)
 

@@ -377,3 +377,24 @@ async def test_carrier_and_bind_tps_limits_pace_submits(api: Api, db_dsn: str,
         paced = time.monotonic() - started
     # 2 binds x 10/s with a burst of 1 each: 40 submits need well over a second.
     assert paced > 1.2
+
+
+async def test_a_key_narrowed_to_an_sp_sees_only_that_sps_messages(api: Api) -> None:
+    from handlers import tenants
+
+    shop1 = await sender_tenant(api)  # a key narrowed to one SP ID
+    async with api.context.pool.acquire() as conn:
+        key2, rec2 = await tenants.create_key(conn, shop1.id, sp_id="shop-2", label="",
+                                              actor="test")
+        key_all, rec_all = await tenants.create_key(conn, shop1.id, sp_id=None, label="",
+                                                    actor="test")
+    shop2 = Tenant(shop1.id, shop1.name, key2, rec2.id, api)
+    portal = Tenant(shop1.id, shop1.name, key_all, rec_all.id, api)
+    _s, by2 = await send(shop2, to=["01011112222"], text="from shop 2")
+    _s, by1 = await send(shop1, to=["01033334444"], text="from shop 1")
+    listed = await (await shop2.call("GET", "/v1/messages")).json()
+    assert [m["id"] for m in listed["items"]] == [by2["id"]]
+    assert (await shop2.call("GET", f"/v1/messages/{by1['id']}")).status == 404
+    assert (await shop1.call("POST", f"/v1/messages/{by2['id']}/cancel")).status == 404
+    everything = await (await portal.call("GET", "/v1/messages")).json()
+    assert {m["id"] for m in everything["items"]} == {by1["id"], by2["id"]}
