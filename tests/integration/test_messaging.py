@@ -4,6 +4,7 @@ receipts back, with the behaviours portals and carriers notice."""
 from __future__ import annotations
 
 import asyncio
+import socket
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -330,9 +331,12 @@ async def _bound(smsc: SmscSimulator) -> bool:
 async def test_routes_fail_over_to_the_next_carrier_when_one_is_down(
         api: Api, db_dsn: str, state_root: Path) -> None:
     t = await sender_tenant(api)
+    # The preferred carrier for 010 points at a port we hold bound but not listening: every
+    # connection attempt is refused for as long as the test runs.
+    holder = socket.socket()
+    holder.bind(("127.0.0.1", 0))
+    dead_port = holder.getsockname()[1]
     async with SmscSimulator(sim_config()) as backup:
-        # The preferred carrier for 010 points at a port where nothing listens.
-        dead_port = backup.port + 1 if backup.port < 65535 else backup.port - 1
         carriers = (
             f'[{{name = "primary", host = "127.0.0.1", port = {dead_port}, system_id = "tg", '
             f'password = "pw", prefixes = ["010"], priority = 0}}, '
@@ -348,6 +352,7 @@ async def test_routes_fail_over_to_the_next_carrier_when_one_is_down(
             assert not ok and "primary" in detail  # /readyz names the carrier that is down
         finally:
             await dispatcher.stop(2)
+            holder.close()
     rows = await (await t.call("GET", f"/v1/messages/{body['id']}/recipients")).json()
     assert {r["carrier"] for r in rows["items"]} == {"backup"}
 
