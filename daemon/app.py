@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import os
 import signal
 import time
@@ -98,6 +99,9 @@ async def run_daemon(
         site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
         await site.start()
         log.info("api_listening", host=config.api.host, port=config.api.port)
+        # Everything built so far lives as long as the process: keep it out of the cyclic
+        # collector's full passes, which otherwise stall the loop as the heap grows.
+        gc.freeze()
         notifier.notify("READY=1")
         watchdog = _start_watchdog(notifier)
         if on_ready is not None:
