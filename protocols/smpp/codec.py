@@ -203,18 +203,27 @@ def _message_id_response(cls: type[SubmitSmResp | DeliverSmResp | DataSmResp]) -
     return parse
 
 
+def _addresses(data: bytes, end: int, addr_max: int
+               ) -> tuple[str, int, int, str, int, int, str, int]:
+    """service_type, source (ton, npi, addr) and destination (ton, npi, addr), and the offset
+    after them: the common head of submit_sm, deliver_sm and data_sm."""
+    service_type, p = _cstr(data, 16, end, SERVICE_TYPE_MAX, _S.ESME_RINVSERTYP, "service_type")
+    if end - p < 2:
+        raise _Malformed(_S.ESME_RINVCMDLEN, "source_addr_truncated")
+    s_ton, s_npi = data[p], data[p + 1]
+    source_addr, p = _cstr(data, p + 2, end, addr_max, _S.ESME_RINVSRCADR, "source_addr")
+    if end - p < 2:
+        raise _Malformed(_S.ESME_RINVCMDLEN, "destination_addr_truncated")
+    d_ton, d_npi = data[p], data[p + 1]
+    dest, p = _cstr(data, p + 2, end, addr_max, _S.ESME_RINVDSTADR, "destination_addr")
+    return service_type, s_ton, s_npi, source_addr, d_ton, d_npi, dest, p
+
+
 def _short_message(cls: type[SubmitSm | DeliverSm]) -> _Parser:
     def parse(data: bytes, seq: int, status: int) -> Pdu:
         end = len(data)
-        service_type, p = _cstr(data, 16, end, SERVICE_TYPE_MAX, _S.ESME_RINVSERTYP, "service_type")
-        if end - p < 2:
-            raise _Malformed(_S.ESME_RINVCMDLEN, "source_addr_truncated")
-        s_ton, s_npi = data[p], data[p + 1]
-        source_addr, p = _cstr(data, p + 2, end, ADDR_MAX, _S.ESME_RINVSRCADR, "source_addr")
-        if end - p < 2:
-            raise _Malformed(_S.ESME_RINVCMDLEN, "destination_addr_truncated")
-        d_ton, d_npi = data[p], data[p + 1]
-        dest, p = _cstr(data, p + 2, end, ADDR_MAX, _S.ESME_RINVDSTADR, "destination_addr")
+        service_type, s_ton, s_npi, source_addr, d_ton, d_npi, dest, p = _addresses(
+            data, end, ADDR_MAX)
         if end - p < 3:
             raise _Malformed(_S.ESME_RINVCMDLEN, "esm_class_truncated")
         esm_class, protocol_id, priority = data[p], data[p + 1], data[p + 2]
@@ -257,15 +266,8 @@ def _short_message(cls: type[SubmitSm | DeliverSm]) -> _Parser:
 
 def _data_sm(data: bytes, seq: int, status: int) -> Pdu:
     end = len(data)
-    service_type, p = _cstr(data, 16, end, SERVICE_TYPE_MAX, _S.ESME_RINVSERTYP, "service_type")
-    if end - p < 2:
-        raise _Malformed(_S.ESME_RINVCMDLEN, "source_addr_truncated")
-    s_ton, s_npi = data[p], data[p + 1]
-    source_addr, p = _cstr(data, p + 2, end, LONG_ADDR_MAX, _S.ESME_RINVSRCADR, "source_addr")
-    if end - p < 2:
-        raise _Malformed(_S.ESME_RINVCMDLEN, "destination_addr_truncated")
-    d_ton, d_npi = data[p], data[p + 1]
-    dest, p = _cstr(data, p + 2, end, LONG_ADDR_MAX, _S.ESME_RINVDSTADR, "destination_addr")
+    service_type, s_ton, s_npi, source_addr, d_ton, d_npi, dest, p = _addresses(
+        data, end, LONG_ADDR_MAX)
     if end - p < 3:
         raise _Malformed(_S.ESME_RINVCMDLEN, "data_coding_truncated")
     return DataSm(
