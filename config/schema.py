@@ -71,7 +71,11 @@ class DatabaseConfig:
         ),
     )
     pool_min: int = field(default=2, metadata=_help("connections kept open", min=0))
-    pool_max: int = field(default=10, metadata=_help("most connections the pool opens", min=1))
+    pool_max: int = field(
+        default=20,
+        metadata=_help("most connections the pool opens (API, dispatcher, webhooks share it)",
+                       min=1),
+    )
     embedded: EmbeddedDatabaseConfig = field(default_factory=EmbeddedDatabaseConfig)
 
 

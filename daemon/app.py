@@ -102,6 +102,8 @@ async def run_daemon(
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's full passes, which otherwise stall the loop as the heap grows.
         gc.freeze()
+        _watch_gc(context.metrics)
+        lag_probe = asyncio.create_task(_watch_loop_lag(context.metrics), name="loop-lag")
         notifier.notify("READY=1")
         watchdog = _start_watchdog(notifier)
         if on_ready is not None:
@@ -124,12 +126,46 @@ async def run_daemon(
                              ms=_ms_since(started))
         except TimeoutError:
             log.warning("drain_deadline_passed")
-        if watchdog is not None:
-            watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await watchdog
+        for probe in (watchdog, lag_probe):
+            if probe is not None:
+                probe.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await probe
     log.info("stopped")
     return 0
+
+
+LAG_PROBE_SECONDS = 0.1
+STALL_WARN_SECONDS = 0.1
+
+
+async def _watch_loop_lag(metrics: Metrics) -> None:
+    """Measure how late a periodic timer fires; warn on stalls long enough to hurt requests."""
+    loop = asyncio.get_running_loop()
+    while True:
+        expected = loop.time() + LAG_PROBE_SECONDS
+        await asyncio.sleep(LAG_PROBE_SECONDS)
+        lag = max(0.0, loop.time() - expected)
+        metrics.loop_lag.observe(lag)
+        if lag > STALL_WARN_SECONDS:
+            log.warning("event_loop_stalled", ms=round(lag * 1000, 1))
+
+
+def _watch_gc(metrics: Metrics) -> None:
+    """Time each cyclic-GC pass; long ones are logged (they stall every request)."""
+    started: list[float] = []
+
+    def callback(phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            started[:] = [time.perf_counter()]
+        elif started:
+            took = time.perf_counter() - started[0]
+            metrics.gc_pause.labels(str(info["generation"])).observe(took)
+            if took > STALL_WARN_SECONDS:
+                log.warning("gc_pause", generation=info["generation"], ms=round(took * 1000, 1),
+                            collected=info.get("collected"))
+
+    gc.callbacks.append(callback)
 
 
 def _ms_since(started: float) -> float:

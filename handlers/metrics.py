@@ -27,6 +27,17 @@ class Metrics:
         self.ready = Gauge(
             "telgate_ready", "1 when every readiness check passes", registry=self.registry
         )
+        self.loop_lag = Histogram(
+            "telgate_event_loop_lag_seconds",
+            "How late a 100 ms timer fires: time the event loop could not serve anything",
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+        )
+        self.gc_pause = Histogram(
+            "telgate_gc_pause_seconds", "Cyclic garbage collector passes", ["generation"],
+            registry=self.registry,
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1),
+        )
         # Metric groups of capabilities, created once per registry (see `group`).
         self._groups: dict[str, object] = {}
 
