@@ -45,6 +45,8 @@ _ALL: tuple[ErrorCode, ...] = (
     _r("invalid_cursor", 400, "The cursor is not one a list of this kind gives."),
     _r("invalid_field", 422, "A body field breaks its declared schema (type, range, pattern, "
                              "length, enum, unknown field)."),
+    _r("malformed_multipart", 400, "The multipart/form-data body does not parse."),
+    _x("nul_character", 422, "Text cannot contain NUL (U+0000)."),
     _r("missing_file", 400, "A multipart upload has no `file` part."),
     _r("body_too_large", 413, "The request body, an uploaded file, or what a spreadsheet "
                              "inflates to, is over its limit."),

@@ -18,6 +18,7 @@ from typing import Any, TypeVar
 
 import structlog
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, Field, ValidationError
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
@@ -93,12 +94,13 @@ class Route:
         if self.query is not None or self.headers is not None:
             implied.append("invalid_parameter")
         if isinstance(self.body, Upload):
-            implied += ["body_too_large", "unsupported_media_type", "missing_file"]
+            implied += ["body_too_large", "unsupported_media_type", "missing_file",
+                        "malformed_multipart"]
             if self.body.fields is not None:
                 implied.append("invalid_field")
         elif self.body is not None:
             implied += ["malformed_json", "invalid_field", "body_too_large",
-                        "unsupported_media_type"]
+                        "unsupported_media_type", "nul_character"]
         seen: dict[str, ErrorCode] = {}
         for code in (*implied, *self.errors):
             seen.setdefault(code, lookup(code))
@@ -163,6 +165,8 @@ def _bind(route: Route) -> Handler:
                 inputs[route.path_params] = route.path_params.model_validate(
                     dict(request.match_info))
             except ValidationError:
+                if request.app[CTX].routes.allowed(request.path):  # e.g. DELETE …/check
+                    raise web.HTTPMethodNotAllowed(request.method, []) from None
                 raise DomainError("not_found", "no such resource") from None
         if route.query is not None:
             inputs[route.query] = _validate(route.query, _query_dict(request),
@@ -183,6 +187,20 @@ def _bind(route: Route) -> Handler:
         return await route.handler(request)
 
     return handle
+
+
+def _match(template: str, path: str) -> dict[str, str] | None:
+    """The path parameters of `path` under a route template, or None if it does not fit."""
+    want, got = template.strip("/").split("/"), path.strip("/").split("/")
+    if len(want) != len(got):
+        return None
+    values: dict[str, str] = {}
+    for w, g in zip(want, got, strict=True):
+        if w.startswith("{") and w.endswith("}"):
+            values[w[1:-1]] = g
+        elif w != g:
+            return None
+    return values
 
 
 def _query_dict(request: web.Request) -> dict[str, str]:
@@ -207,6 +225,23 @@ class RouteTable:
                 app.router.add_get(r.path, _bind(r), allow_head=True)
             else:
                 app.router.add_route(r.method, r.path, _bind(r))
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods the document offers for a concrete path (its `Allow`)."""
+        methods: set[str] = set()
+        for r in self.routes:
+            values = _match(r.path, path)
+            if values is None:
+                continue
+            if r.path_params is not None:
+                try:
+                    r.path_params.model_validate(values)
+                except ValidationError:
+                    continue
+            methods.add(r.method)
+            if r.method == "GET":
+                methods.add("HEAD")
+        return sorted(methods)
 
     def is_public(self, method: str, path_template: str) -> bool:
         method = "GET" if method == "HEAD" else method
@@ -264,7 +299,8 @@ def _openapi(routes: list[Route], version: str) -> dict[str, Any]:
                 props.update(fields.get("properties", {}))
                 required += fields.get("required", [])
             op["requestBody"] = {"required": True, "content": {"multipart/form-data": {
-                "schema": {"type": "object", "required": required, "properties": props}}}}
+                "schema": {"type": "object", "required": required, "properties": props,
+                           "additionalProperties": False}}}}
         elif r.body is not None:
             op["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": keys[(r.body, "validation")]}}}
@@ -413,6 +449,8 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise DomainError("malformed_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise DomainError("malformed_json", "body must be a JSON object")
+    if b"\\u0000" in raw:  # PostgreSQL text cannot hold NUL
+        raise DomainError("nul_character", "text cannot contain NUL (\\u0000)")
     return data
 
 
@@ -460,7 +498,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = _http_problem(exc, request_id)
+        response = _http_problem(exc, request_id, ctx.routes.allowed(request.path))
     except Exception:
         log.exception("http_unhandled_error", method=request.method, path=request.path)
         response = problem(500, "internal_error", "internal error; see the server log",
@@ -476,12 +514,14 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
-def _http_problem(exc: web.HTTPException, request_id: str) -> web.Response:
-    """aiohttp's own refusals (no route, wrong method) as problems; 405 keeps its Allow."""
-    if exc.status == 405:
-        return problem(405, "method_not_allowed", f"allowed: {exc.headers.get('Allow', '')}",
-                       request_id=request_id, headers={"Allow": exc.headers.get("Allow", "")})
-    if exc.status == 404:
+def _http_problem(exc: web.HTTPException, request_id: str, allowed: list[str]) -> web.Response:
+    """aiohttp's own refusals (no route, wrong method) as problems; 405 says what is `Allow`ed
+    for this very path (a route whose path parameters it does not fit does not count)."""
+    if exc.status == 405 and allowed:
+        allow = ", ".join(allowed)
+        return problem(405, "method_not_allowed", f"allowed: {allow}",
+                       request_id=request_id, headers={"Allow": allow})
+    if exc.status in (404, 405):
         return problem(404, "not_found", "no such resource", request_id=request_id)
     log.warning("http_exception", status=exc.status, reason=exc.reason)
     return problem(500, "internal_error", "internal error; see the server log",
@@ -532,6 +572,13 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
     if not request.content_type.startswith("multipart/"):
         raise DomainError("unsupported_media_type", "send the file as multipart/form-data",
                           field="file")
+    try:
+        return await _read_parts(request, limit)
+    except (ValueError, HttpProcessingError) as exc:
+        raise DomainError("malformed_multipart", f"not a valid multipart body: {exc}") from None
+
+
+async def _read_parts(request: web.Request, limit: int) -> tuple[bytes, dict[str, str]]:
     reader = await request.multipart()
     data: bytes | None = None
     fields: dict[str, str] = {}

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import re
 import uuid
-from datetime import datetime
+from datetime import date, datetime
 from typing import Annotated, Generic, TypeVar
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints, WithJsonSchema
@@ -59,6 +59,17 @@ def _rfc3339(raw: object) -> object:
         raise ValueError(f"must be an RFC 3339 date-time: {exc}") from None
 
 
+def _day(raw: object) -> object:
+    if isinstance(raw, date) and not isinstance(raw, datetime):
+        return raw
+    if not isinstance(raw, str) or not re.match(r"^\d{4}-\d{2}-\d{2}$", raw):
+        raise ValueError("must be a date (YYYY-MM-DD)")
+    try:
+        return date.fromisoformat(raw)
+    except ValueError as exc:
+        raise ValueError(f"must be a date: {exc}") from None
+
+
 def _uuid(raw: object) -> object:
     if isinstance(raw, uuid.UUID):
         return raw
@@ -73,13 +84,15 @@ def _uuid(raw: object) -> object:
 # An RFC 3339 time with an offset, given as a JSON string (strict bodies included).
 Timestamp = Annotated[datetime, BeforeValidator(_rfc3339),
                       WithJsonSchema({"type": "string", "format": "date-time"})]
+# A calendar date, YYYY-MM-DD.
+Day = Annotated[date, BeforeValidator(_day), WithJsonSchema({"type": "string", "format": "date"})]
 # A UUID given as a JSON string.
 Uuid = Annotated[uuid.UUID, BeforeValidator(_uuid),
                  WithJsonSchema({"type": "string", "format": "uuid"})]
 
 # A Korean phone number as people type it: digits with the usual separators (`010-1234-5678`,
 # `+82 10 1234 5678`, full-width forms); the numbering plan is checked beyond the schema.
-PHONE_PATTERN = r"^\s*[+＋]?[0-9０-９][0-9０-９\s()./\-‐-―−－]{0,39}$"
+PHONE_PATTERN = r"^ *[+＋]?[0-9０-９][0-9０-９ ()./\-‐-―−－]{0,39}$"
 PhoneText = Annotated[str, StringConstraints(min_length=1, max_length=40, pattern=PHONE_PATTERN)]
 # Digits to search for in a number (`5678` finds 010-1234-5678).
 DIGITS_PATTERN = r"^[0-9 ()./\-]{0,40}$"

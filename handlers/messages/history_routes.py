@@ -14,7 +14,7 @@ from pydantic import BaseModel, Field
 
 from handlers.api.context import CTX
 from handlers.api.framework import File, Route, RouteTable, arg, principal, respond
-from handlers.api.models import DIGITS_PATTERN, Params, Timestamp
+from handlers.api.models import DIGITS_PATTERN, Day, Params, Timestamp
 from handlers.errors import DomainError
 from handlers.messages import history as h
 from handlers.registry.routes import CSV, NUMBER_CODES, XLSX
@@ -24,7 +24,7 @@ MAX_EXPORT_ROWS = {"csv": 1_000_000, "xlsx": 200_000}
 
 
 # A time, or a date meaning a whole Korean day (since: its start, until: its end).
-TimeOrDay = Annotated[Timestamp | date, Field(union_mode="left_to_right")]
+TimeOrDay = Annotated[Timestamp | Day, Field(union_mode="left_to_right")]
 
 
 class PeriodQuery(Params):

@@ -160,15 +160,15 @@ def _read_sheet(data: bytes, sheet: str | int | None) -> spreadsheets.Sheet:
 class ImportFields(Params):
     """Where the recipients are in the uploaded sheet (every field optional)."""
 
-    sheet: str | None = Field(None, max_length=100, description="sheet name, or its 1-based "
+    sheet: str = Field("", max_length=100, description="sheet name, or its 1-based "
                               "position when no sheet has that name; default: the first sheet")
-    name_column: str | None = Field(None, pattern=r"^([A-Za-z]{1,3}|[1-9][0-9]{0,3})?$",
+    name_column: str = Field("", pattern=r"^([A-Za-z]{1,3}|[1-9][0-9]{0,3})?$",
                                     description="column of names: letter (B) or 1-based "
                                                 "number; default: no names")
-    phone_column: str | None = Field(None, pattern=r"^([A-Za-z]{1,3}|[1-9][0-9]{0,3})?$",
+    phone_column: str = Field("", pattern=r"^([A-Za-z]{1,3}|[1-9][0-9]{0,3})?$",
                                      description="column of mobile numbers: letter or "
                                                  "1-based number; default A")
-    first_row: str | None = Field(None, pattern=r"^[1-9][0-9]{0,6}$",
+    first_row: str = Field("", pattern=r"^([1-9][0-9]{0,6})?$",
                                   description="first data row (1-based), e.g. 2 to skip a "
                                               "header")
 
@@ -218,8 +218,7 @@ def result_out(r: ImportResult) -> RecipientsRead:
 
 async def import_recipients(request: web.Request) -> web.Response:
     f = arg(request, ImportFields)
-    fields = {k: v for k, v in f.model_dump().items() if v is not None}
-    spec = parse_spec(fields)
+    spec = parse_spec(f.model_dump())
     return respond(result_out(read_recipients(uploaded_file(request), spec)))
 
 

@@ -90,7 +90,7 @@ def parse_events(raw: object) -> list[str]:
 EventType = Literal["message.accepted", "message.canceled", "message.recipient.delivered",
                     "message.recipient.failed", "message.recipient.expired", "webhook.test"]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH,
-                                       pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^\s/?#@]+[^\s]*$")]
+                                       pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^ \t\r\n/?#@]+[^ \t\r\n]*$")]
 
 
 class WebhookIn(Body):
