@@ -554,7 +554,8 @@ def compose(request: ComposeRequest, policy: ComposePolicy, *, now: datetime) ->
     if subject is not None:
         if kind == MessageType.SMS:
             raise SubjectNotAllowed(
-                f"a subject needs LMS or MMS; this text fits an SMS ({max_bytes} bytes)",
+                f"a subject needs LMS or MMS; this text fits an SMS ({max_bytes} bytes): "
+                'send "type": "lms" to send it as LMS with its subject',
                 field="subject",
             )
         subject_bytes = count_bytes(subject, allow_cp949_extensions=cp949, field="subject")

@@ -1,47 +1,133 @@
-"""The published OpenAPI document is the contract: schemathesis, run against the control API
-with a tenant key, finds no request the document allows that is refused for its form, no
-answer that breaks the document, and no server error."""
+"""The published OpenAPI document is the contract. The daemon runs as an operator runs it (its
+own process and embedded PostgreSQL); a tenant made with the CLI sets itself up with one PATCH
+and sends an advertisement; then schemathesis (`--checks all`, fixed seed) finds no request the
+document allows that is refused for its form, no answer that breaks it, and no server error."""
 
 from __future__ import annotations
 
-import asyncio
-import dataclasses
+import json
 import os
+import socket
+import subprocess
 import sys
+import tempfile
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from tests.conftest import Api
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parents[2]
-SEED = 20261201
-MAX_EXAMPLES = int(os.environ.get("TELGATE_CONTRACT_EXAMPLES", "50"))
+SEED = int(os.environ.get("CONTRACT_SEED", "20261201"))
+MAX_EXAMPLES = int(os.environ.get("CONTRACT_EXAMPLES", "50"))
 
 
-def _keep(report: str, path: Path) -> None:
-    path.write_text(report)
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-@pytest.mark.slow
-async def test_schemathesis_finds_no_contract_failure(api: Api, tmp_path: Path) -> None:
-    # The daemon's own limits (the fixture's 16 KB body limit is for the size tests).
-    config = api.context.config
-    api.context.config = dataclasses.replace(
-        config, api=dataclasses.replace(config.api, max_body_bytes=1_048_576))
-    tenant = await api.new_tenant()
-    url = str(api.client.make_url("/v1/openapi.json"))
+@dataclass
+class Daemon:
+    base: str
+    env: dict[str, str]
+
+    def cli(self, *args: str) -> Any:
+        out = subprocess.run([sys.executable, "-m", "daemon.cli", *args, "--json"],
+                             env=self.env, capture_output=True, text=True, timeout=120,
+                             check=False)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    def call(self, method: str, path: str, key: str, body: object = None) -> tuple[int, Any]:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(
+            self.base + path, data=data, method=method,
+            headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
+        try:
+            with urllib.request.urlopen(req, timeout=10) as resp:
+                return resp.status, json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            return exc.code, json.loads(exc.read() or b"null")
+
+
+@pytest.fixture(scope="module")
+def daemon() -> Iterator[Daemon]:
+    with tempfile.TemporaryDirectory(prefix="telgate-contract-") as d:
+        os.chmod(d, 0o755)
+        port = _free_port()
+        env = {**os.environ, "TELGATE_STATE_DIR": d, "TELGATE_API__PORT": str(port),
+               "TELGATE_LOG__FORMAT": "json", "TELGATE_LOG__LEVEL": "warning",
+               "TELGATE_LIFECYCLE__DRAIN_SECONDS": "1"}
+        env.pop("TELGATE_TEST_DSN", None)
+        proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run"], env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 90
+            while True:
+                try:
+                    with urllib.request.urlopen(base + "/readyz", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert time.monotonic() < deadline, "the daemon never became ready"
+                time.sleep(0.2)
+            yield Daemon(base, env)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_a_cli_tenant_sets_its_080_line_with_one_patch_and_sends_an_ad(daemon: Daemon) -> None:
+    tenant = daemon.cli("admin", "tenant", "create", "광고상사")
+    key = daemon.cli("admin", "key", "create", "--tenant", tenant["id"])["key"]
+    assert daemon.call("POST", "/v1/sender-numbers", key, {"number": "02-1234-5678"})[0] == 201
+    ad = {"from": "0212345678", "to": ["010-2000-3000"], "text": "겨울 세일 30%", "ad": True,
+          "night_consent": True}
+    status, problem = daemon.call("POST", "/v1/messages", key, ad)
+    assert (status, problem["code"]) == (422, "ad_optout_missing")
+
+    status, settings = daemon.call("PATCH", "/v1/tenant/settings", key,
+                                   {"optout_number": "080-123-4567",
+                                    "ad_optout_line": "무료거부 080-123-4567"})
+    assert status == 200, settings
+    assert settings["optout_number"] == "0801234567"
+    status, accepted = daemon.call("POST", "/v1/messages", key, ad)
+    assert status == 202, accepted
+    status, message = daemon.call("GET", f"/v1/messages/{accepted['id']}", key)
+    assert message["text"].startswith("(광고)") and message["text"].endswith(
+        "무료거부 080-123-4567")
+
+
+def test_schemathesis_finds_no_contract_failure(daemon: Daemon, tmp_path: Path) -> None:
+    tenant = daemon.cli("admin", "tenant", "create", "contract")
+    key = daemon.cli("admin", "key", "create", "--tenant", tenant["id"])["key"]
     st = Path(sys.executable).with_name("st")
-    proc = await asyncio.create_subprocess_exec(
-        str(st), "--config-file", str(ROOT / "tests" / "schemathesis.toml"), "run", url,
-        "--checks", "all", "--max-examples", str(MAX_EXAMPLES),
-        "--seed", str(SEED), "--workers", "1", "--no-color",
-        # Revoking its own key would lock the run out; tests/integration cover revocation.
-        "--exclude-operation-id", "delete_v1_api_keys_key_id",
-        "-H", f"Authorization: Bearer {tenant.key}",
-        cwd=ROOT, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    started = time.monotonic()
+    out = subprocess.run(
+        [str(st), "--config-file", str(ROOT / "tests" / "schemathesis.toml"), "run",
+         daemon.base + "/v1/openapi.json", "--checks", "all",
+         "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
+         "--no-color", "-H", f"Authorization: Bearer {key}",
+         # Revoking its own key would lock the run out; tests/integration cover revocation.
+         "--exclude-operation-id", "delete_v1_api_keys_key_id"],
+        cwd=ROOT, capture_output=True, text=True, timeout=170, check=False,
         env={**os.environ, "SCHEMATHESIS_HOOKS": "tests.contract_hooks"})
-    out, _ = await asyncio.wait_for(proc.communicate(), timeout=170)
-    report = out.decode(errors="replace")
-    _keep(report, Path(os.environ.get("TELGATE_CONTRACT_REPORT", tmp_path / "st.txt")))
-    assert proc.returncode == 0, report[-20000:]
+    report = out.stdout + out.stderr
+    Path(os.environ.get("CONTRACT_REPORT", tmp_path / "st.txt")).write_text(report)
+    assert out.returncode == 0, report[-20000:]
+    print(f"schemathesis: {time.monotonic() - started:.0f} s")
