@@ -19,6 +19,7 @@ import structlog
 from aiohttp import BodyPartReader, web
 
 from handlers.api.context import CTX, KEY_CACHE_MAX, KEY_CACHE_SECONDS, PRINCIPAL, AppContext
+from handlers.api.hostile import check_json
 from handlers.errors import DomainError
 from handlers.tenants import Principal, authenticate, hash_key
 
@@ -213,10 +214,11 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         )
     try:
         data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DomainError("malformed_json", f"body is not valid JSON: {exc}", status=400) from None
     if not isinstance(data, dict):
         raise DomainError("malformed_json", "body must be a JSON object", status=400)
+    check_json(data)
     return data
 
 
