@@ -170,7 +170,7 @@ async def test_external_database_restart_mid_send_finishes_without_daemon_restar
             port = free_port()
             env = {**os.environ, "TELGATE_CONFIG": str(_config(tmp_path, smsc.port, server.dsn)),
                    "TELGATE_API__PORT": str(port), "TELGATE_SIP__PORT": "0",
-               "TELGATE_STATE_DIR": str(state_dir / "state"),
+                   "TELGATE_STATE_DIR": str(state_dir / "state"),
                    "TELGATE_LOG__FORMAT": "json"}
             log = tmp_path / "daemon.log"
             daemon = await asyncio.to_thread(start_daemon, env, port, log)
