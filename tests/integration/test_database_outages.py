@@ -5,9 +5,11 @@ duplicate outside the submits reported in doubt."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
+import socket
 import tempfile
 import time
 from collections.abc import Iterator
@@ -207,4 +209,84 @@ async def test_external_database_restart_mid_send_finishes_without_daemon_restar
     assert duplicates(sent) <= in_doubt
     assert at_restart < 20_000
     print(json.dumps({"accepted_at_restart": at_restart, "in_doubt": len(in_doubt),
+                      "duplicated": len(duplicates(sent))}))
+
+
+def _notify_socket(path: Path) -> socket.socket:
+    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    sock.bind(str(path))
+    sock.settimeout(0.5)
+    return sock
+
+
+def _drain_notify(sock: socket.socket) -> list[str]:
+    seen: list[str] = []
+    with contextlib.suppress(TimeoutError):
+        while True:
+            seen.append(sock.recv(256).decode())
+    return seen
+
+
+async def _wait_log(log: Path, event: str, deadline_s: float = 30) -> None:
+    deadline = time.monotonic() + deadline_s
+    while f'"event": "{event}"' not in await asyncio.to_thread(log.read_text):
+        assert time.monotonic() < deadline, f"no {event} in the log"
+        await asyncio.sleep(0.1)
+
+
+async def test_outage_stops_the_watchdog_and_sigterm_still_drains(
+        state_dir: Path, tmp_path: Path) -> None:
+    config = load_config(None, {"TELGATE_STATE_DIR": str(state_dir / "external")})
+    server = EmbeddedPostgres(config.state_dir, config.database.embedded, supervise=False)
+    await server.start()
+    numbers = [f"0106{i:07d}" for i in range(20_000)]
+    notify = _notify_socket(state_dir / "notify.sock")
+    try:
+        async with SmscSimulator(SmscConfig(port=0, accounts={"tg": "pw"}, latency_ms=2,
+                                            receipt_delay_ms=50, record_submits=True)) as smsc:
+            port = free_port()
+            env = {**os.environ, "TELGATE_CONFIG": str(_config(tmp_path, smsc.port, server.dsn)),
+                   "TELGATE_API__PORT": str(port), "TELGATE_SIP__PORT": "0",
+                   "TELGATE_STATE_DIR": str(state_dir / "state"),
+                   "TELGATE_LOG__FORMAT": "json", "TELGATE_LIFECYCLE__DRAIN_SECONDS": "5",
+                   "TELGATE_LIFECYCLE__DATABASE_OUTAGE_SECONDS": "1"}
+            log = tmp_path / "daemon.log"
+            daemon = await asyncio.to_thread(
+                start_daemon, {**env, "NOTIFY_SOCKET": str(state_dir / "notify.sock"),
+                               "WATCHDOG_USEC": "200000"}, port, log)
+            key = await _tenant_key(server.dsn)
+            await _send(port, key, numbers)
+            await _until_accepted(smsc, 4000)
+            await server.stop()
+
+            await _wait_log(log, "watchdog_withheld")
+            await asyncio.to_thread(_drain_notify, notify)
+            quiet = await asyncio.to_thread(_drain_notify, notify)
+            assert "WATCHDOG=1" not in quiet  # systemd would now restart the unit
+
+            daemon.send_signal(signal.SIGTERM)
+            status = await asyncio.to_thread(daemon.wait, 30)
+            at_stop = smsc.stats["accepted"]
+
+            await server.start()  # as after systemd's restart: a new daemon finishes the send
+            daemon = await asyncio.to_thread(start_daemon, env, port, log)
+            try:
+                states = await wait_all_final(server.dsn, 20_000)
+                in_doubt = await in_doubt_numbers(server.dsn)
+            finally:
+                daemon.send_signal(signal.SIGTERM)
+                await asyncio.to_thread(daemon.wait, 30)
+    finally:
+        notify.close()
+        await server.stop()
+
+    text = log.read_text()
+    assert status == 0, text[-3000:]
+    assert '"event": "dispatcher_stopped"' in text and '"event": "stopped"' in text
+    assert states == {"delivered": 20_000}
+    sent = [s.destination_addr for s in smsc.submits]
+    assert set(sent) == set(numbers)
+    assert duplicates(sent) <= in_doubt
+    assert at_stop < 20_000
+    print(json.dumps({"accepted_at_stop": at_stop, "in_doubt": len(in_doubt),
                       "duplicated": len(duplicates(sent))}))
