@@ -199,17 +199,26 @@ class EmbeddedPostgres:
                     root=str(target))
 
     def _reachable_bin_dir(self, bin_dir: Path, user: pwd.struct_passwd) -> Path:
-        """The server binaries, copied into the cluster directory if the user cannot reach them."""
+        """The server binaries, copied into the cluster directory if the user cannot reach them.
+
+        The wheel's binaries find their shared libraries through an $ORIGIN-relative RPATH
+        (`<package>.libs` beside the package), so the copy keeps that layout.
+        """
         if _blocking_dir(bin_dir, user) is None:
             return bin_dir
-        install = bin_dir.parent
-        copy = self.paths.root / "pginstall"
+        install = bin_dir.parent  # .../<package>/pginstall
+        package = install.parent
+        libs = package.parent / f"{package.name}.libs"
+        base = self.paths.root / "pgbin"
         source = install / "bin" / "postgres"
         stamp = f"{install} {source.stat().st_size} {source.stat().st_mtime_ns}"
-        marker = copy / ".source"
+        marker = base / ".source"
+        copy = base / package.name / install.name
         if not marker.exists() or marker.read_text() != stamp:
-            shutil.rmtree(copy, ignore_errors=True)
+            shutil.rmtree(base, ignore_errors=True)
             shutil.copytree(install, copy, symlinks=True, ignore=shutil.ignore_patterns("include"))
+            if libs.is_dir():
+                shutil.copytree(libs, base / libs.name, symlinks=True)
             marker.write_text(stamp)
             log.info("embedded_pg_binaries_copied", source=str(install), to=str(copy))
         return copy / "bin"
