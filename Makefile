@@ -21,8 +21,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 ## make run: the daemon with its embedded PostgreSQL, the simulators, and a demo tenant's key.
+## Ports: make run API_PORT=8081 SIP_PORT=5070 SMSC_PORT=2776 (defaults 8080, 5060, 2775).
 run: $(STAMP)
-	$(BIN)/telgate run --demo $(if $(CONFIG),--config $(CONFIG),--config config/telgate.demo.toml)
+	$(BIN)/telgate run --demo $(if $(CONFIG),--config $(CONFIG),--config config/telgate.demo.toml) \
+	  $(if $(API_PORT),--api-port $(API_PORT)) $(if $(SIP_PORT),--sip-port $(SIP_PORT)) \
+	  $(if $(SMSC_PORT),--smsc-port $(SMSC_PORT))
 
 ## make test: everything CI runs (lint, types, the whole test suite). Non-zero on any failure.
 test: $(STAMP) interop-tools
