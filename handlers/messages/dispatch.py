@@ -130,6 +130,13 @@ class DispatchMetrics:
         self.receipts = Counter("telgate_smpp_receipts_total", "delivery receipts", ["stat"],
                                 registry=r)
         self.mo = Counter("telgate_smpp_mo_total", "mobile-originated messages", registry=r)
+        self.receipts_unmatched = Counter(
+            "telgate_smpp_receipts_unmatched_total",
+            "receipts no submit of ours carried after an hour (in-doubt copies), dropped",
+            registry=r)
+        self.receipt_repeats = Counter(
+            "telgate_smpp_receipts_repeated_total",
+            "receipts for recipients already final (SMSC redelivery), dropped", registry=r)
         self.binds_up = Gauge("telgate_smpp_binds_up", "bound SMPP sessions", ["carrier"],
                               registry=r)
         self.inflight = Gauge("telgate_smpp_inflight", "claimed recipients not yet stored",
@@ -634,7 +641,7 @@ class Dispatcher:
                 log.info("mo_optout_added", tenant=str(tenant), number=d.source)
 
     async def _match_receipts(self, conn: asyncpg.Connection) -> None:
-        await conn.execute(
+        row = await conn.fetchrow(
             """WITH cand AS (
                    SELECT d.id AS did, r.message_id, r.idx, d.stat, d.err, d.done_at
                    FROM dlr_inbox d JOIN recipients r
@@ -654,7 +661,9 @@ class Dispatcher:
                        reason = CASE WHEN one.stat = 'DELIVRD' THEN NULL
                                      ELSE lower(coalesce(one.stat, 'unknown')) END,
                        dlr_stat = one.stat, dlr_err = one.err,
-                       done_at = coalesce(one.done_at, now())
+                       -- the carrier's minute-precision date may read before our submit
+                       done_at = greatest(coalesce(one.done_at, now()), r.submitted_at),
+                       carrier_done_at = one.done_at
                    FROM one WHERE r.message_id = one.message_id AND r.idx = one.idx
                    RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
                ), hooks AS (
@@ -667,8 +676,25 @@ class Dispatcher:
                     AND (w.events = '{}' OR 'message.recipient.' || upd.state = ANY (w.events))
                ), gone AS (
                    DELETE FROM dlr_inbox d USING one WHERE d.id = one.did
+               ), repeated AS (
+                   -- a receipt the SMSC sent again (after a reconnect) for a recipient that is
+                   -- already final: a duplicate, dropped at once
+                   DELETE FROM dlr_inbox d WHERE d.id IN (
+                       SELECT i.id FROM dlr_inbox i JOIN recipients r
+                         ON r.carrier = i.carrier AND r.carrier_msg_id = i.msg_id
+                       WHERE r.state IN ('delivered', 'failed', 'expired')
+                         AND r.dlr_stat IS NOT NULL
+                       UNION ALL
+                       SELECT i.id FROM dlr_inbox i JOIN recipients r
+                         ON r.carrier = i.carrier AND r.carrier_msg_id_alt = i.msg_id
+                       WHERE r.state IN ('delivered', 'failed', 'expired')
+                         AND r.dlr_stat IS NOT NULL)
+                   RETURNING d.id
                )
-               SELECT count(*) AS n FROM upd""")
+               SELECT (SELECT count(*) FROM upd) AS matched,
+                      (SELECT count(*) FROM repeated) AS repeated""")
+        if row is not None and row["repeated"]:
+            self.metrics.receipt_repeats.inc(row["repeated"])
 
     # -- housekeeping ---------------------------------------------------------------------------
 
@@ -737,6 +763,14 @@ class Dispatcher:
                    )
                    SELECT count(*) FROM upd""",
                 self.mcfg.receipt_timeout_seconds)
-            await conn.execute(
-                "DELETE FROM dlr_inbox WHERE received_at < now() - interval '1 day'")
+            # A receipt matches within milliseconds of its submit's outcome being stored. One
+            # still unmatched after an hour is for a submit whose response we never got (the
+            # in-doubt copy of a resubmitted recipient): no row will ever carry its id.
+            dropped = await conn.fetchval(
+                """WITH gone AS (DELETE FROM dlr_inbox
+                                 WHERE received_at < now() - interval '1 hour' RETURNING 1)
+                   SELECT count(*) FROM gone""")
+        if dropped:
+            self.metrics.receipts_unmatched.inc(dropped)
+            log.warning("dispatch_receipts_unmatched_dropped", count=dropped)
         return int(n or 0)
