@@ -133,13 +133,7 @@ async def run_daemon(
             if stopper is not None:
                 runtime.stoppers.append(stopper)
         app = build_app(context)
-        runner = web.AppRunner(
-            app, handle_signals=False, access_log=None,
-            shutdown_timeout=config.lifecycle.drain_seconds,
-            # aiohttp closes a connection that has not delivered a whole request head within
-            # its keep-alive timeout (armed at connect and after each answer): our header timeout.
-            keepalive_timeout=config.api.header_timeout_seconds,
-        )
+        runner = make_runner(app, config)
         await runner.setup()
         site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
         await site.start()
@@ -182,6 +176,17 @@ async def run_daemon(
                     await task
     log.info("stopped")
     return 0
+
+
+def make_runner(app: web.Application, config: Config) -> web.AppRunner:
+    """The HTTP server of the control API with the daemon's timeouts."""
+    return web.AppRunner(
+        app, handle_signals=False, access_log=None,
+        shutdown_timeout=config.lifecycle.drain_seconds,
+        # aiohttp closes a connection that has not delivered a whole request head within its
+        # keep-alive timeout (armed at connect and after each answer): our header timeout.
+        keepalive_timeout=config.api.header_timeout_seconds,
+    )
 
 
 LAG_PROBE_SECONDS = 0.1
