@@ -251,12 +251,16 @@ class Dispatcher:
         except BaseException:
             conn.terminate()
             raise
+        if self._lock_conn is not None:
+            # Before claims resume (they wait for `_locked`), so none can race with this.
+            try:
+                await self._release_orphan_claims(conn)
+            except BaseException:
+                conn.terminate()
+                raise
         self._lock_lost.clear()
         conn.add_termination_listener(lambda _c: self._lost_lock())
-        retaken = self._lock_conn is not None
         self._lock_conn = conn
-        if retaken:
-            await self._release_orphan_claims(conn)
 
     async def _release_orphan_claims(self, conn: asyncpg.Connection) -> None:
         """Requeue rows claimed under our key that we never received (the claim's answer was
