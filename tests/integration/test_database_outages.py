@@ -10,6 +10,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
@@ -290,3 +291,60 @@ async def test_outage_stops_the_watchdog_and_sigterm_still_drains(
     assert at_stop < 20_000
     print(json.dumps({"accepted_at_stop": at_stop, "in_doubt": len(in_doubt),
                       "duplicated": len(duplicates(sent))}))
+
+
+def _pg_ctl(bin_dir: Path, data: Path, *args: str) -> subprocess.CompletedProcess[str]:
+    """pg_ctl as the server's own user (it refuses to run as root)."""
+    # -l: the started server must not inherit our pipes (run() would wait for it to exit).
+    cmd = [str(bin_dir / "pg_ctl"), "-D", str(data), "-l", str(data.parent / "pg_ctl.log"),
+           "-w", "-t", "60", *args]
+    if os.geteuid() == 0:
+        cmd = ["runuser", "-u", "telgate", "--", *cmd]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=90, check=False)
+
+
+async def test_pg_ctl_restart_of_the_embedded_server_is_ridden_out_and_stopped_with_us(
+        state_dir: Path, tmp_path: Path) -> None:
+    numbers = [f"0108{i:07d}" for i in range(20_000)]
+    async with SmscSimulator(SmscConfig(port=0, accounts={"tg": "pw"}, latency_ms=2,
+                                        receipt_delay_ms=50, record_submits=True)) as smsc:
+        port = free_port()
+        env = {**os.environ, "TELGATE_CONFIG": str(_config(tmp_path, smsc.port, None)),
+               "TELGATE_API__PORT": str(port), "TELGATE_SIP__PORT": "0",
+               "TELGATE_STATE_DIR": str(state_dir / "state"), "TELGATE_LOG__FORMAT": "json"}
+        env.pop("TELGATE_DATABASE__DSN", None)
+        log = tmp_path / "daemon.log"
+        daemon = await asyncio.to_thread(start_daemon, env, port, log)
+        paths = cluster_paths(state_dir / "state")
+        try:
+            dsn = dsn_for(paths)
+            key = await _tenant_key(dsn)
+            await _send(port, key, numbers)
+            await _until_accepted(smsc, 4000)
+            postmaster = int((paths.data / "postmaster.pid").read_text().split()[0])
+            binary = Path(os.readlink(f"/proc/{postmaster}/exe")).parent
+            done = await asyncio.to_thread(_pg_ctl, binary, paths.data, "restart", "-m", "fast")
+            assert done.returncode == 0 or "another server" in done.stderr, done.stderr
+            states = await wait_all_final(dsn, 20_000)
+            in_doubt = await in_doubt_numbers(dsn)
+            assert daemon.poll() is None
+            running = int((paths.data / "postmaster.pid").read_text().split()[0])
+        finally:
+            daemon.send_signal(signal.SIGTERM)
+            status = await asyncio.to_thread(daemon.wait, 30)
+    assert status == 0
+    assert states == {"delivered": 20_000}
+    sent = [s.destination_addr for s in smsc.submits]
+    assert set(sent) == set(numbers)
+    assert duplicates(sent) <= in_doubt
+    assert running != postmaster
+    assert not _running(running)  # the daemon stopped the server it adopted, or its own
+
+
+def _running(pid: int) -> bool:
+    """Alive and not a zombie (an orphan's zombie lingers where PID 1 does not reap)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return False
+    return not stat.split(") ", 1)[1].startswith("Z")
