@@ -8,21 +8,27 @@ STAMP  := $(VENV)/.installed
 
 export TELGATE_STATE_DIR ?= $(CURDIR)/var
 
-.PHONY: run test lint typecheck unit venv interop-tools clean
+.PHONY: run test lint typecheck unit venv interop-tools clean lock
 
-$(STAMP): pyproject.toml
+# requirements.lock pins every runtime and test dependency (pip-tools, `make lock`): a fresh
+# clone installs exactly what CI tested. A dependency added to pyproject.toml and not yet in
+# the lock still installs (the lock is a constraint file); run `make lock` to pin it.
+$(STAMP): pyproject.toml requirements.lock
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
 	  { echo "telgate needs Python >= 3.11 (found $$($(PYTHON) --version))"; exit 1; }
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -c requirements.lock -e '.[dev]'
 	@touch $(STAMP)
 
 venv: $(STAMP)
 
 ## make run: the daemon with its embedded PostgreSQL, the simulators, and a demo tenant's key.
+## Ports: make run API_PORT=8081 SIP_PORT=5070 SMSC_PORT=2776 (defaults 8080, 5060, 2775).
 run: $(STAMP)
-	$(BIN)/telgate run --demo $(if $(CONFIG),--config $(CONFIG),--config config/telgate.demo.toml)
+	$(BIN)/telgate run --demo $(if $(CONFIG),--config $(CONFIG),--config config/telgate.demo.toml) \
+	  $(if $(API_PORT),--api-port $(API_PORT)) $(if $(SIP_PORT),--sip-port $(SIP_PORT)) \
+	  $(if $(SMSC_PORT),--smsc-port $(SMSC_PORT))
 
 ## make test: everything CI runs (lint, types, the whole test suite). Non-zero on any failure.
 test: $(STAMP) interop-tools
@@ -42,6 +48,12 @@ unit: $(STAMP)
 ## Real peers the interop tests talk to (SIPp, baresip), from Debian's packages; skipped if not root.
 interop-tools:
 	@scripts/ensure-interop-tools.sh
+
+## make lock: re-pin requirements.lock from pyproject.toml (newest versions that fit).
+lock: $(STAMP)
+	$(BIN)/python -m pip install --quiet pip-tools
+	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url \
+	  --no-emit-find-links --no-emit-options -o requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) var .mypy_cache .ruff_cache .pytest_cache

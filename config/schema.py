@@ -36,6 +36,16 @@ class ApiConfig:
     max_upload_bytes: int = field(
         default=20_971_520, metadata=_help("largest multipart upload (spreadsheets); 413 beyond", min=1024)
     )
+    body_timeout_seconds: float = field(
+        default=30.0,
+        metadata=_help("a request body not fully received this long after its headers answers 408",
+                       min=0.1),
+    )
+    header_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_help("a connection that has not sent a whole request head this long after "
+                       "opening (or after its last answer) is closed", min=0.1),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +110,13 @@ class LifecycleConfig:
         default=10.0,
         metadata=_help(
             "on SIGTERM, how long in-flight work may take before the process exits", min=0
+        ),
+    )
+    database_outage_seconds: float = field(
+        default=60.0,
+        metadata=_help(
+            "how long the database may stay unreachable before the systemd watchdog is no "
+            "longer fed (systemd then restarts the unit)", min=1
         ),
     )
 

@@ -24,12 +24,14 @@ from aiohttp import web
 
 from config.schema import Config
 from daemon import __version__
-from daemon.db import open_database
+from daemon.db import open_database_server
+from daemon.embedded_pg import EmbeddedPostgres
 from daemon.systemd import Notifier
 from handlers.api.app import build_app
-from handlers.api.context import AppContext
+from handlers.api.context import AppContext, ReadinessCheck
 from handlers.api.framework import RouteTable
 from handlers.metrics import Metrics
+from handlers.outage import DatabaseHealth, LoopMetrics, LoopTracker, describe, is_outage
 
 log = structlog.get_logger("telgate.daemon")
 
@@ -49,10 +51,47 @@ class Runtime:
     stoppers: list[Stopper] = field(default_factory=list)
 
 
-async def _database_check(pool: asyncpg.Pool) -> tuple[bool, str]:
+DB_PROBE_SECONDS = 1.0
+
+
+async def _ping(pool: asyncpg.Pool) -> None:
     async with pool.acquire(timeout=1.5) as conn:
-        await conn.fetchval("SELECT 1")
-    return True, "reachable"
+        await conn.fetchval("SELECT 1", timeout=1.5)
+
+
+def _database_check(pool: asyncpg.Pool, health: DatabaseHealth) -> ReadinessCheck:
+    async def check() -> tuple[bool, str]:
+        if not health.is_down:
+            try:
+                await _ping(pool)
+            except Exception as exc:
+                if not is_outage(exc) and not isinstance(exc, TimeoutError):
+                    raise
+                health.failed(exc)
+        return not health.is_down, health.detail()
+
+    return check
+
+
+async def _watch_database(pool: asyncpg.Pool, health: DatabaseHealth,
+                          embedded: EmbeddedPostgres | None, tracker: LoopTracker) -> None:
+    """Probe the database every second, so that its absence (and return) is known at once."""
+    while True:
+        try:
+            await _ping(pool)
+        except Exception as exc:  # the probe reports; it never ends
+            if health.down_since is None:
+                log.error("database_unreachable", error=describe(exc))
+            health.failed(exc)
+            tracker.failed(exc)
+        else:
+            if health.is_down:
+                log.warning("database_back", after_s=round(health.down_for(), 1))
+            tracker.ok()
+        health.supervisor_state = (
+            "" if embedded is None or embedded.status == "running" else embedded.status)
+        health.restarts = embedded.restarts if embedded is not None else 0
+        await asyncio.sleep(DB_PROBE_SECONDS)
 
 
 async def run_daemon(
@@ -80,21 +119,21 @@ async def run_daemon(
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal, sig.name)
 
-    async with open_database(config, attach=False) as (pool, dsn):
+    async with open_database_server(config, attach=False) as (pool, dsn, embedded):
         context = AppContext(
             config=config, pool=pool, metrics=Metrics(), routes=RouteTable(), version=__version__
         )
-        context.readiness["database"] = lambda: _database_check(pool)
+        context.readiness["database"] = _database_check(pool, context.db)
+        probe = LoopTracker("database-probe", context.metrics.group("loops", LoopMetrics))
+        db_watch = asyncio.create_task(
+            _watch_database(pool, context.db, embedded, probe), name="database-probe")
         runtime = Runtime(config, pool, dsn, context)
         for start in starters or []:
             stopper = await start(runtime)
             if stopper is not None:
                 runtime.stoppers.append(stopper)
         app = build_app(context)
-        runner = web.AppRunner(
-            app, handle_signals=False, access_log=None,
-            shutdown_timeout=config.lifecycle.drain_seconds,
-        )
+        runner = make_runner(app, config)
         await runner.setup()
         site = web.TCPSite(runner, config.api.host, config.api.port, reuse_address=True)
         await site.start()
@@ -105,7 +144,7 @@ async def run_daemon(
         _watch_gc(context.metrics)
         lag_probe = asyncio.create_task(_watch_loop_lag(context.metrics), name="loop-lag")
         notifier.notify("READY=1")
-        watchdog = _start_watchdog(notifier)
+        watchdog = _start_watchdog(notifier, context.db, config.lifecycle.database_outage_seconds)
         if on_ready is not None:
             await on_ready(runtime)
         await stop.wait()
@@ -121,18 +160,33 @@ async def run_daemon(
                 log.info("drain_step_done", step="http", ms=_ms_since(started))
                 for stopper in reversed(runtime.stoppers):
                     started = time.monotonic()
-                    await stopper()
-                    log.info("drain_step_done", step=getattr(stopper, "__qualname__", "?"),
-                             ms=_ms_since(started))
+                    step = getattr(stopper, "__qualname__", "?")
+                    try:
+                        await stopper()
+                    except Exception as exc:  # one step failing must not skip the others
+                        log.exception("drain_step_failed", step=step, error=describe(exc))
+                        continue
+                    log.info("drain_step_done", step=step, ms=_ms_since(started))
         except TimeoutError:
             log.warning("drain_deadline_passed")
-        for probe in (watchdog, lag_probe):
-            if probe is not None:
-                probe.cancel()
+        for task in (watchdog, lag_probe, db_watch):
+            if task is not None:
+                task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
-                    await probe
+                    await task
     log.info("stopped")
     return 0
+
+
+def make_runner(app: web.Application, config: Config) -> web.AppRunner:
+    """The HTTP server of the control API with the daemon's timeouts."""
+    return web.AppRunner(
+        app, handle_signals=False, access_log=None,
+        shutdown_timeout=config.lifecycle.drain_seconds,
+        # aiohttp closes a connection that has not delivered a whole request head within its
+        # keep-alive timeout (armed at connect and after each answer): our header timeout.
+        keepalive_timeout=config.api.header_timeout_seconds,
+    )
 
 
 LAG_PROBE_SECONDS = 0.1
@@ -172,14 +226,26 @@ def _ms_since(started: float) -> float:
     return round((time.monotonic() - started) * 1000, 1)
 
 
-def _start_watchdog(notifier: Notifier) -> asyncio.Task[None] | None:
+def _start_watchdog(notifier: Notifier, health: DatabaseHealth,
+                    outage_limit: float) -> asyncio.Task[None] | None:
+    """Feed the systemd watchdog, unless the database has been away longer than `outage_limit`
+    (then systemd restarts the unit, which is all that is left to try)."""
     interval = notifier.watchdog_interval
     if interval is None:
         return None
 
     async def ping() -> None:
+        withheld = False
         while True:
-            notifier.notify("WATCHDOG=1")
+            if health.down_for() <= outage_limit:
+                if withheld:
+                    log.warning("watchdog_resumed")
+                withheld = False
+                notifier.notify("WATCHDOG=1")
+            elif not withheld:
+                withheld = True
+                log.error("watchdog_withheld", database_down_s=round(health.down_for(), 1),
+                          limit_s=outage_limit)
             await asyncio.sleep(interval)
 
     return asyncio.create_task(ping(), name="systemd-watchdog")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import json
 import os
 import sys
@@ -49,6 +50,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.app import run_daemon
+    from daemon.embedded_pg import EmbeddedPostgresError
     from daemon.logs import configure_logging
     from daemon.wiring import starters
 
@@ -56,11 +58,26 @@ def cmd_run(args: argparse.Namespace) -> int:
     configure_logging(config.log)
     on_ready = None
     if args.demo:
-        from daemon.demo import announce_demo
+        from daemon.demo import PortInUse, announce_demo, check_ports, with_ports
 
+        config = with_ports(config, api=args.api_port, sip=args.sip_port, smsc=args.smsc_port)
+        try:
+            check_ports(config)
+        except PortInUse as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
         on_ready = announce_demo
-    return asyncio.run(run_daemon(config, starters=starters(config, demo=args.demo),
-                                  on_ready=on_ready))
+    try:
+        return asyncio.run(run_daemon(config, starters=starters(config, demo=args.demo),
+                                      on_ready=on_ready))
+    except EmbeddedPostgresError as exc:
+        print(f"error: embedded database: {exc}", file=sys.stderr)
+        return 1
+    except OSError as exc:
+        if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):
+            raise
+        print(f"error: cannot listen: {exc}", file=sys.stderr)
+        return 1
 
 
 def _quiet_logging(config: Config) -> None:
@@ -338,6 +355,9 @@ def build_parser() -> argparse.ArgumentParser:
     s = with_config(sub.add_parser("run", help="run the daemon"))
     s.add_argument("--demo", action="store_true",
                    help="ensure a demo tenant, print its key, start the simulators")
+    for flag, what in (("--api-port", "control API"), ("--sip-port", "SIP"),
+                       ("--smsc-port", "SMSC simulator")):
+        s.add_argument(flag, type=int, metavar="PORT", help=f"with --demo: the {what} port")
     s.set_defaults(func=cmd_run)
     with_config(sub.add_parser("migrate", help="apply database migrations")).set_defaults(
         func=cmd_migrate)

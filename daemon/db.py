@@ -7,6 +7,7 @@ race. An applied migration whose file changed afterwards is an error (its checks
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 import json
@@ -135,6 +136,16 @@ async def create_pool(dsn: str, config: Config) -> asyncpg.Pool:
     return pool
 
 
+async def close_pool(pool: asyncpg.Pool, timeout: float = 5.0) -> None:
+    """Close the pool gracefully; with the database gone or hung, drop the connections."""
+    try:
+        async with asyncio.timeout(timeout):
+            await pool.close()
+    except (TimeoutError, OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
+        log.warning("db_pool_terminated", error=type(exc).__name__)
+        pool.terminate()
+
+
 @contextlib.asynccontextmanager
 async def open_database(
     config: Config, *, migrate_schema: bool = True, attach: bool = True
@@ -145,12 +156,24 @@ async def open_database(
     otherwise, and for the daemon itself (`attach=False`, which waits for ownership), the
     embedded server is started here and stopped on exit.
     """
+    async with open_database_server(config, migrate_schema=migrate_schema, attach=attach) as (
+            pool, dsn, _server):
+        yield pool, dsn
+
+
+@contextlib.asynccontextmanager
+async def open_database_server(
+    config: Config, *, migrate_schema: bool = True, attach: bool = True
+) -> AsyncIterator[tuple[asyncpg.Pool, str, EmbeddedPostgres | None]]:
+    """`open_database`, also yielding the embedded server when this process runs one."""
     embedded: EmbeddedPostgres | None = None
     dsn = config.database.dsn
     if dsn is None and attach:
         dsn = await running_dsn(config.state_dir)
     if dsn is None:
-        embedded = EmbeddedPostgres(config.state_dir, config.database.embedded)
+        # Only the daemon keeps a server for long enough to need a supervisor.
+        embedded = EmbeddedPostgres(config.state_dir, config.database.embedded,
+                                    supervise=not attach)
         await embedded.start()
         dsn = embedded.dsn
     try:
@@ -159,9 +182,9 @@ async def open_database(
             if migrate_schema:
                 async with pool.acquire() as conn:
                     await migrate(conn)
-            yield pool, dsn
+            yield pool, dsn, embedded
         finally:
-            await pool.close()
+            await close_pool(pool)
     finally:
         if embedded is not None:
             await embedded.stop()

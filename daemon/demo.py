@@ -1,12 +1,23 @@
 """`telgate run --demo` (what `make run` starts): the simulators of the outside parties, a demo
-tenant with a registered sender number, and a fresh API key printed with curl lines to try."""
+tenant with a registered sender number, and its API key printed with curl lines to try.
+
+The key is kept in `<state_dir>/demo-key` (0600) and reused across restarts while it is valid.
+Every port is overridable (`--api-port`, `--sip-port`, `--smsc-port`, or `make run API_PORT=…
+SIP_PORT=… SMSC_PORT=…`); a port in use is reported in one line before anything starts.
+"""
 
 from __future__ import annotations
 
+import dataclasses
+import errno
+import os
+import socket
 import sys
+from pathlib import Path
 
 import structlog
 
+from config.schema import Config
 from daemon.app import Runtime, Stopper
 from handlers import tenants
 from handlers.errors import DomainError
@@ -18,6 +29,56 @@ log = structlog.get_logger("telgate.demo")
 
 DEMO_TENANT = "demo"
 DEMO_SENDER = "0212345678"
+KEY_FILE = "demo-key"
+
+
+class PortInUse(Exception):
+    """A port the demo needs is taken; the message is the one line to show."""
+
+
+def with_ports(config: Config, *, api: int | None = None, sip: int | None = None,
+               smsc: int | None = None) -> Config:
+    """The demo configuration with the given ports (None keeps the configured one)."""
+    if api is not None:
+        config = dataclasses.replace(config, api=dataclasses.replace(config.api, port=api))
+    if sip is not None:
+        config = dataclasses.replace(config, sip=dataclasses.replace(config.sip, port=sip))
+    if smsc is not None:
+        carriers = [dataclasses.replace(c, port=smsc) if c.host in _LOOPBACK else c
+                    for c in config.smpp.carriers]
+        config = dataclasses.replace(config, smpp=dataclasses.replace(config.smpp,
+                                                                      carriers=carriers))
+    return config
+
+
+_LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def check_ports(config: Config) -> None:
+    """Raise PortInUse naming the first port the demo would fail to listen on, and the fix."""
+    wanted: list[tuple[str, str, int, int, str]] = [
+        ("control API", config.api.host, config.api.port, socket.SOCK_STREAM, "API_PORT")]
+    if config.sip.enabled and config.sip.port:
+        wanted += [("SIP (UDP)", config.sip.host, config.sip.port, socket.SOCK_DGRAM, "SIP_PORT"),
+                   ("SIP (TCP)", config.sip.host, config.sip.port, socket.SOCK_STREAM, "SIP_PORT")]
+    sims = [c for c in config.smpp.carriers if c.host in _LOOPBACK]
+    if sims:
+        wanted.append(("SMSC simulator", sims[0].host, sims[0].port, socket.SOCK_STREAM,
+                       "SMSC_PORT"))
+    for what, host, port, kind, knob in wanted:
+        with socket.socket(socket.AF_INET, kind) as s:
+            if kind == socket.SOCK_STREAM:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                s.bind((host, port))
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+                flag = "--" + knob.lower().replace("_", "-")
+                raise PortInUse(
+                    f"port {port} ({what}) on {host} is in use (another `make run`?); pick "
+                    f"another: make run {knob}={port + 1}  (telgate run --demo {flag} {port + 1})"
+                ) from None
 
 
 async def start_simulators(runtime: Runtime) -> Stopper | None:
@@ -30,7 +91,7 @@ async def start_simulators(runtime: Runtime) -> Stopper | None:
         host=first.host, port=first.port, accounts={c.system_id: c.password for c in carriers},
         receipt_delay_ms=500, record_submits=False))
     await smsc.start()
-    log.info("demo_smsc_started", port=first.port)
+    log.info("demo_smsc_started", port=smsc.port)
     return smsc.stop
 
 
@@ -43,7 +104,8 @@ async def start_demo_phone(runtime: Runtime) -> Stopper | None:
 
 
 async def announce_demo(runtime: Runtime) -> None:
-    """Ensure the demo tenant and its sender number; print a new key and curl lines to try."""
+    """Ensure the demo tenant, its sender number and key; print the key and curl lines to try."""
+    key_file = runtime.config.state_dir / KEY_FILE
     async with runtime.pool.acquire() as conn:
         try:
             tenant = await tenants.find_tenant(conn, DEMO_TENANT)
@@ -54,10 +116,17 @@ async def announce_demo(runtime: Runtime) -> None:
         except DomainError as exc:
             if exc.code != "already_registered":
                 raise
-        secret, _key = await tenants.create_key(
-            conn, tenant.id, sp_id="demo-sp", label="make run", actor="demo")
+        secret = _saved_key(key_file)
+        who = await tenants.authenticate(conn, secret) if secret else None
+        if who is None or who.tenant_id != tenant.id:
+            secret, _key = await tenants.create_key(
+                conn, tenant.id, sp_id="demo-sp", label="make run", actor="demo")
+            _save_key(key_file, secret)
     runtime.context.index.senders.setdefault(tenant.id, set()).add(DEMO_SENDER)
     api = f"http://{runtime.config.api.host}:{runtime.config.api.port}"
+    sip = f"{runtime.config.sip.host}:{runtime.config.sip.port}"
+    sims = [c for c in runtime.config.smpp.carriers if c.host in _LOOPBACK]
+    smsc = f"{sims[0].host}:{sims[0].port}" if sims else "none"
     banner = f"""
 ================================================================================
  telgate demo is up.  API: {api}   (Ctrl-C stops it)
@@ -69,10 +138,25 @@ async def announce_demo(runtime: Runtime) -> None:
         {api}/v1/messages
    curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/messages/<id>
 
- SIP on 127.0.0.1:5060 (UDP/TCP): the trunk accepts 127.0.0.1, DID 0212345678 rings
+ SMSC simulator on {smsc}; the key is kept in {key_file} across restarts.
+ SIP on {sip} (UDP/TCP): the trunk accepts 127.0.0.1, DID 0212345678 rings
  extension 1001 (a simulated phone that answers), e.g.
-   sipp -sn uac -s 0212345678 127.0.0.1:5060 -m 1
+   sipp -sn uac -s 0212345678 {sip} -m 1
    curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/cdrs
 ================================================================================
 """
     print(banner, file=sys.stdout, flush=True)
+
+
+def _saved_key(path: Path) -> str | None:
+    try:
+        return path.read_text().strip() or None
+    except FileNotFoundError:
+        return None
+
+
+def _save_key(path: Path, secret: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(secret + "\n")

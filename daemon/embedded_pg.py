@@ -6,6 +6,13 @@ unprivileged user when telgate runs as root, is stopped on exit, and is told to 
 kernel (PR_SET_PDEATHSIG) if telgate dies without stopping it. An exclusive `flock` on
 `owner.lock` says which process owns the running server, so that `telgate admin ...` uses the
 daemon's server when one runs and starts a short-lived one otherwise.
+
+The server is supervised: if it dies (even `kill -9`), it is started again with a bounded
+back-off once its crash recovery can run; a server someone else started on the same data
+directory meanwhile (`pg_ctl start`) is adopted and stopped with ours. When telgate runs as root
+and the server user cannot reach the state directory or the binaries (a clone in a private
+0700 folder), nothing outside is chmod-ed: the binaries are copied into the cluster directory
+and the cluster moves to `/var/tmp/telgate-pg-<hash>` (recorded in `<state_dir>/postgres.location`).
 """
 
 from __future__ import annotations
@@ -15,10 +22,12 @@ import contextlib
 import ctypes
 import fcntl
 import glob
+import grp
 import hashlib
 import importlib.util
 import os
 import pwd
+import shutil
 import signal
 import stat
 import subprocess
@@ -31,6 +40,7 @@ import asyncpg
 import structlog
 
 from config.schema import EmbeddedDatabaseConfig
+from handlers.outage import Backoff
 
 log = structlog.get_logger("telgate.embedded_pg")
 
@@ -78,9 +88,25 @@ def find_bin_dir(configured: Path | None) -> Path:
     )
 
 
+RELOCATION_BASE = Path("/var/tmp")
+
+
+def _pointer(state_dir: Path) -> Path:
+    return state_dir.absolute() / "postgres.location"
+
+
+def relocated_root(state_dir: Path) -> Path:
+    """Where the cluster of `state_dir` lives when the server user cannot reach `state_dir`."""
+    digest = hashlib.sha256(str(state_dir.absolute()).encode()).hexdigest()[:16]
+    return RELOCATION_BASE / f"telgate-pg-{digest}"
+
+
 def cluster_paths(state_dir: Path) -> ClusterPaths:
-    """The cluster's paths under `state_dir`, with a socket directory short enough for sun_path."""
+    """The cluster's paths (under `state_dir` unless relocated), with a socket directory short
+    enough for sun_path."""
     root = (state_dir / "postgres").absolute()
+    with contextlib.suppress(OSError):
+        root = Path(_pointer(state_dir).read_text().strip())
     socket_dir = root / "run"
     if len(str(socket_dir)) > _SOCKET_PATH_MAX - len("/.s.PGSQL.5432"):
         digest = hashlib.sha256(str(root).encode()).hexdigest()[:16]
@@ -102,11 +128,21 @@ def dsn_for(paths: ClusterPaths) -> str:
 class EmbeddedPostgres:
     """Owns one private PostgreSQL server process for the lifetime of `start()`..`stop()`."""
 
-    def __init__(self, state_dir: Path, config: EmbeddedDatabaseConfig) -> None:
+    def __init__(self, state_dir: Path, config: EmbeddedDatabaseConfig, *,
+                 supervise: bool = True) -> None:
+        self.state_dir = state_dir
         self.paths = cluster_paths(state_dir)
         self.config = config
+        self.supervise = supervise
+        self.status = "stopped"  # running | restarting (attempt n): <why> | stopped
+        self.restarts = 0
         self._proc: asyncio.subprocess.Process | None = None
+        self._adopted: int | None = None  # pid of a server someone else started on our data
         self._lock_fd: int | None = None
+        self._bin_dir: Path | None = None
+        self._user: pwd.struct_passwd | None = None
+        self._stopping = False
+        self._supervisor: asyncio.Task[None] | None = None
 
     @property
     def dsn(self) -> str:
@@ -115,11 +151,17 @@ class EmbeddedPostgres:
     async def start(self) -> None:
         """Take ownership, initdb on first use, start the server and wait until it accepts."""
         bin_dir = find_bin_dir(self.config.bin_dir)
+        user = _server_user(self.config.run_as)
+        if user is not None:
+            self._place_reachably(user)
         self.paths.root.mkdir(parents=True, exist_ok=True)
         self._lock_fd = await _acquire_lock(self.paths.lock, self.config.start_timeout_seconds)
+        self._stopping = False
         try:
-            user = _server_user(self.config.run_as)
             self._prepare_dirs(user)
+            if user is not None:
+                bin_dir = self._reachable_bin_dir(bin_dir, user)
+            self._bin_dir, self._user = bin_dir, user
             await self._stop_orphan()
             if not (self.paths.data / "PG_VERSION").exists():
                 await self._initdb(bin_dir, user)
@@ -128,9 +170,71 @@ class EmbeddedPostgres:
         except BaseException:
             await self.stop()
             raise
+        self.status = "running"
+        if self.supervise:
+            self._supervisor = asyncio.create_task(self._supervise(), name="embedded-pg-supervisor")
+
+    def _place_reachably(self, user: pwd.struct_passwd) -> None:
+        """Move the cluster out of a state directory the server user cannot traverse."""
+        home = (self.state_dir / "postgres").absolute()
+        if self.paths.root != home:
+            return  # already relocated (pointer file)
+        home.parent.mkdir(parents=True, exist_ok=True)
+        blocked = _blocking_dir(home.parent, user)
+        if blocked is None:
+            return
+        target = relocated_root(self.state_dir)
+        if _blocking_dir(target.parent, user) is not None:
+            raise EmbeddedPostgresError(
+                f"the embedded database's user {user.pw_name!r} cannot enter {blocked}; set "
+                f"TELGATE_STATE_DIR to a directory it can reach (e.g. /var/lib/telgate) or "
+                f"database.dsn")
+        if home.exists() and (home / "data" / "PG_VERSION").exists():
+            raise EmbeddedPostgresError(
+                f"the cluster in {home} cannot be reached by user {user.pw_name!r} ({blocked} is "
+                f"closed to it); move it to {target} or set database.dsn")
+        _pointer(self.state_dir).write_text(f"{target}\n")
+        self.paths = cluster_paths(self.state_dir)
+        log.warning("embedded_pg_relocated", reason=f"{user.pw_name} cannot enter {blocked}",
+                    root=str(target))
+
+    def _reachable_bin_dir(self, bin_dir: Path, user: pwd.struct_passwd) -> Path:
+        """The server binaries, copied into the cluster directory if the user cannot reach them.
+
+        The wheel's binaries find their shared libraries through an $ORIGIN-relative RPATH
+        (`<package>.libs` beside the package), so the copy keeps that layout.
+        """
+        if _blocking_dir(bin_dir, user) is None:
+            return bin_dir
+        install = bin_dir.parent  # .../<package>/pginstall
+        package = install.parent
+        libs = package.parent / f"{package.name}.libs"
+        base = self.paths.root / "pgbin"
+        source = install / "bin" / "postgres"
+        stamp = f"{install} {source.stat().st_size} {source.stat().st_mtime_ns}"
+        marker = base / ".source"
+        copy = base / package.name / install.name
+        if not marker.exists() or marker.read_text() != stamp:
+            shutil.rmtree(base, ignore_errors=True)
+            shutil.copytree(install, copy, symlinks=True, ignore=shutil.ignore_patterns("include"))
+            if libs.is_dir():
+                shutil.copytree(libs, base / libs.name, symlinks=True)
+            marker.write_text(stamp)
+            log.info("embedded_pg_binaries_copied", source=str(install), to=str(copy))
+        return copy / "bin"
 
     async def stop(self, timeout: float = 15.0) -> None:
         """Fast shutdown (SIGINT), escalating to SIGKILL after `timeout`; release ownership."""
+        self._stopping = True
+        supervisor, self._supervisor = self._supervisor, None
+        if supervisor is not None:
+            supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await supervisor
+        adopted, self._adopted = self._adopted, None
+        if adopted is not None:
+            await _stop_pid(adopted, timeout)
+            log.info("embedded_pg_stopped", pid=adopted, adopted=True)
         proc, self._proc = self._proc, None
         if proc is not None and proc.returncode is None:
             with contextlib.suppress(ProcessLookupError):
@@ -146,6 +250,70 @@ class EmbeddedPostgres:
         if self._lock_fd is not None:
             os.close(self._lock_fd)
             self._lock_fd = None
+        self.status = "stopped"
+
+    async def _supervise(self) -> None:
+        """Wait for the server to end; unless we are stopping, bring it (or an adoptee) back."""
+        backoff = Backoff(base=0.2, cap=5.0)
+        while not self._stopping:
+            clean = await self._wait_exit()
+            if self._stopping:
+                return
+            log.error("embedded_pg_died", clean=clean, restarts=self.restarts)
+            attempt = 0
+            while not self._stopping:
+                attempt += 1
+                self.status = f"restarting (attempt {attempt})"
+                try:
+                    if clean and attempt == 1:
+                        # Stopped on purpose (pg_ctl restart?): give its own start a moment.
+                        await asyncio.sleep(1.0)
+                    if not self._adopt():
+                        assert self._bin_dir is not None
+                        await self._spawn(self._bin_dir, self._user)
+                    await self._wait_ready()
+                except (EmbeddedPostgresError, OSError) as exc:
+                    await self._kill_spawned()
+                    delay = backoff.next()
+                    self.status = f"restarting (attempt {attempt}): {str(exc)[-200:]}"
+                    log.warning("embedded_pg_restart_failed", attempt=attempt,
+                                error=str(exc)[-300:], retry_s=round(delay, 2))
+                    await asyncio.sleep(delay)
+                    continue
+                self.restarts += 1
+                backoff.reset()
+                self.status = "running"
+                log.warning("embedded_pg_restarted", attempts=attempt, restarts=self.restarts,
+                            pid=self._adopted or (self._proc.pid if self._proc else None))
+                break
+
+    async def _wait_exit(self) -> bool:
+        """Until the running server exits; True when it shut down cleanly (exit status 0)."""
+        if self._adopted is not None:
+            while _alive(self._adopted):  # noqa: ASYNC110 - not our child: nothing to await
+                await asyncio.sleep(0.2)
+            self._adopted = None
+            return True
+        if self._proc is None:
+            return False
+        return await self._proc.wait() == 0
+
+    def _adopt(self) -> bool:
+        """Adopt a live server that another process started on our data directory."""
+        pid = _postmaster_pid(self.paths.data)
+        if pid is None or (self._proc is not None and pid == self._proc.pid) or not _alive(pid):
+            return False
+        self._proc = None
+        self._adopted = pid
+        log.warning("embedded_pg_adopted", pid=pid)
+        return True
+
+    async def _kill_spawned(self) -> None:
+        proc = self._proc
+        if proc is not None and proc.returncode is None:
+            with contextlib.suppress(ProcessLookupError):
+                proc.kill()
+            await proc.wait()
 
     def _prepare_dirs(self, user: pwd.struct_passwd | None) -> None:
         self.paths.socket_dir.mkdir(parents=True, exist_ok=True)
@@ -158,24 +326,22 @@ class EmbeddedPostgres:
             # A cluster made under another user (run_as changed): hand all of it over once.
             for p in self.paths.data.rglob("*"):
                 os.lchown(p, user.pw_uid, user.pw_gid)
+        self.paths.root.chmod(0o700)
         for p in (self.paths.root, self.paths.data, self.paths.socket_dir):
             os.chown(p, user.pw_uid, user.pw_gid)
         self.paths.log.touch(exist_ok=True)
         os.chown(self.paths.log, user.pw_uid, user.pw_gid)
-        # The server user must be able to reach its directories through every parent.
-        for d in [self.paths.root, self.paths.socket_dir]:
-            for parent in d.parents:
-                mode = parent.stat().st_mode
-                if not mode & stat.S_IXOTH:
-                    parent.chmod(mode | stat.S_IXOTH)
-                    log.warning("embedded_pg_parent_made_traversable", path=str(parent))
+        for d in (self.paths.root, self.paths.socket_dir):
+            blocked = _blocking_dir(d.parent, user)
+            if blocked is not None:  # we never chmod what is not ours: say what to change
+                raise EmbeddedPostgresError(
+                    f"the embedded database's user {user.pw_name!r} cannot enter {blocked}; set "
+                    f"TELGATE_STATE_DIR to a directory it can reach or database.dsn")
 
     async def _stop_orphan(self) -> None:
         """A server left running by an owner that died (we hold the lock now): stop it."""
-        pidfile = self.paths.data / "postmaster.pid"
-        try:
-            pid = int(pidfile.read_text().splitlines()[0])
-        except (FileNotFoundError, IndexError, ValueError):
+        pid = _postmaster_pid(self.paths.data)
+        if pid is None:
             return
         try:
             os.kill(pid, signal.SIGINT)
@@ -252,6 +418,63 @@ class EmbeddedPostgres:
             await conn.close()
             return
         raise EmbeddedPostgresError(f"postgres did not accept connections: {last}")
+
+
+def _postmaster_pid(data: Path) -> int | None:
+    try:
+        return int((data / "postmaster.pid").read_text().splitlines()[0])
+    except (OSError, IndexError, ValueError):
+        return None
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie child of ours is not alive for our purposes.
+    with contextlib.suppress(OSError):
+        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
+            return False
+    return True
+
+
+async def _stop_pid(pid: int, timeout: float) -> None:
+    """Fast shutdown of a server that is not our child process."""
+    with contextlib.suppress(ProcessLookupError):
+        os.kill(pid, signal.SIGINT)
+    deadline = time.monotonic() + timeout
+    while _alive(pid):
+        if time.monotonic() > deadline:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            deadline = time.monotonic() + timeout
+        await asyncio.sleep(0.05)
+
+
+def _blocking_dir(path: Path, user: pwd.struct_passwd) -> Path | None:
+    """The first directory on the way to `path` (itself included) `user` may not enter."""
+    groups = {user.pw_gid} | {g.gr_gid for g in _groups_of(user.pw_name)}
+    for d in [*reversed(path.absolute().parents), path.absolute()]:
+        try:
+            st = d.stat()
+        except FileNotFoundError:
+            return None  # not made yet: we make it, for the server user
+        if st.st_uid == user.pw_uid:
+            bit = stat.S_IXUSR
+        elif st.st_gid in groups:
+            bit = stat.S_IXGRP
+        else:
+            bit = stat.S_IXOTH
+        if not st.st_mode & bit:
+            return d
+    return None
+
+
+def _groups_of(name: str) -> list[grp.struct_group]:
+    return [g for g in grp.getgrall() if name in g.gr_mem]
 
 
 async def running_dsn(state_dir: Path) -> str | None:

@@ -112,3 +112,14 @@ def configure_logging(config: LogConfig, *, force_json: bool | None = None) -> N
     logging.basicConfig(level=max(level, logging.WARNING), stream=sys.stderr,
                         format="%(levelname)s %(name)s %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
+    logging.getLogger("asyncpg.pool").addFilter(_without_traceback)
+
+
+def _without_traceback(record: logging.LogRecord) -> bool:
+    """asyncpg logs a whole traceback each time it fails to refill the pool while the database
+    is away; the daemon reports the outage itself (database_unreachable), so one line is enough."""
+    if record.exc_info:
+        record.msg = f"{record.msg}: {record.exc_info[1]!r}"
+        record.exc_info = None
+        record.exc_text = None
+    return True

@@ -27,10 +27,15 @@ class Notifier:
         return self._address is not None
 
     def notify(self, state: str) -> None:
-        """Send one state line (e.g. 'READY=1'); errors are ignored as systemd does."""
+        """Send one state line (e.g. 'READY=1'); errors are ignored as systemd does.
+
+        Never blocks: it runs on the event loop, and a receiver that stops reading (a full
+        datagram queue) must not stall the daemon; the line is dropped instead.
+        """
         if self._address is None:
             return
-        with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        kind = socket.SOCK_DGRAM | socket.SOCK_CLOEXEC | socket.SOCK_NONBLOCK
+        with socket.socket(socket.AF_UNIX, kind) as sock:
             try:
                 sock.connect(self._address)
                 sock.sendall(state.encode())

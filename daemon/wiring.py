@@ -6,13 +6,15 @@ from config.schema import Config
 from daemon.app import Runtime, Starter, Stopper
 from handlers.calls.service import start_calls
 from handlers.messages.dispatch import Dispatcher
+from handlers.outage import LoopMetrics
 from handlers.registry.index import IndexFollower
 from handlers.webhooks.delivery import WebhookDeliverer
 
 
 async def start_registry_index(runtime: Runtime) -> Stopper:
     """Load the sender-number/opt-out index and follow changes made by any instance."""
-    follower = IndexFollower(runtime.dsn, runtime.context.index)
+    follower = IndexFollower(runtime.dsn, runtime.context.index,
+                             loops=runtime.context.metrics.group("loops", LoopMetrics))
     await follower.start()
     runtime.context.readiness["registry_index"] = follower.readiness
     return follower.stop
@@ -20,7 +22,8 @@ async def start_registry_index(runtime: Runtime) -> Stopper:
 
 async def start_dispatcher(runtime: Runtime) -> Stopper:
     """Bind to the configured carriers and dispatch the message queue."""
-    dispatcher = Dispatcher(runtime.config, runtime.pool, runtime.dsn, runtime.context.metrics)
+    dispatcher = Dispatcher(runtime.config, runtime.pool, runtime.dsn, runtime.context.metrics,
+                            health=runtime.context.db)
     await dispatcher.start()
     if runtime.config.smpp.carriers:
         runtime.context.readiness["smpp"] = dispatcher.readiness
@@ -33,7 +36,8 @@ async def start_dispatcher(runtime: Runtime) -> Stopper:
 
 async def start_webhook_deliverer(runtime: Runtime) -> Stopper:
     """Deliver queued webhook events, signed, at least once."""
-    deliverer = WebhookDeliverer(runtime.pool, metrics=runtime.context.metrics)
+    deliverer = WebhookDeliverer(runtime.pool, metrics=runtime.context.metrics,
+                                 health=runtime.context.db)
     await deliverer.start()
 
     async def stop() -> None:

@@ -46,7 +46,12 @@ _ALL: tuple[ErrorCode, ...] = (
     _r("invalid_field", 422, "A body field breaks its declared schema (type, range, pattern, "
                              "length, enum, unknown field)."),
     _r("malformed_multipart", 400, "The multipart/form-data body does not parse."),
-    _x("nul_character", 422, "Text cannot contain NUL (U+0000)."),
+    _r("forbidden_character", 422, "Text cannot contain NUL (U+0000) or lone surrogates "
+                                   "(U+D800-U+DFFF); `field` names where."),
+    _r("json_too_deep", 400, "The JSON body nests deeper than 32 levels."),
+    _r("body_timeout", 408, "The request body did not arrive within api.body_timeout_seconds."),
+    _x("client_closed_request", 499, "The client closed the connection before the answer "
+                                     "(never sent; counted apart from server errors)."),
     _r("missing_file", 400, "A multipart upload has no `file` part."),
     _r("body_too_large", 413, "The request body, an uploaded file, or what a spreadsheet "
                              "inflates to, is over its limit."),
@@ -57,7 +62,7 @@ _ALL: tuple[ErrorCode, ...] = (
     _r("unauthenticated", 401, "No `Authorization: Bearer` key was sent."),
     _r("invalid_key", 401, "The API key is unknown or revoked."),
     _x("internal_error", 500, "A failure on our side; the log has the request id."),
-    _x("unavailable", 503, "A dependency (the database) is not reachable; retry later."),
+    _x("database_unavailable", 503, "The database is not reachable; retry after `Retry-After`."),
     # -- numbers (handlers.numbers) -------------------------------------------------------------
     _x("empty", 422, "No number, or no digits, was given."),
     _x("not_digits", 422, "The number has characters that are not digits or separators."),

@@ -11,6 +11,7 @@ from aiohttp import web
 
 from config.schema import Config
 from handlers.metrics import Metrics
+from handlers.outage import DatabaseHealth
 from handlers.registry.index import NumberIndex
 from handlers.tenants import Principal
 
@@ -34,6 +35,8 @@ class AppContext:
     # Registered sender numbers and opt-outs; kept current by the registry's IndexFollower.
     index: NumberIndex = field(default_factory=NumberIndex)
     draining: bool = False
+    # Whether the database answers; fed by the daemon's probe, the loops and the API.
+    db: DatabaseHealth = field(default_factory=DatabaseHealth)
     # Authenticated keys by hash → (principal, valid until, monotonic). Saves a query per
     # request; a revocation on another instance takes effect within KEY_CACHE_SECONDS.
     key_cache: dict[bytes, tuple[Principal, float]] = field(default_factory=dict)

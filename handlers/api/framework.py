@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from handlers.api.context import CTX, KEY_CACHE_MAX, KEY_CACHE_SECONDS, PRINCIPAL, AppContext
+from handlers.api.hostile import check_json
 from handlers.api.models import Body, Params
 from handlers.errors import DomainError, ErrorCode, lookup
 from handlers.tenants import Principal, authenticate, hash_key
@@ -86,7 +87,7 @@ class Route:
 
     def codes(self) -> list[ErrorCode]:
         """Every code this operation can answer: its own and those of its inputs."""
-        implied: list[str] = ["internal_error"]
+        implied: list[str] = ["internal_error", "database_unavailable"]
         if self.auth:
             implied += ["unauthenticated", "invalid_key"]
         if self.path_params is not None:
@@ -100,7 +101,8 @@ class Route:
                 implied.append("invalid_field")
         elif self.body is not None:
             implied += ["malformed_json", "invalid_field", "body_too_large",
-                        "unsupported_media_type", "nul_character"]
+                        "unsupported_media_type", "json_too_deep", "forbidden_character",
+                        "body_timeout"]
         seen: dict[str, ErrorCode] = {}
         for code in (*implied, *self.errors):
             seen.setdefault(code, lookup(code))
@@ -445,12 +447,11 @@ async def read_json(request: web.Request) -> dict[str, Any]:
     raw = await read_limited(request, limit)
     try:
         data = json.loads(raw or b"null")
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         raise DomainError("malformed_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise DomainError("malformed_json", "body must be a JSON object")
-    if b"\\u0000" in raw:  # PostgreSQL text cannot hold NUL
-        raise DomainError("nul_character", "text cannot contain NUL (\\u0000)")
+    check_json(data)  # depth, NUL and lone surrogates, naming the field
     return data
 
 

@@ -30,6 +30,8 @@ from handlers.webhooks import emit
 MAX_RECIPIENTS = 10_000
 SMALL_SEND = 200  # up to this many recipients: one statement; beyond: a transaction with COPY
 MAX_SCHEDULE_AHEAD = timedelta(days=183)
+# A send_at this little in the past is the client's clock or the request's transit: sent now.
+SEND_AT_GRACE = timedelta(seconds=60)
 DISPATCH_CHANNEL = "telgate_dispatch"
 
 
@@ -123,7 +125,8 @@ def parse_recipients(raw: object) -> tuple[list[ParsedRecipient], int]:
 
 
 def parse_send_at(raw: object, now: datetime) -> datetime:
-    """When to send: now (absent or past) or an RFC 3339 time at most ~6 months ahead."""
+    """When to send: now (absent, or past by at most SEND_AT_GRACE) or an RFC 3339 time at
+    most ~6 months ahead; further in the past is refused (it would go out unannounced)."""
     if raw is None or raw == "":
         return now
     if not isinstance(raw, str):
@@ -138,6 +141,10 @@ def parse_send_at(raw: object, now: datetime) -> datetime:
     if when > now + MAX_SCHEDULE_AHEAD:
         raise DomainError("send_at_too_far", "send_at may be at most 6 months ahead",
                           field="send_at")
+    if when < now - SEND_AT_GRACE:
+        raise DomainError(
+            "send_at_in_past",
+            f"send_at {raw} is in the past; omit send_at to send now", field="send_at")
     return max(when.astimezone(UTC), now)
 
 
@@ -249,6 +256,7 @@ async def prepare(conn: asyncpg.Connection, who: Principal, body: dict[str, Any]
     if composed.type is c.MessageType.MMS and not has_mms_route:
         raise DomainError("no_route", "no MMS route is configured for this account",
                           field="type")
+    ad = composed.ad  # the text may have made it one
     rejected = {r.number for r in recipients
                 if index.is_opted_out(who.tenant_id, r.number, advertising=ad)}
     return Prepared(sender, composed, recipients, rejected, send_at, ad, test, template_id,

@@ -280,6 +280,7 @@ class ComposedMessage:
     texts: tuple[str, ...]
     max_bytes: int  # of the longest text; decides the type
     images: tuple[JpegInfo, ...]
+    ad: bool = False  # asked for (`ad: true`) or marked so by its text: ad rules applied
 
 
 # --------------------------------------------------------------------------- encoding
@@ -395,6 +396,15 @@ _OPTOUT = re.compile(
     r"(?:무료|수신)[ \t]*(?:수신[ \t]*)?거부[ \t]*[:：]?[ \t]*"
     r"(0[ \t.\-]*8[ \t.\-]*0(?:[ \t.\-]*\d){7,8})(?!\d)"
 )
+
+
+# "(광고)" as the law writes it, also with spaces inside or a full-width parenthesis.
+_AD_MARK = re.compile(r"^\s*[(（]\s*광\s*고\s*[)）]")
+
+
+def is_marked_ad(text: str) -> bool:
+    """Whether the text opens with the advertising mark, whatever the `ad` flag says."""
+    return _AD_MARK.match(text) is not None
 
 
 def is_ad_night_time(now: datetime) -> bool:
@@ -527,7 +537,13 @@ def compose(request: ComposeRequest, policy: ComposePolicy, *, now: datetime) ->
     text = request.text.replace("\r\n", "\n").replace("\r", "\n")
     if not text.strip() and not request.images:
         raise EmptyText("the message has no text", field="text")
-    if request.ad:
+    # A text that calls itself an advertisement is one: the ad rules and ad-scope opt-outs
+    # apply even when the `ad` flag was left false.
+    ad = request.ad or is_marked_ad(text)
+    if ad:
+        mark = _AD_MARK.match(text)
+        if mark is not None:  # one mark, written as the law writes it
+            text = AD_PREFIX + text[mark.end():]
         text = _apply_ad_marks(text, policy)
         _check_encodable(text, allow_cp949_extensions=cp949, field="ad")
         if is_ad_night_time(now) and not request.night_consent:
@@ -564,4 +580,4 @@ def compose(request: ComposeRequest, policy: ComposePolicy, *, now: datetime) ->
                 f"{subject_bytes} bytes, the limit is {policy.subject_max_bytes}",
                 field="subject",
             )
-    return ComposedMessage(kind, subject, text, texts, max_bytes, images)
+    return ComposedMessage(kind, subject, text, texts, max_bytes, images, ad)

@@ -10,6 +10,11 @@ then matched to recipients by carrier id or its other-base reading.
 Each instance holds a PostgreSQL advisory lock on its key for its lifetime. Rows claimed under
 a key whose lock is free belong to a dead instance (kill -9): they are requeued as in doubt.
 Those are the only submits that can be duplicated, and they are counted.
+
+The database may go away at any time. Every loop survives it with logged, bounded retries
+(`handlers.outage`). While outcomes cannot be stored, nothing more is submitted: rows already
+claimed go back to the queue unsent once the database returns, so an outage adds no duplicate.
+The instance lock is taken again on a new connection before anything more is claimed.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from handlers.messages.carriers import (
     take,
 )
 from handlers.metrics import Metrics
+from handlers.outage import DatabaseHealth, LoopMetrics, LoopTracker, describe, is_outage
 from handlers.registry import optouts
 from protocols.smpp.client import SmppClientError
 from protocols.smpp.constants import CommandStatus
@@ -124,6 +130,13 @@ class DispatchMetrics:
         self.receipts = Counter("telgate_smpp_receipts_total", "delivery receipts", ["stat"],
                                 registry=r)
         self.mo = Counter("telgate_smpp_mo_total", "mobile-originated messages", registry=r)
+        self.receipts_unmatched = Counter(
+            "telgate_smpp_receipts_unmatched_total",
+            "receipts no submit of ours carried after an hour (in-doubt copies), dropped",
+            registry=r)
+        self.receipt_repeats = Counter(
+            "telgate_smpp_receipts_repeated_total",
+            "receipts for recipients already final (SMSC redelivery), dropped", registry=r)
         self.binds_up = Gauge("telgate_smpp_binds_up", "bound SMPP sessions", ["carrier"],
                               registry=r)
         self.inflight = Gauge("telgate_smpp_inflight", "claimed recipients not yet stored",
@@ -133,7 +146,8 @@ class DispatchMetrics:
 class Dispatcher:
     """Drives the message queue of one daemon instance."""
 
-    def __init__(self, config: Config, pool: asyncpg.Pool, dsn: str, metrics: Metrics) -> None:
+    def __init__(self, config: Config, pool: asyncpg.Pool, dsn: str, metrics: Metrics, *,
+                 health: DatabaseHealth | None = None) -> None:
         self.config = config
         self.mcfg = config.messaging
         self.pool = pool
@@ -154,16 +168,22 @@ class Dispatcher:
         self._tasks: list[asyncio.Task[None]] = []
         self._submits: set[asyncio.Task[None]] = set()
         self._lock_conn: asyncpg.Connection | None = None
+        self._lock_lost = asyncio.Event()
+        self._held: set[tuple[Any, int]] = set()  # claimed rows whose outcome is not stored yet
         self._ref = 0
+        # False from the first failed store until a round trip succeeds again: no submits then.
+        self._can_record = True
+        loops = metrics.group("loops", LoopMetrics)
+        self._claims = LoopTracker("dispatch-claim", loops, health)
+        self._writes = LoopTracker("dispatch-writer", loops, health)
+        self._house = LoopTracker("dispatch-recovery", loops, health)
+        self._locker = LoopTracker("dispatch-instance-lock", loops, health)
 
     # -- lifecycle ------------------------------------------------------------------------
 
     async def start(self) -> None:
         """Take the instance lock, recover dead instances' work, bind, start the loops."""
-        self._lock_conn = await asyncpg.connect(self.dsn)
-        await self._lock_conn.execute("SELECT pg_advisory_lock($1, $2)", INSTANCE_LOCK_CLASS,
-                                      self.key)
-        await self._lock_conn.add_listener(DISPATCH_CHANNEL, lambda *_: self._wake.set())
+        await self._take_lock()
         await self.recover()
         for carrier in self.carriers:
             for bind in carrier.binds:
@@ -172,6 +192,7 @@ class Dispatcher:
             asyncio.create_task(self._claim_loop(), name="dispatch-claim"),
             asyncio.create_task(self._writer_loop(), name="dispatch-writer"),
             asyncio.create_task(self._housekeeping_loop(), name="dispatch-housekeeping"),
+            asyncio.create_task(self._lock_loop(), name="dispatch-instance-lock"),
         ]
         log.info("dispatcher_started", instance=self.key, carriers=len(self.carriers))
 
@@ -195,10 +216,101 @@ class Dispatcher:
         await asyncio.wait(set(self._tasks), timeout=5)
         for t in self._tasks:
             t.cancel()
-        await self._flush()
+        await self._final_flush(deadline=min(drain_seconds, 5.0))
         if self._lock_conn is not None:
-            await self._lock_conn.close()  # releases the instance lock
+            with contextlib.suppress(OSError, asyncpg.PostgresError, asyncpg.InterfaceError):
+                await asyncio.wait_for(self._lock_conn.close(), 2)  # releases the instance lock
         log.info("dispatcher_stopped", instance=self.key)
+
+    async def _final_flush(self, deadline: float) -> None:
+        """Store what is left, retrying while the database is away, up to `deadline` seconds.
+
+        What cannot be stored stays `claimed` under this instance's key: the next instance to
+        start requeues it as in doubt, so nothing is lost.
+        """
+        loop = asyncio.get_running_loop()
+        until = loop.time() + deadline
+        while True:
+            try:
+                await self._flush()
+                return
+            except Exception as exc:
+                delay = self._writes.failed(exc)
+                if loop.time() + delay > until:
+                    log.error("dispatch_outcomes_unstored", outcomes=len(self._outcomes),
+                              receipts=len(self._delivers), error=describe(exc))
+                    return
+                await asyncio.sleep(delay)
+
+    async def _take_lock(self) -> None:
+        """A dedicated connection holding this instance's advisory lock and LISTENing."""
+        conn = await asyncpg.connect(self.dsn, timeout=5)
+        try:
+            await conn.execute("SELECT pg_advisory_lock($1, $2)", INSTANCE_LOCK_CLASS, self.key)
+            await conn.add_listener(DISPATCH_CHANNEL, lambda *_: self._wake.set())
+        except BaseException:
+            conn.terminate()
+            raise
+        if self._lock_conn is not None:
+            # Before claims resume (they wait for `_locked`), so none can race with this.
+            try:
+                await self._release_orphan_claims(conn)
+            except BaseException:
+                conn.terminate()
+                raise
+        self._lock_lost.clear()
+        conn.add_termination_listener(lambda _c: self._lost_lock())
+        self._lock_conn = conn
+
+    async def _release_orphan_claims(self, conn: asyncpg.Connection) -> None:
+        """Requeue rows claimed under our key that we never received (the claim's answer was
+        lost with the connection): they were never submitted, so they are not in doubt."""
+        held = list(self._held)
+        status = await conn.execute(
+            """UPDATE recipients r SET state = 'queued', claimed_by = NULL,
+                      attempts = r.attempts - 1
+               WHERE r.state = 'claimed' AND r.claimed_by = $1
+                 AND NOT EXISTS (SELECT 1 FROM unnest($2::uuid[], $3::int[]) AS h(message_id, idx)
+                                 WHERE h.message_id = r.message_id AND h.idx = r.idx)""",
+            self.key, [h[0] for h in held], [h[1] for h in held])
+        n = int(status.split()[-1])
+        if n:
+            log.warning("dispatch_orphan_claims_requeued", count=n)
+
+    def _lost_lock(self) -> None:
+        if not self._closing:
+            log.warning("dispatch_instance_lock_lost", instance=self.key)
+        self._lock_lost.set()
+
+    @property
+    def _locked(self) -> bool:
+        return self._lock_conn is not None and not self._lock_conn.is_closed()
+
+    async def _lock_loop(self) -> None:
+        """Take the instance lock again whenever its connection ends (database restarted)."""
+        while not self._closing:
+            if self._locked:
+                self._locker.idle()
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(1.0):
+                        await self._lock_lost.wait()
+                continue
+            try:
+                await self._take_lock()
+            except Exception as exc:
+                delay = self._locker.failed(exc)
+                log.warning("dispatch_instance_lock_retry", error=describe(exc),
+                            retry_s=round(delay, 2))
+                await self._sleep_unless_closing(delay)
+                continue
+            self._locker.ok()
+            log.info("dispatch_instance_lock_taken", instance=self.key)
+            self._wake.set()
+
+    async def _sleep_unless_closing(self, delay: float) -> None:
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await self._closed_event.wait()
 
     async def readiness(self) -> tuple[bool, str]:
         """Ready when every carrier has at least one bound session."""
@@ -222,10 +334,22 @@ class Dispatcher:
     async def _claim_loop(self) -> None:
         while not self._stopping:
             room = min(self._capacity() - self._inflight, self.mcfg.dispatch_batch)
-            if room <= 0:
+            if room <= 0 or not self._can_record or not self._locked:
+                # Nothing is claimed while outcomes cannot be stored or the lock is not held
+                # (another instance could take our claims for a dead instance's).
                 await self._sleep_until_woken(0.5)
                 continue
-            rows = await self._claim(room)
+            try:
+                rows = await self._claim(room)
+            except Exception as exc:  # any single failure: log, back off, claim again
+                delay = self._claims.failed(exc)
+                if is_outage(exc):
+                    self._can_record = False
+                log.warning("dispatch_claim_failed", error=describe(exc), retry_s=round(delay, 2))
+                await self._sleep_unless_closing(delay)
+                continue
+            self._claims.ok()
+            self._held.update((r.message_id, r.idx) for r in rows)
             if len(rows) < room:
                 # The queue is drained: wait for news, then let a few more sends arrive so
                 # that a burst of single sends costs one claim, not one each.
@@ -293,6 +417,9 @@ class Dispatcher:
         carrier, bind = route
         await take(carrier.bucket)
         await take(bind.bucket)
+        if not self._can_record or self._closing:
+            # Its outcome could not be stored: a later restart would send it again.
+            return Outcome(row, "retry", delay=0.0, reason="db_down")
         client = bind.client
         if client is None:
             return Outcome(row, "retry", delay=0.2, reason="no_bind")
@@ -358,16 +485,41 @@ class Dispatcher:
                     await self._flush_now.wait()
             self._flush_now.clear()
             try:
-                await self._flush()
+                stored = await self._flush()
+                if not stored and not self._can_record:
+                    await self._ping()  # nothing to store: is the database back?
             except Exception as exc:  # the buffers were put back: the next round retries
-                log.exception("dispatch_store_failed", error=str(exc))
-                await asyncio.sleep(0.5)
+                delay = self._writes.failed(exc)
+                if is_outage(exc):
+                    if self._can_record:
+                        log.error("dispatch_submits_paused", reason="outcomes cannot be stored",
+                                  error=describe(exc))
+                    self._can_record = False
+                    log.warning("dispatch_store_failed", error=describe(exc),
+                                pending=len(self._outcomes), retry_s=round(delay, 2))
+                else:
+                    log.exception("dispatch_store_failed", error=describe(exc))
+                await self._sleep_unless_closing(delay)
+                continue
+            if stored or not self._can_record:
+                self._writes.ok()
+            else:
+                self._writes.idle()
+            if not self._can_record:
+                self._can_record = True
+                log.warning("dispatch_submits_resumed")
+                self._wake.set()
 
-    async def _flush(self) -> None:
+    async def _ping(self) -> None:
+        async with self.pool.acquire(timeout=2) as conn:
+            await conn.fetchval("SELECT 1", timeout=2)
+
+    async def _flush(self) -> bool:
+        """Store the buffered outcomes and receipts; False when there was nothing to store."""
         outcomes, self._outcomes = self._outcomes, []
         delivers, self._delivers = self._delivers, []
         if not outcomes and not delivers:
-            return
+            return False
         try:
             async with self.pool.acquire() as conn:
                 if outcomes:
@@ -379,6 +531,7 @@ class Dispatcher:
             self._outcomes[:0] = outcomes
             self._delivers[:0] = delivers
             raise
+        return True
 
     async def _store_outcomes(self, conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> None:
         ok = [o for o in outcomes if o.kind == "submitted"]
@@ -430,7 +583,8 @@ class Dispatcher:
                     """UPDATE recipients r SET state = 'queued', claimed_by = NULL,
                               next_attempt_at = now() + make_interval(secs => u.delay),
                               in_doubt = r.in_doubt OR u.doubt, reason = u.reason,
-                              attempts = CASE WHEN u.reason = 'no_bind' THEN r.attempts - 1
+                              attempts = CASE WHEN u.reason IN ('no_bind', 'db_down')
+                                              THEN r.attempts - 1
                                               ELSE r.attempts END
                        FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::bool[], $5::text[])
                             AS u(message_id, idx, delay, doubt, reason)
@@ -441,6 +595,7 @@ class Dispatcher:
                     [o.reason for o in retry])
                 _warn_unmatched("retry", status, len(retry))
         for o in outcomes:
+            self._held.discard((o.row.message_id, o.row.idx))
             self.metrics.outcomes.labels(o.kind).inc()
             if o.in_doubt:
                 self.metrics.in_doubt.inc()
@@ -490,7 +645,7 @@ class Dispatcher:
                 log.info("mo_optout_added", tenant=str(tenant), number=d.source)
 
     async def _match_receipts(self, conn: asyncpg.Connection) -> None:
-        await conn.execute(
+        row = await conn.fetchrow(
             """WITH cand AS (
                    SELECT d.id AS did, r.message_id, r.idx, d.stat, d.err, d.done_at
                    FROM dlr_inbox d JOIN recipients r
@@ -510,7 +665,9 @@ class Dispatcher:
                        reason = CASE WHEN one.stat = 'DELIVRD' THEN NULL
                                      ELSE lower(coalesce(one.stat, 'unknown')) END,
                        dlr_stat = one.stat, dlr_err = one.err,
-                       done_at = coalesce(one.done_at, now())
+                       -- the carrier's minute-precision date may read before our submit
+                       done_at = greatest(coalesce(one.done_at, now()), r.submitted_at),
+                       carrier_done_at = one.done_at
                    FROM one WHERE r.message_id = one.message_id AND r.idx = one.idx
                    RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
                ), hooks AS (
@@ -523,8 +680,25 @@ class Dispatcher:
                     AND (w.events = '{}' OR 'message.recipient.' || upd.state = ANY (w.events))
                ), gone AS (
                    DELETE FROM dlr_inbox d USING one WHERE d.id = one.did
+               ), repeated AS (
+                   -- a receipt the SMSC sent again (after a reconnect) for a recipient that is
+                   -- already final: a duplicate, dropped at once
+                   DELETE FROM dlr_inbox d WHERE d.id IN (
+                       SELECT i.id FROM dlr_inbox i JOIN recipients r
+                         ON r.carrier = i.carrier AND r.carrier_msg_id = i.msg_id
+                       WHERE r.state IN ('delivered', 'failed', 'expired')
+                         AND r.dlr_stat IS NOT NULL
+                       UNION ALL
+                       SELECT i.id FROM dlr_inbox i JOIN recipients r
+                         ON r.carrier = i.carrier AND r.carrier_msg_id_alt = i.msg_id
+                       WHERE r.state IN ('delivered', 'failed', 'expired')
+                         AND r.dlr_stat IS NOT NULL)
+                   RETURNING d.id
                )
-               SELECT count(*) AS n FROM upd""")
+               SELECT (SELECT count(*) FROM upd) AS matched,
+                      (SELECT count(*) FROM repeated) AS repeated""")
+        if row is not None and row["repeated"]:
+            self.metrics.receipt_repeats.inc(row["repeated"])
 
     # -- housekeeping ---------------------------------------------------------------------------
 
@@ -538,8 +712,11 @@ class Dispatcher:
             try:
                 await self.recover()
                 await self.expire()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.error("dispatch_housekeeping_failed", error=str(exc))
+            except Exception as exc:  # the next round tries again
+                self._house.failed(exc)
+                log.error("dispatch_housekeeping_failed", error=describe(exc))
+            else:
+                self._house.ok()
 
     async def recover(self) -> int:
         """Requeue, as in doubt, recipients claimed by instances that are no longer alive."""
@@ -590,6 +767,14 @@ class Dispatcher:
                    )
                    SELECT count(*) FROM upd""",
                 self.mcfg.receipt_timeout_seconds)
-            await conn.execute(
-                "DELETE FROM dlr_inbox WHERE received_at < now() - interval '1 day'")
+            # A receipt matches within milliseconds of its submit's outcome being stored. One
+            # still unmatched after an hour is for a submit whose response we never got (the
+            # in-doubt copy of a resubmitted recipient): no row will ever carry its id.
+            dropped = await conn.fetchval(
+                """WITH gone AS (DELETE FROM dlr_inbox
+                                 WHERE received_at < now() - interval '1 hour' RETURNING 1)
+                   SELECT count(*) FROM gone""")
+        if dropped:
+            self.metrics.receipts_unmatched.inc(dropped)
+            log.warning("dispatch_receipts_unmatched_dropped", count=dropped)
         return int(n or 0)

@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import asyncpg
 import structlog
 
+from handlers.outage import LoopMetrics, LoopTracker, describe
+
 log = structlog.get_logger("telgate.registry.index")
 
 CHANNEL = "telgate_numbers"
@@ -91,10 +93,12 @@ class NumberIndex:
 class IndexFollower:
     """Keeps a NumberIndex in step with the database over a dedicated LISTEN connection."""
 
-    def __init__(self, dsn: str, index: NumberIndex, *, max_backoff: float = 5.0) -> None:
+    def __init__(self, dsn: str, index: NumberIndex, *, max_backoff: float = 5.0,
+                 loops: LoopMetrics | None = None) -> None:
         self.dsn = dsn
         self.index = index
         self.max_backoff = max_backoff
+        self._tracker = LoopTracker("registry-follower", loops)
         self.connected = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self._lost = asyncio.Event()
@@ -136,6 +140,7 @@ class IndexFollower:
                 log.info("registry_index_loaded", tenants=len(self.index.senders),
                          optout_tenants=len(self.index.optouts))
                 backoff = 0.1
+                self._tracker.ok()
                 while not self._lost.is_set():
                     reload_task = asyncio.create_task(self._pending.get())
                     lost_task = asyncio.create_task(self._lost.wait())
@@ -145,13 +150,14 @@ class IndexFollower:
                         t.cancel()
                     if reload_task in done:
                         await self.index.reload_tenant(conn, reload_task.result())
+                        self._tracker.ok()
                 raise ConnectionError("listen connection lost")
             except asyncio.CancelledError:
                 raise
-            except (OSError, asyncpg.PostgresError, ConnectionError,
-                    asyncpg.InterfaceError) as exc:
+            except Exception as exc:  # any failure: reconnect and reload, never stop following
                 self.connected.clear()
-                log.warning("registry_index_disconnected", error=str(exc), retry_s=backoff)
+                self._tracker.failed(exc)
+                log.warning("registry_index_disconnected", error=describe(exc), retry_s=backoff)
                 await asyncio.sleep(backoff * (0.5 + random.random()))
                 backoff = min(backoff * 2, self.max_backoff)
             finally:

@@ -35,6 +35,7 @@ import structlog
 from prometheus_client import Counter
 
 from handlers.metrics import Metrics
+from handlers.outage import DatabaseHealth, LoopMetrics, LoopTracker, describe, is_outage
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -146,8 +147,11 @@ class WebhookDeliverer:
     """
 
     def __init__(self, pool: asyncpg.Pool, policy: DeliveryPolicy | None = None, *,
-                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time) -> None:
+                 metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
+                 health: DatabaseHealth | None = None) -> None:
         self.pool = pool
+        self._tracker = LoopTracker(
+            "webhook-delivery", metrics.group("loops", LoopMetrics) if metrics else None, health)
         self.policy = policy or DeliveryPolicy()
         self.clock = clock
         self._attempts: Counter | None = None
@@ -204,13 +208,19 @@ class WebhookDeliverer:
                 if self.clock() - last_cleanup > 3600:
                     last_cleanup = self.clock()
                     await self.cleanup()
-            except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
-                log.error("webhook_outbox_unavailable", error=str(exc))
-                done = 0
-            except Exception:
+            except Exception as exc:
                 # Leased rows come back when their lease ends; keep the loop alive meanwhile.
-                log.exception("webhook_round_failed")
-                done = 0
+                delay = self._tracker.failed(exc)
+                if is_outage(exc):
+                    log.error("webhook_outbox_unavailable", error=describe(exc),
+                              retry_s=round(delay, 2))
+                else:
+                    log.exception("webhook_round_failed")
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), delay)
+                continue
+            self._tracker.ok()
             if done < self.policy.batch:
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):

@@ -383,6 +383,10 @@ class SmscSimulator:
         """Drop the connection that brings the accepted count past ``submits`` (one-shot)."""
         self._disconnect_after = submits
 
+    def redeliver_receipts(self, records: list[AcceptedSubmit], outcome: str = "DELIVRD") -> None:
+        """Send these submits' receipts again, as an SMSC does when it lost the acks."""
+        self._send_receipts([(r, r.message_id, outcome) for r in records])
+
     @property
     def bound_system_ids(self) -> list[str]:
         """system_ids of the currently bound connections."""

@@ -51,6 +51,7 @@ def test_admin_works_without_daemon_then_daemon_serves_and_drains(state_dir: Pat
     notify.bind(str(notify_path))
     notify.settimeout(30)
     env = {**os.environ, "TELGATE_STATE_DIR": str(state_dir), "TELGATE_API__PORT": str(port),
+           "TELGATE_SIP__PORT": "0",
            "TELGATE_LOG__FORMAT": "json", "TELGATE_LIFECYCLE__DRAIN_SECONDS": "5"}
     env.pop("TELGATE_TEST_DSN", None)
 
@@ -103,6 +104,7 @@ def test_admin_works_without_daemon_then_daemon_serves_and_drains(state_dir: Pat
 def test_kill_9_of_the_daemon_leaves_no_postgres_and_restart_works(state_dir: Path) -> None:
     port = _free_port()
     env = {**os.environ, "TELGATE_STATE_DIR": str(state_dir), "TELGATE_API__PORT": str(port),
+           "TELGATE_SIP__PORT": "0",
            "TELGATE_LOG__FORMAT": "json"}
     env.pop("TELGATE_TEST_DSN", None)
     data = state_dir / "postgres" / "data"

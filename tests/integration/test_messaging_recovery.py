@@ -84,6 +84,7 @@ password = "pw"
 window = 100
 """)
         env = {**os.environ, "TELGATE_CONFIG": str(cfg), "TELGATE_API__PORT": str(port),
+               "TELGATE_SIP__PORT": "0",
                "TELGATE_STATE_DIR": str(tmp_path / "state"), "TELGATE_LOG__FORMAT": "json"}
         log = tmp_path / "daemon.log"
         daemon = await asyncio.to_thread(_start, env, port, log)

@@ -535,3 +535,25 @@ def test_damaged_or_random_bytes_never_crash_the_jpeg_check(
     for candidate in (bytes(base), data, b"\xff\xd8" + data + b"\xff\xd9"):
         with contextlib.suppress(ImageNotJpeg):
             inspect_jpeg(candidate)
+
+
+def test_a_text_opening_with_the_ad_mark_is_an_ad_even_with_ad_false() -> None:
+    message = send("(광고)봄맞이 할인 안내", AD_POLICY, ad=False)
+    assert message.ad
+    assert message.texts == ("(광고)봄맞이 할인 안내\n무료거부 080-123-4567",)
+
+
+def test_a_spaced_or_full_width_ad_mark_is_written_as_the_law_writes_it() -> None:
+    assert send(" ( 광고 ) 할인", AD_POLICY).texts[0].startswith("(광고) 할인")
+    assert send("（광고）할인", AD_POLICY).texts[0].startswith("(광고)할인")
+
+
+def test_a_self_declared_ad_follows_the_ad_rules() -> None:
+    with pytest.raises(AdOptoutMissing):
+        send("(광고) 할인", POLICY)  # no opt-out line configured: refused like any ad
+    with pytest.raises(AdNightTime):
+        send("(광고) 할인", AD_POLICY, now=datetime(2026, 3, 2, 13, 0, tzinfo=UTC))  # 22:00 KST
+
+
+def test_a_text_merely_mentioning_ads_is_not_one() -> None:
+    assert not send("광고 문의는 02-123-4567", AD_POLICY).ad
