@@ -1,0 +1,245 @@
+"""Verification codes against the real database on a fake clock: single use, lock-out, caps,
+the previous code dead after a resend, codes never stored or shown, tenant isolation."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime, timedelta
+
+import asyncpg
+import pytest
+
+from config.schema import VerificationConfig
+from handlers.errors import DomainError
+from handlers.tenants import Principal
+from handlers.verify import rules
+from handlers.verify.service import StartRequest, Verifier
+from tests.conftest import Api, Tenant
+
+SENDER = "0212345678"
+PHONE = "01012345678"
+T0 = datetime(2026, 12, 1, 0, 0, tzinfo=UTC)
+
+
+async def tenant_with_sender(api: Api) -> Tenant:
+    t = await api.new_tenant()
+    resp = await t.call("POST", "/v1/sender-numbers", json={"number": SENDER})
+    assert resp.status == 201
+    async with api.context.pool.acquire() as conn:
+        await api.context.index.reload_tenant(conn, t.id)
+    return t
+
+
+def principal(t: Tenant) -> Principal:
+    return Principal(t.id, None, t.key_id, t.key[:8])
+
+
+class Phone:
+    """Reads the code the way the phone would: from the queued SMS."""
+
+    def __init__(self, conn: asyncpg.Connection) -> None:
+        self.conn = conn
+
+    async def last_code(self, vid: str) -> str:
+        text = await self.conn.fetchval(
+            """SELECT r.text FROM recipients r JOIN messages m ON m.id = r.message_id
+               WHERE m.verification_id = $1 AND r.state = 'queued'""", uuid.UUID(vid))
+        assert text is not None, "no queued code"
+        return "".join(ch for ch in text.split("]")[1] if ch.isdigit())[:6]
+
+
+@pytest.fixture
+async def setup(api: Api) -> tuple[Verifier, Tenant, asyncpg.Connection]:
+    t = await tenant_with_sender(api)
+    verifier = Verifier(VerificationConfig(), api.context.index)
+    conn = await api.context.pool.acquire()
+    yield verifier, t, conn
+    await api.context.pool.release(conn)
+
+
+async def refused(coro: object) -> DomainError:
+    with pytest.raises(DomainError) as info:
+        await coro  # type: ignore[misc]
+    return info.value
+
+
+async def test_a_code_sent_and_checked_once(setup: tuple[Verifier, Tenant, asyncpg.Connection]
+                                            ) -> None:
+    verifier, t, conn = setup
+    who = principal(t)
+    started = await verifier.start(conn, who, StartRequest(to="010-1234-5678", sender=SENDER), T0)
+    assert started["to"] == PHONE and started["expires_at"] == (T0 + timedelta(minutes=5)).isoformat()
+    code = await Phone(conn).last_code(str(started["id"]))
+    vid = uuid.UUID(str(started["id"]))
+    ok = await verifier.check(conn, who, vid, code, T0 + timedelta(minutes=1))
+    assert ok["status"] == "approved"
+    again = await refused(verifier.check(conn, who, vid, code, T0 + timedelta(minutes=1)))
+    assert again.code == "verification_closed"
+    # Nothing keeps the code once the verification is closed.
+    assert await conn.fetchval("SELECT code_hash FROM verifications WHERE id = $1", vid) is None
+    texts = await conn.fetch(
+        """SELECT m.text AS m, r.text AS r FROM messages m JOIN recipients r ON r.message_id = m.id
+           WHERE m.verification_id = $1""", vid)
+    assert texts and all(code not in (row["m"] or "") + (row["r"] or "") for row in texts)
+    assert "{code}" in texts[0]["m"]
+    events = await conn.fetchval("SELECT count(*) FROM webhook_outbox")
+    assert events == 0  # no webhooks subscribed: nothing queued
+
+
+async def test_the_sms_waits_in_the_verification_lane(
+        setup: tuple[Verifier, Tenant, asyncpg.Connection]) -> None:
+    verifier, t, conn = setup
+    started = await verifier.start(conn, principal(t), StartRequest(to=PHONE, sender=SENDER), T0)
+    row = await conn.fetchrow(
+        """SELECT r.lane, r.state, m.type FROM recipients r JOIN messages m ON m.id = r.message_id
+           WHERE m.verification_id = $1""", uuid.UUID(str(started["id"])))
+    assert (row["lane"], row["state"], row["type"]) == (0, "queued", "sms")
+
+
+async def test_an_expired_code_is_refused_and_closed(
+        setup: tuple[Verifier, Tenant, asyncpg.Connection]) -> None:
+    verifier, t, conn = setup
+    who = principal(t)
+    started = await verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER), T0)
+    code = await Phone(conn).last_code(str(started["id"]))
+    vid = uuid.UUID(str(started["id"]))
+    err = await refused(verifier.check(conn, who, vid, code, T0 + timedelta(minutes=5)))
+    assert err.code == "verification_expired" and err.status == 410
+    assert (await verifier.get(conn, who, vid, T0))["status"] == "expired"
+
+
+async def test_five_wrong_codes_lock_the_number_for_ten_minutes(
+        setup: tuple[Verifier, Tenant, asyncpg.Connection]) -> None:
+    verifier, t, conn = setup
+    who = principal(t)
+    started = await verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER), T0)
+    vid = uuid.UUID(str(started["id"]))
+    code = await Phone(conn).last_code(str(vid))
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    for left in (4, 3, 2, 1):
+        err = await refused(verifier.check(conn, who, vid, wrong, T0))
+        assert err.code == "verification_code_mismatch" and err.extra["attempts_left"] == left
+    err = await refused(verifier.check(conn, who, vid, wrong, T0))
+    assert err.code == "verification_locked" and err.retry_after == 600
+    # The verification failed for good, and the number gets no new code while locked.
+    err = await refused(verifier.check(conn, who, vid, code, T0 + timedelta(seconds=1)))
+    assert err.code == "verification_locked"
+    err = await refused(verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER),
+                                       T0 + timedelta(minutes=9)))
+    assert err.code == "verification_locked" and err.retry_after == 60
+    assert (await verifier.get(conn, who, vid, T0))["status"] == "failed"
+    # Ten minutes on, the lock has ended.
+    later = await verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER),
+                                 T0 + timedelta(minutes=10))
+    code2 = await Phone(conn).last_code(str(later["id"]))
+    ok = await verifier.check(conn, who, uuid.UUID(str(later["id"])), code2,
+                              T0 + timedelta(minutes=11))
+    assert ok["status"] == "approved"
+
+
+async def test_a_resend_kills_the_previous_code(
+        setup: tuple[Verifier, Tenant, asyncpg.Connection]) -> None:
+    verifier, t, conn = setup
+    who = principal(t)
+    started = await verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER), T0)
+    vid = uuid.UUID(str(started["id"]))
+    first = await Phone(conn).last_code(str(vid))
+    err = await refused(verifier.resend(conn, who, vid, T0 + timedelta(seconds=29)))
+    assert err.code == "verification_resend_too_soon" and err.retry_after == 1
+    await verifier.resend(conn, who, vid, T0 + timedelta(seconds=30))
+    second = await Phone(conn).last_code(str(vid))
+    # The first SMS, if not yet sent, is withdrawn rather than delivered late.
+    states = await conn.fetch(
+        """SELECT r.state, r.reason FROM recipients r JOIN messages m ON m.id = r.message_id
+           WHERE m.verification_id = $1 ORDER BY m.created_at""", vid)
+    assert [(s["state"], s["reason"]) for s in states].count(("canceled", "code_withdrawn")) == 1
+    if first != second:
+        err = await refused(verifier.check(conn, who, vid, first, T0 + timedelta(seconds=31)))
+        assert err.code == "verification_code_mismatch"
+    ok = await verifier.check(conn, who, vid, second, T0 + timedelta(seconds=32))
+    assert ok["status"] == "approved"
+
+
+async def test_at_most_five_codes_per_number_in_ten_minutes(
+        setup: tuple[Verifier, Tenant, asyncpg.Connection]) -> None:
+    verifier, t, conn = setup
+    who = principal(t)
+    for i in range(5):
+        await verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER),
+                             T0 + timedelta(minutes=i))
+    err = await refused(verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER),
+                                       T0 + timedelta(minutes=5)))
+    assert err.code == "verification_send_limit" and err.retry_after == 300
+    # Another number is not affected; the first one frees after the window.
+    await verifier.start(conn, who, StartRequest(to="01099998888", sender=SENDER),
+                         T0 + timedelta(minutes=5))
+    await verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER),
+                         T0 + timedelta(minutes=10, seconds=1))
+
+
+async def test_a_new_verification_supersedes_the_open_one(
+        setup: tuple[Verifier, Tenant, asyncpg.Connection]) -> None:
+    verifier, t, conn = setup
+    who = principal(t)
+    first = await verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER), T0)
+    code = await Phone(conn).last_code(str(first["id"]))
+    await verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER), T0 + timedelta(seconds=5))
+    err = await refused(verifier.check(conn, who, uuid.UUID(str(first["id"])), code,
+                                       T0 + timedelta(seconds=6)))
+    assert err.code == "verification_closed" and err.extra["status"] == "canceled"
+
+
+async def test_unregistered_senders_and_opted_out_numbers_are_refused(
+        api: Api, setup: tuple[Verifier, Tenant, asyncpg.Connection]) -> None:
+    verifier, t, conn = setup
+    who = principal(t)
+    err = await refused(verifier.start(conn, who, StartRequest(to=PHONE, sender="0299998888"), T0))
+    assert err.code == "sender_not_registered" and err.field == "from"
+    resp = await t.call("POST", "/v1/opt-outs", json={"number": PHONE})
+    assert resp.status == 201
+    await api.context.index.reload_tenant(conn, t.id)
+    err = await refused(verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER), T0))
+    assert err.code == "opted_out" and err.field == "to"
+
+
+async def test_another_tenant_cannot_see_or_check_a_verification(
+        api: Api, setup: tuple[Verifier, Tenant, asyncpg.Connection]) -> None:
+    verifier, t, conn = setup
+    started = await verifier.start(conn, principal(t), StartRequest(to=PHONE, sender=SENDER), T0)
+    code = await Phone(conn).last_code(str(started["id"]))
+    other = principal(await tenant_with_sender(api))
+    vid = uuid.UUID(str(started["id"]))
+    for attempt in (verifier.check(conn, other, vid, code, T0), verifier.get(conn, other, vid, T0),
+                    verifier.resend(conn, other, vid, T0 + timedelta(minutes=1)),
+                    verifier.cancel(conn, other, vid, T0)):
+        err = await refused(attempt)
+        assert err.status == 404
+
+
+async def test_a_canceled_verification_withdraws_its_code(
+        setup: tuple[Verifier, Tenant, asyncpg.Connection]) -> None:
+    verifier, t, conn = setup
+    who = principal(t)
+    started = await verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER), T0)
+    vid = uuid.UUID(str(started["id"]))
+    code = await Phone(conn).last_code(str(vid))
+    assert (await verifier.cancel(conn, who, vid, T0))["status"] == "canceled"
+    err = await refused(verifier.check(conn, who, vid, code, T0))
+    assert err.code == "verification_closed"
+    state = await conn.fetchval(
+        """SELECT r.state FROM recipients r JOIN messages m ON m.id = r.message_id
+           WHERE m.verification_id = $1""", vid)
+    assert state == "canceled"
+
+
+async def test_the_sweeper_expires_and_erases(
+        setup: tuple[Verifier, Tenant, asyncpg.Connection]) -> None:
+    verifier, t, conn = setup
+    who = principal(t)
+    started = await verifier.start(conn, who, StartRequest(to=PHONE, sender=SENDER), T0)
+    assert await verifier.sweep(conn, T0 + timedelta(minutes=4)) == 0
+    assert await verifier.sweep(conn, T0 + timedelta(minutes=5)) == 1
+    vid = uuid.UUID(str(started["id"]))
+    row = await conn.fetchrow("SELECT status, code_hash FROM verifications WHERE id = $1", vid)
+    assert row["status"] == "expired" and row["code_hash"] is None
+    assert rules.Status(row["status"]) is rules.Status.EXPIRED
