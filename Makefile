@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 export TELGATE_STATE_DIR ?= $(CURDIR)/var
 
-.PHONY: run test lint typecheck unit venv interop-tools clean
+.PHONY: run test lint typecheck unit venv interop-tools clean sms
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -23,6 +23,11 @@ venv: $(STAMP)
 ## make run: the daemon with its embedded PostgreSQL, the simulators, and a demo tenant's key.
 run: $(STAMP)
 	$(BIN)/telgate run --demo $(if $(CONFIG),--config $(CONFIG),--config config/telgate.demo.toml)
+
+## make sms: what the demo's phones received (the SMSC simulator's log), e.g. a verification code.
+sms:
+	@touch $(TELGATE_STATE_DIR)/sms-received.jsonl
+	tail -n 20 -f $(TELGATE_STATE_DIR)/sms-received.jsonl
 
 ## make test: everything CI runs (lint, types, the whole test suite). Non-zero on any failure.
 test: $(STAMP) interop-tools
