@@ -20,7 +20,7 @@ import structlog
 
 from config.schema import VerificationConfig
 from handlers.errors import DomainError
-from handlers.messages.accept import DISPATCH_CHANNEL, prepare
+from handlers.messages.accept import DISPATCH_CHANNEL, LANE_VERIFICATION, prepare
 from handlers.registry.index import NumberIndex
 from handlers.tenants import Principal
 from handlers.verify import rules
@@ -29,7 +29,6 @@ from handlers.webhooks import emit
 
 log = structlog.get_logger("telgate.verify")
 
-LANE_VERIFICATION = 0
 MAX_PURPOSE = 40
 
 
@@ -227,6 +226,12 @@ class Verifier:
                               code_hash = NULL, closed_at = $2
                        WHERE id = $1 AND status = 'pending'""", row["id"], now)
                 await self._withdraw_code(conn, row["id"])
+        # Codes that were on the wire when their verification closed: erased once stored.
+        await conn.execute(
+            """UPDATE recipients r SET text = NULL
+               FROM messages m JOIN verifications v ON v.id = m.verification_id
+               WHERE r.message_id = m.id AND v.status <> 'pending' AND r.text IS NOT NULL
+                 AND r.state NOT IN ('queued', 'claimed')""")
         await conn.execute(
             "DELETE FROM verification_sends WHERE sent_at < $1",
             now - max(self.limits.sends_window, timedelta(hours=1)))
