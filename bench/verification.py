@@ -86,6 +86,15 @@ async def verifications_during(http: aiohttp.ClientSession, base: str, key: str,
     return sent
 
 
+async def first_arrival(log: Path, seconds: float = 60.0) -> None:
+    """Wait until the simulator has logged its first submit_sm (the bulk send has begun)."""
+    for _ in range(int(seconds * 100)):
+        if await asyncio.to_thread(lambda: log.exists() and log.stat().st_size > 0):
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError("the bulk send did not reach the simulator")
+
+
 def arrivals(log: Path) -> dict[str, float]:
     """Destination number → arrival time (epoch seconds) of its first submit_sm."""
     seen: dict[str, float] = {}
@@ -131,8 +140,7 @@ async def one_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 bulk = asyncio.create_task(telgate_throughput(
                     http, base, key, pg.dsn, second, args.per_request, args.in_flight))
                 bulk.add_done_callback(lambda _t: done.set())
-                while not received.exists() or second[0] not in received.read_text():
-                    await asyncio.sleep(0.01)
+                await first_arrival(received)
                 sent = await verifications_during(http, base, key, args.rate, done)
                 with_codes = await bulk
         finally:

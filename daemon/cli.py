@@ -145,7 +145,7 @@ def cmd_key_create(args: argparse.Namespace) -> int:
 
 def cmd_key_list(args: argparse.Namespace) -> int:
     from handlers import tenants
-    from handlers.api.keys import key_json
+    from handlers.api.keys import key_out
 
     async def work(conn: Any) -> int:
         tenant = await tenants.find_tenant(conn, args.tenant)
@@ -154,7 +154,7 @@ def cmd_key_list(args: argparse.Namespace) -> int:
             f"{k.id}  {k.prefix}…  sp={k.sp_id or '-'}  {'revoked' if k.revoked_at else 'active'}"
             for k in keys
         ) or "(no keys)"
-        _emit(args, {"items": [key_json(k) for k in keys]}, text)
+        _emit(args, {"items": [key_out(k).model_dump(mode="json") for k in keys]}, text)
         return 0
 
     return asyncio.run(_with_db(_load(args), work))
@@ -174,9 +174,40 @@ def cmd_key_revoke(args: argparse.Namespace) -> int:
     return asyncio.run(_with_db(_load(args), work))
 
 
+def _setting_value(raw: str) -> object:
+    """A NAME=VALUE value: JSON when it parses as JSON (80, null, {...}), else the text."""
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw
+
+
+def _settings_patch(pairs: Sequence[str]) -> Any:
+    """The settings patch of `name=value` arguments, validated like PATCH /v1/tenant/settings."""
+    from pydantic import ValidationError
+
+    from handlers.errors import DomainError
+    from handlers.tenants import SettingsPatch
+
+    values: dict[str, object] = {}
+    for pair in pairs:
+        name, sep, raw = pair.partition("=")
+        if not sep:
+            raise DomainError("invalid_setting", f"{pair!r}: write NAME=VALUE", field=pair)
+        values[name.strip()] = _setting_value(raw)
+    try:
+        return SettingsPatch.model_validate(values)
+    except ValidationError as exc:
+        first = exc.errors(include_url=False)[0]
+        where = ".".join(str(p) for p in first["loc"])
+        raise DomainError("invalid_setting", f"{where}: {first['msg']}", field=where) from None
+
+
 def cmd_tenant_set(args: argparse.Namespace) -> int:
     from handlers import tenants
     from handlers.registry import optouts, senders
+
+    patch = _settings_patch(args.settings)
 
     async def work(conn: Any) -> int:
         tenant = await tenants.find_tenant(conn, args.tenant)
@@ -184,11 +215,18 @@ def cmd_tenant_set(args: argparse.Namespace) -> int:
             await senders.set_quota(conn, tenant.id, args.sender_quota, actor=_cli_actor())
         if args.optout_scope is not None:
             await optouts.set_scope(conn, tenant.id, args.optout_scope, actor=_cli_actor())
+        if patch.model_fields_set:
+            settings = await tenants.update_settings(conn, tenant.id, patch, actor=_cli_actor())
+        else:
+            settings = await tenants.get_settings(conn, tenant.id)
         q = await senders.quota(conn, tenant.id)
         scope = await optouts.get_scope(conn, tenant.id)
+        shown = settings.model_dump(mode="json")
         _emit(args, {"id": str(tenant.id), "sender_quota": q.limit, "used": q.used,
-                     "optout_scope": scope.value},
-              f"{tenant.name}: sender quota {q.used}/{q.limit}, opt-out scope {scope.value}")
+                     "optout_scope": scope.value, "settings": shown},
+              f"{tenant.name}: sender quota {q.used}/{q.limit}, opt-out scope {scope.value}\n"
+              + "\n".join(f"  {k} = {json.dumps(v, ensure_ascii=False)}"
+                          for k, v in shown.items()))
         return 0
 
     return asyncio.run(_with_db(_load(args), work))
@@ -323,6 +361,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tenant", required=True, help="tenant id or name")
     s.add_argument("--sender-quota", type=int, help="how many sender numbers it may register")
     s.add_argument("--optout-scope", choices=["all", "ad"], help="what an opt-out withholds")
+    s.add_argument("settings", nargs="*", metavar="NAME=VALUE",
+                   help="tenant settings by their API names (GET /v1/tenant/settings), e.g. "
+                        "sms_max_bytes=80 optout_number=080-123-4567 default_rid=null")
     s.set_defaults(func=cmd_tenant_set)
     key = admin.add_parser("key", help="API keys").add_subparsers(
         dest="verb", required=True, metavar="VERB")

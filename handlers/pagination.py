@@ -1,30 +1,34 @@
-"""Opaque list cursors: the sort key of the last item returned, base64-encoded JSON."""
+"""List cursors: the sort key of the last item returned, written so its pattern says it all.
+
+Every string the published pattern of a cursor admits is a position in its list (perhaps past
+the end), so a client that keeps to the document never gets a refused cursor. A cursor is
+`<micros>.<key>` (a time in microseconds since the epoch, then a tie-breaking key) or a bare
+key, depending on the list's order.
+"""
 
 from __future__ import annotations
 
-import base64
-import json
+from datetime import UTC, datetime, timedelta
 
 from handlers.errors import DomainError
 
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
-def encode_cursor(values: list[str]) -> str:
-    """The cursor that continues after an item with these sort-key values."""
-    return base64.urlsafe_b64encode(json.dumps(values).encode()).decode().rstrip("=")
+# Patterns of the cursors, as published in the OpenAPI document.
+TIME_UUID = r"^[0-9]{1,17}\.[0-9a-f]{32}$"
+TIME_DIGITS = r"^[0-9]{1,17}\.[0-9]{1,20}$"
+INDEX = r"^[0-9]{1,9}$"
 
 
-def decode_cursor(cursor: str | None, size: int) -> list[str] | None:
-    """The sort-key values in a cursor (None for the first page); 400 if it is not ours."""
-    if not cursor:
-        return None
-    try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        values = json.loads(raw)
-    except (ValueError, UnicodeDecodeError):
-        values = None
-    if not isinstance(values, list) or len(values) != size or not all(
-        isinstance(v, str) for v in values
-    ):
-        raise DomainError("invalid_cursor", "cursor is not one this list gave", field="cursor",
-                          status=400)
-    return values
+def time_cursor(at: datetime, key: str) -> str:
+    """The cursor continuing after the item with sort key (at, key)."""
+    micros = (at - _EPOCH) // timedelta(microseconds=1)
+    return f"{micros}.{key.replace('-', '')}"
+
+
+def split_time_cursor(cursor: str) -> tuple[datetime, str]:
+    """(time, key) of a `<micros>.<key>` cursor; 400 if it is not one (the pattern failed)."""
+    micros, sep, key = cursor.partition(".")
+    if not sep or not micros.isdigit() or not key:
+        raise DomainError("invalid_cursor", "cursor is not one this list gave", field="cursor")
+    return _EPOCH + timedelta(microseconds=int(micros)), key

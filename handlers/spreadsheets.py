@@ -52,7 +52,7 @@ class SpreadsheetError(Exception):
 class TooLarge(SpreadsheetError):
     """The file, or what it would inflate to, is over the limits (zip bombs land here)."""
 
-    code = "too_large"
+    code = "body_too_large"
     http_status = 413
 
 
@@ -60,7 +60,7 @@ class UnsupportedType(SpreadsheetError):
     """Not xls, xlsx or a text (csv/tsv) file we can decode."""
 
     code = "unsupported_type"
-    http_status = 415
+    http_status = 422  # the request (multipart) is fine; the file inside is not a sheet
 
 
 class TooManyRows(SpreadsheetError):

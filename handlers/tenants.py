@@ -1,4 +1,4 @@
-"""Tenants, their SP IDs and API keys: creation, lookup and key authentication."""
+"""Tenants, their SP IDs, API keys and settings: creation, lookup, key authentication."""
 
 from __future__ import annotations
 
@@ -6,15 +6,26 @@ import hashlib
 import re
 import secrets
 import uuid
+import zoneinfo
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Annotated, Literal
 
 import asyncpg
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    Field,
+    StringConstraints,
+    WithJsonSchema,
+)
 
+from handlers.api.models import Body
 from handlers.errors import DomainError
 
 KEY_PREFIX = "tgk_"
-_SP_ID = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
+SP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
+_SP_ID = re.compile(SP_ID_PATTERN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -236,3 +247,197 @@ def _key(row: asyncpg.Record) -> ApiKey:
         row["id"], row["tenant_id"], row["sp_id"], row["prefix"], row["label"],
         row["created_at"], row["revoked_at"],
     )
+
+
+# -- settings ------------------------------------------------------------------------------------
+# A setting is a field of TenantSettings. Those other code reads in SQL keep their own column
+# (SETTING_COLUMNS); every other one lives in tenants.settings (jsonb), so a new setting is one
+# field here and nothing in the database.
+
+OPTOUT_NUMBER_PATTERN = r"^080-?[0-9]{3,4}-?[0-9]{4}$"
+RID_PATTERN = r"^0[0-9]{1,2}-?[0-9]{3,4}-?[0-9]{4}$|^1[568][0-9]{2}-?[0-9]{4}$"
+Weekday = Literal["mon", "tue", "wed", "thu", "fri", "sat", "sun"]
+ClockTime = Annotated[str, StringConstraints(pattern=r"^([01][0-9]|2[0-3]):[0-5][0-9]$")]
+_ZONES = sorted(zoneinfo.available_timezones())
+TimeZoneName = Annotated[str, AfterValidator(lambda z: _known_zone(z)),
+                         WithJsonSchema({"type": "string", "enum": _ZONES})]
+
+
+def _known_zone(name: str) -> str:
+    if name not in _ZONES:
+        raise ValueError("unknown IANA time zone")
+    return name
+
+
+class BusinessHours(Body):
+    """When the tenant answers calls, in the tenant's time zone."""
+
+    days: list[Weekday] = Field(min_length=1, max_length=7,
+                                description="the days open, e.g. mon..fri")
+    opens: ClockTime = Field(description="HH:MM, e.g. 09:00")
+    closes: ClockTime = Field(description="HH:MM, after opens, e.g. 18:00")
+
+
+class TenantSettings(BaseModel):
+    """What a tenant sets itself (GET/PATCH /v1/tenant/settings, `telgate admin tenant set`)."""
+
+    sms_max_bytes: Literal[80, 90] = Field(
+        90, description="bytes an SMS may carry; a longer text goes as LMS (type auto)")
+    optout_number: str | None = Field(
+        None, description="the tenant's free 080 opt-out number (digits); customers' MO "
+                          "messages to it are opt-outs")
+    ad_optout_line: str | None = Field(
+        None, description="the closing line of advertisements, naming optout_number "
+                          "(default: 무료거부 080-…)")
+    timezone: str = Field("Asia/Seoul", description="IANA zone of business_hours")
+    business_hours: BusinessHours | None = Field(None, description="for the call features")
+    recording_policy: Literal["all", "none", "exclude_internal"] = Field(
+        "none", description="which calls are recorded")
+    default_rid: str | None = Field(
+        None, description="representative number presented on outgoing calls; must be a "
+                          "registered sender number")
+
+
+class SettingsPatch(Body):
+    """The settings to change; a field left out keeps its value, null clears it."""
+
+    sms_max_bytes: Literal[80, 90] | None = None
+    optout_number: Annotated[str, StringConstraints(pattern=OPTOUT_NUMBER_PATTERN)] | None = \
+        Field(None, examples=["080-123-4567"])
+    ad_optout_line: Annotated[str, StringConstraints(min_length=1, max_length=40)] | None = \
+        Field(None, examples=["무료거부 080-123-4567"])
+    timezone: TimeZoneName | None = None
+    business_hours: BusinessHours | None = None
+    recording_policy: Literal["all", "none", "exclude_internal"] | None = None
+    default_rid: Annotated[str, StringConstraints(pattern=RID_PATTERN)] | None = None
+
+
+SETTING_COLUMNS = {"sms_max_bytes": "sms_max_bytes", "optout_number": "optout_number",
+                   "ad_optout_line": "optout_line"}
+_DEFAULTS = TenantSettings.model_validate({})
+_NOT_NULL = {"sms_max_bytes", "timezone", "recording_policy"}
+
+
+async def get_settings(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> TenantSettings:
+    """The tenant's settings, defaults filled in."""
+    row = await conn.fetchrow(
+        "SELECT sms_max_bytes, optout_number, optout_line, settings FROM tenants WHERE id = $1",
+        tenant_id)
+    if row is None:
+        raise DomainError("tenant_not_found", "no such tenant", field="tenant")
+    values: dict[str, object] = {k: v for k, v in row["settings"].items()
+                                 if k in TenantSettings.model_fields}
+    for name, column in SETTING_COLUMNS.items():
+        values[name] = row[column]
+    if values["sms_max_bytes"] not in (80, 90):  # set by SQL to another value: show the default
+        values["sms_max_bytes"] = _DEFAULTS.sms_max_bytes
+    return TenantSettings.model_validate(values)
+
+
+def _digits(text: str) -> str:
+    return "".join(ch for ch in text if ch.isdigit())
+
+
+def _formatted_080(number: str) -> str:
+    return f"{number[:3]}-{number[3:-4]}-{number[-4:]}"
+
+
+async def update_settings(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, patch: SettingsPatch, *, actor: str
+) -> TenantSettings:
+    """Apply a patch, check the settings together, store and audit them."""
+    from handlers.messages.compose import optout_number_in
+
+    changes = {name: getattr(patch, name) for name in patch.model_fields_set}
+    for name, value in changes.items():
+        if value is None and name in _NOT_NULL:
+            raise DomainError("invalid_setting", f"{name} cannot be cleared", field=name)
+    async with conn.transaction():
+        await conn.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", tenant_id)
+        current = await get_settings(conn, tenant_id)
+        merged = current.model_dump()
+        merged.update({k: v.model_dump() if isinstance(v, BaseModel) else v
+                       for k, v in changes.items()})
+        if changes.get("optout_number"):
+            merged["optout_number"] = _digits(str(changes["optout_number"]))
+            if "ad_optout_line" not in changes:
+                merged["ad_optout_line"] = f"무료거부 {_formatted_080(merged['optout_number'])}"
+        line, number = merged["ad_optout_line"], merged["optout_number"]
+        if line is not None:
+            named = optout_number_in(line)
+            if number is None or named != number:
+                raise DomainError("invalid_setting", "ad_optout_line must name the tenant's "
+                                  "optout_number (e.g. 무료거부 080-123-4567)",
+                                  field="ad_optout_line")
+        hours = merged["business_hours"]
+        if hours is not None and hours["closes"] <= hours["opens"]:
+            raise DomainError("invalid_setting", "business_hours.closes must be after opens",
+                              field="business_hours.closes")
+        if changes.get("default_rid"):
+            merged["default_rid"] = _digits(str(changes["default_rid"]))
+            known = await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM sender_numbers WHERE tenant_id = $1 "
+                "AND number = $2)", tenant_id, merged["default_rid"])
+            if not known:
+                raise DomainError("sender_not_registered", "default_rid must be a registered "
+                                  "sender number", field="default_rid")
+        stored = {k: v for k, v in merged.items() if k not in SETTING_COLUMNS}
+        try:
+            await conn.execute(
+                "UPDATE tenants SET sms_max_bytes = $2, optout_number = $3, optout_line = $4, "
+                "settings = $5 WHERE id = $1", tenant_id, merged["sms_max_bytes"],
+                merged["optout_number"], merged["ad_optout_line"], stored)
+        except asyncpg.UniqueViolationError:
+            raise DomainError("optout_number_taken", "another tenant uses this 080 number",
+                              field="optout_number") from None
+        await audit(conn, tenant_id, actor, "tenant.settings", "",
+                    {"changed": {k: merged[k] for k in sorted(changes)}})
+    return TenantSettings.model_validate(merged)
+
+
+# -- SP IDs ---------------------------------------------------------------------------------------
+
+@dataclass(frozen=True, slots=True)
+class SpId:
+    """A sending sub-account of a tenant (seed 000: SP ID, company name, registration date)."""
+
+    sp_id: str
+    name: str
+    created_at: datetime
+
+
+async def list_sp_ids(conn: asyncpg.Connection, tenant_id: uuid.UUID, *, after: str | None,
+                      limit: int) -> list[SpId]:
+    """The tenant's SP IDs in SP ID order, after `after`."""
+    rows = await conn.fetch(
+        "SELECT sp_id, name, created_at FROM sp_ids WHERE tenant_id = $1 "
+        "AND ($2::text IS NULL OR sp_id > $2) ORDER BY sp_id LIMIT $3", tenant_id, after, limit)
+    return [SpId(r["sp_id"], r["name"], r["created_at"]) for r in rows]
+
+
+async def create_sp_id(conn: asyncpg.Connection, tenant_id: uuid.UUID, sp_id: str, name: str,
+                       *, actor: str) -> SpId:
+    """A new SP ID with its display name; an existing one is `sp_id_exists` or `sp_id_taken`."""
+    async with conn.transaction():
+        owner = await conn.fetchval("SELECT tenant_id FROM sp_ids WHERE sp_id = $1", sp_id)
+        if owner == tenant_id:
+            raise DomainError("sp_id_exists", f"SP ID {sp_id!r} exists", field="sp_id")
+        await ensure_sp_id(conn, tenant_id, sp_id, actor=actor)
+        row = await conn.fetchrow(
+            "UPDATE sp_ids SET name = $3 WHERE tenant_id = $1 AND sp_id = $2 "
+            "RETURNING sp_id, name, created_at", tenant_id, sp_id, name)
+    assert row is not None
+    return SpId(row["sp_id"], row["name"], row["created_at"])
+
+
+async def rename_sp_id(conn: asyncpg.Connection, tenant_id: uuid.UUID, sp_id: str, name: str,
+                       *, actor: str) -> SpId:
+    """Change the display name of one of the tenant's SP IDs."""
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            "UPDATE sp_ids SET name = $3 WHERE tenant_id = $1 AND sp_id = $2 "
+            "RETURNING sp_id, name, created_at", tenant_id, sp_id, name)
+        if row is None:
+            raise DomainError("not_found", "no such SP ID")
+        await audit(conn, tenant_id, actor, "sp_id.rename", sp_id, {"name": name})
+    return SpId(row["sp_id"], row["name"], row["created_at"])

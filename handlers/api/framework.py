@@ -1,8 +1,9 @@
-"""The control API's plumbing: route declarations that mount *and* document, problem+json
-errors, authentication, request ids, body limits and request metrics.
+"""The control API's plumbing: route declarations that mount, validate *and* document,
+problem+json errors, authentication, request ids, body limits and request metrics.
 
-A route exists only through `RouteTable.add`, which both mounts it on aiohttp and records its
-OpenAPI description, so the published document cannot miss a route.
+A route exists only through `RouteTable.add`: its pydantic models validate the request and are
+the OpenAPI 3.1 description, and the codes it declares are listed under it, so the published
+document cannot miss a route nor disagree with what the route checks.
 """
 
 from __future__ import annotations
@@ -13,38 +14,50 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import structlog
 from aiohttp import BodyPartReader, web
+from aiohttp.http_exceptions import HttpProcessingError
+from pydantic import BaseModel, Field, ValidationError
+from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from handlers.api.context import CTX, KEY_CACHE_MAX, KEY_CACHE_SECONDS, PRINCIPAL, AppContext
-from handlers.errors import DomainError
+from handlers.api.models import Body, Params
+from handlers.errors import DomainError, ErrorCode, lookup
 from handlers.tenants import Principal, authenticate, hash_key
 
 log = structlog.get_logger("telgate.api")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-JsonSchema = dict[str, Any]
 
 PROBLEM = "application/problem+json"
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 
 @dataclass(frozen=True, slots=True)
-class Param:
-    """A path or query parameter in the OpenAPI document."""
+class File:
+    """A download answer: the media types it comes in (CSV, XLSX ...)."""
 
-    name: str
-    where: str  # "path" | "query" | "header"
-    schema: JsonSchema
+    media_types: tuple[str, ...]
     description: str = ""
-    required: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Upload:
+    """A multipart/form-data body: the part `file` plus the text fields of `fields`."""
+
+    description: str
+    fields: type[BaseModel] | None = None
+
+
+Answer = type[BaseModel] | File | None
 
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One operation: how it is mounted and how it is documented."""
+    """One operation: how it is mounted, what it takes and answers, and which codes it refuses
+    with. The handler reads its validated inputs with `arg(request, Model)`."""
 
     method: str
     path: str
@@ -52,11 +65,147 @@ class Route:
     summary: str
     tag: str
     auth: bool = True
-    params: tuple[Param, ...] = ()
-    body: JsonSchema | None = None
-    body_content_type: str = "application/json"
-    responses: Mapping[int, JsonSchema | None] = field(default_factory=dict)
-    response_content_type: str = "application/json"
+    path_params: type[Params] | None = None
+    query: type[Params] | None = None
+    headers: type[Params] | None = None
+    body: type[Body] | Upload | None = None
+    responses: Mapping[int, Answer] = field(default_factory=dict)
+    errors: tuple[str, ...] = ()
+    description: str = ""
+
+    def __post_init__(self) -> None:
+        for code in self.errors:
+            lookup(code)  # an undeclared code fails at start-up, not in a portal
+        named = set(re.findall(r"{(\w+)}", self.path))
+        declared = set(self.path_params.model_fields) if self.path_params else set()
+        if named != declared:
+            raise ValueError(f"{self.method} {self.path}: path parameters {sorted(named)} "
+                             f"need a path_params model declaring exactly them")
+        if not self.responses:
+            raise ValueError(f"{self.method} {self.path}: declare at least one answer")
+
+    def codes(self) -> list[ErrorCode]:
+        """Every code this operation can answer: its own and those of its inputs."""
+        implied: list[str] = ["internal_error"]
+        if self.auth:
+            implied += ["unauthenticated", "invalid_key"]
+        if self.path_params is not None:
+            implied.append("not_found")
+        if self.query is not None or self.headers is not None:
+            implied.append("invalid_parameter")
+        if isinstance(self.body, Upload):
+            implied += ["body_too_large", "unsupported_media_type", "missing_file",
+                        "malformed_multipart"]
+            if self.body.fields is not None:
+                implied.append("invalid_field")
+        elif self.body is not None:
+            implied += ["malformed_json", "invalid_field", "body_too_large",
+                        "unsupported_media_type", "nul_character"]
+        seen: dict[str, ErrorCode] = {}
+        for code in (*implied, *self.errors):
+            seen.setdefault(code, lookup(code))
+        return sorted(seen.values(), key=lambda e: (e.status, e.code))
+
+
+_INPUTS = web.RequestKey("telgate_inputs", dict)
+_UPLOAD = web.RequestKey("telgate_upload", bytes)
+M = TypeVar("M", bound=BaseModel)
+
+
+def arg(request: web.Request, model: type[M]) -> M:
+    """The validated input of this request declared as `model` (path, query, headers or body)."""
+    found = request[_INPUTS][model]
+    assert isinstance(found, model)
+    return found
+
+
+def uploaded_file(request: web.Request) -> bytes:
+    """The bytes of the multipart part `file` of an Upload route."""
+    return request[_UPLOAD]
+
+
+def _field_path(loc: tuple[int | str, ...]) -> str:
+    """`("to", 3, "number")` → `to[3].number`; union member tags are left out."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif not _FIELD_NAME.match(part) or part in _UNION_TAGS:
+            continue
+        else:
+            out += f".{part}" if out else part
+    return out
+
+
+_FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$|^[A-Z][a-z]*(-[A-Z][a-z]*)+$")
+_UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
+
+
+def _invalid(exc: ValidationError, code: str, prefix: str = "") -> DomainError:
+    first = exc.errors(include_url=False)[0]
+    where = _field_path(first["loc"]) or prefix
+    return DomainError(code, f"{where}: {first['msg']}" if where else first["msg"],
+                       field=where or None)
+
+
+def _validate(model: type[M], data: object, code: str) -> M:
+    try:
+        return model.model_validate(data)
+    except ValidationError as exc:
+        raise _invalid(exc, code) from None
+
+
+def _bind(route: Route) -> Handler:
+    """The aiohttp handler of a route: validate every declared input, then call it."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        inputs: dict[type[BaseModel], BaseModel] = {}
+        if route.path_params is not None:
+            try:
+                inputs[route.path_params] = route.path_params.model_validate(
+                    dict(request.match_info))
+            except ValidationError:
+                if request.app[CTX].routes.allowed(request.path):  # e.g. DELETE …/check
+                    raise web.HTTPMethodNotAllowed(request.method, []) from None
+                raise DomainError("not_found", "no such resource") from None
+        if route.query is not None:
+            inputs[route.query] = _validate(route.query, _query_dict(request),
+                                            "invalid_parameter")
+        if route.headers is not None:
+            names = [f.alias or n for n, f in route.headers.model_fields.items()]
+            inputs[route.headers] = _validate(
+                route.headers, {n: request.headers[n] for n in names if n in request.headers},
+                "invalid_parameter")
+        if isinstance(route.body, Upload):
+            data, fields = await read_upload(request)
+            request[_UPLOAD] = data
+            if route.body.fields is not None:
+                inputs[route.body.fields] = _validate(route.body.fields, fields, "invalid_field")
+        elif route.body is not None:
+            inputs[route.body] = _validate(route.body, await read_json(request), "invalid_field")
+        request[_INPUTS] = inputs
+        return await route.handler(request)
+
+    return handle
+
+
+def _match(template: str, path: str) -> dict[str, str] | None:
+    """The path parameters of `path` under a route template, or None if it does not fit."""
+    want, got = template.strip("/").split("/"), path.strip("/").split("/")
+    if len(want) != len(got):
+        return None
+    values: dict[str, str] = {}
+    for w, g in zip(want, got, strict=True):
+        if w.startswith("{") and w.endswith("}"):
+            values[w[1:-1]] = g
+        elif w != g:
+            return None
+    return values
+
+
+def _query_dict(request: web.Request) -> dict[str, str]:
+    """The query string as one value per name (the last one given wins)."""
+    return {k: v for k, v in request.query.items()}
 
 
 @dataclass(slots=True)
@@ -72,90 +221,166 @@ class RouteTable:
 
     def mount(self, app: web.Application) -> None:
         for r in self.routes:
-            app.router.add_route(r.method, r.path, r.handler)
+            if r.method == "GET":
+                app.router.add_get(r.path, _bind(r), allow_head=True)
+            else:
+                app.router.add_route(r.method, r.path, _bind(r))
+
+    def allowed(self, path: str) -> list[str]:
+        """The methods the document offers for a concrete path (its `Allow`)."""
+        methods: set[str] = set()
+        for r in self.routes:
+            values = _match(r.path, path)
+            if values is None:
+                continue
+            if r.path_params is not None:
+                try:
+                    r.path_params.model_validate(values)
+                except ValidationError:
+                    continue
+            methods.add(r.method)
+            if r.method == "GET":
+                methods.add("HEAD")
+        return sorted(methods)
 
     def is_public(self, method: str, path_template: str) -> bool:
+        method = "GET" if method == "HEAD" else method
         return any(
             r.method == method and r.path == path_template and not r.auth for r in self.routes
         )
 
     def openapi(self, version: str) -> dict[str, Any]:
-        paths: dict[str, dict[str, Any]] = {}
-        for r in self.routes:
-            op: dict[str, Any] = {
-                "summary": r.summary,
-                "tags": [r.tag],
-                "operationId": _operation_id(r),
-                "responses": {},
-            }
-            params = list(r.params)
-            for name in re.findall(r"{(\w+)}", r.path):
-                if not any(p.name == name and p.where == "path" for p in params):
-                    params.insert(0, Param(name, "path", {"type": "string"}, required=True))
-            if params:
-                op["parameters"] = [
-                    {
-                        "name": p.name,
-                        "in": p.where,
-                        "required": p.required or p.where == "path",
-                        "schema": p.schema,
-                        **({"description": p.description} if p.description else {}),
-                    }
-                    for p in params
-                ]
-            if r.body is not None:
-                op["requestBody"] = {
-                    "required": True,
-                    "content": {r.body_content_type: {"schema": r.body}},
-                }
-            for status, schema in sorted(r.responses.items()):
-                entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, str(status))}
-                if schema is not None:
-                    entry["content"] = {r.response_content_type: {"schema": schema}}
-                op["responses"][str(status)] = entry
-            op["responses"]["default"] = {
-                "description": "error",
-                "content": {PROBLEM: {"schema": {"$ref": "#/components/schemas/Problem"}}},
-            }
-            if r.auth:
-                op["security"] = [{"bearer": []}]
-            else:
-                op["security"] = []
-            paths.setdefault(r.path, {})[r.method.lower()] = op
-        return {
-            "openapi": "3.1.0",
-            "info": {
-                "title": "telgate control API",
-                "version": version,
-                "description": "Telephony and messaging gateway control API (v1).",
-            },
-            "servers": [{"url": "/"}],
-            "paths": paths,
-            "components": {
-                "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
-                "schemas": {"Problem": PROBLEM_SCHEMA},
-            },
-        }
+        return _openapi(self.routes, version)
 
 
-PROBLEM_SCHEMA: JsonSchema = {
-    "type": "object",
-    "required": ["status", "code", "detail"],
-    "properties": {
-        "type": {"type": "string"},
-        "title": {"type": "string"},
-        "status": {"type": "integer"},
-        "code": {"type": "string", "description": "stable machine-readable reason"},
-        "detail": {"type": "string"},
-        "field": {"type": "string", "description": "the request field at fault"},
-        "request_id": {"type": "string"},
-    },
-}
+def _openapi(routes: list[Route], version: str) -> dict[str, Any]:
+    ref = "#/components/schemas/{model}"
+    wanted: list[tuple[type[BaseModel], JsonSchemaMode]] = []
+    for r in routes:
+        for m in (r.path_params, r.query, r.headers):
+            if m is not None:
+                wanted.append((m, "validation"))
+        if isinstance(r.body, Upload):
+            if r.body.fields is not None:
+                wanted.append((r.body.fields, "validation"))
+        elif r.body is not None:
+            wanted.append((r.body, "validation"))
+        for answer in r.responses.values():
+            if isinstance(answer, type):
+                wanted.append((answer, "serialization"))
+    wanted = list(dict.fromkeys(wanted))
+    keys, top = models_json_schema(wanted, ref_template=ref)
+    schemas: dict[str, Any] = dict(top.get("$defs", {}))
+
+    def resolve(model: type[BaseModel], mode: JsonSchemaMode) -> dict[str, Any]:
+        found = keys[(model, mode)]
+        name = str(found["$ref"]).rsplit("/", 1)[-1]
+        return dict(schemas[name])
+
+    paths: dict[str, dict[str, Any]] = {}
+    for r in routes:
+        op: dict[str, Any] = {"summary": r.summary, "tags": [r.tag],
+                              "operationId": _operation_id(r)}
+        if r.description:
+            op["description"] = r.description
+        parameters: list[dict[str, Any]] = []
+        for model, where in ((r.path_params, "path"), (r.query, "query"),
+                             (r.headers, "header")):
+            if model is not None:
+                parameters += _parameters(resolve(model, "validation"), where)
+        if parameters:
+            op["parameters"] = parameters
+        if isinstance(r.body, Upload):
+            props: dict[str, Any] = {"file": {"type": "string", "format": "binary",
+                                              "description": r.body.description}}
+            required = ["file"]
+            if r.body.fields is not None:
+                fields = resolve(r.body.fields, "validation")
+                props.update(fields.get("properties", {}))
+                required += fields.get("required", [])
+            op["requestBody"] = {"required": True, "content": {"multipart/form-data": {
+                "schema": {"type": "object", "required": required, "properties": props,
+                           "additionalProperties": False}}}}
+        elif r.body is not None:
+            op["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": keys[(r.body, "validation")]}}}
+        responses: dict[str, Any] = {}
+        for status, answer in sorted(r.responses.items()):
+            entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, str(status))}
+            if isinstance(answer, File):
+                entry["content"] = {t: {"schema": {"type": "string", "format": "binary"}}
+                                    for t in answer.media_types}
+                if answer.description:
+                    entry["description"] = answer.description
+            elif answer is not None:
+                entry["content"] = {"application/json": {
+                    "schema": keys[(answer, "serialization")]}}
+            responses[str(status)] = entry
+        by_status: dict[int, list[ErrorCode]] = {}
+        for e in r.codes():
+            by_status.setdefault(e.status, []).append(e)
+        problem_ref = {"schema": {"$ref": "#/components/schemas/Problem"}}
+        for status, codes in sorted(by_status.items()):
+            text = "; ".join(f"`{e.code}`: {e.meaning}" for e in codes)
+            entry = responses.setdefault(str(status), {"description": text})
+            entry.setdefault("content", {})[PROBLEM] = problem_ref
+            entry["x-error-codes"] = [e.code for e in codes]
+        responses["default"] = {"description": "any other failure", "content": {
+            PROBLEM: problem_ref}}
+        op["responses"] = responses
+        op["security"] = [{"bearer": []}] if r.auth else []
+        paths.setdefault(r.path, {})[r.method.lower()] = op
+    schemas["Problem"] = Problem.model_json_schema(ref_template=ref)
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "telgate control API",
+            "version": version,
+            "description": "Telephony and messaging gateway control API (v1). Every refusal "
+                           "is application/problem+json with a stable `code` (docs/errors.md).",
+        },
+        "servers": [{"url": "/"}],
+        "paths": paths,
+        "components": {
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+            "schemas": schemas,
+        },
+    }
+
+
+def _parameters(schema: dict[str, Any], where: str) -> list[dict[str, Any]]:
+    required = set(schema.get("required", []))
+    out = []
+    for name, prop in schema.get("properties", {}).items():
+        prop = dict(prop)
+        description = prop.pop("description", "")
+        prop.pop("title", None)
+        entry: dict[str, Any] = {"name": name, "in": where,
+                                 "required": where == "path" or name in required,
+                                 "schema": prop}
+        if description:
+            entry["description"] = description
+        out.append(entry)
+    return out
+
+
+class Problem(BaseModel):
+    """An RFC 9457 problem with our stable `code` and the request field at fault."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    code: str = Field(description="stable machine-readable reason (docs/errors.md)")
+    detail: str
+    field: str | None = Field(None, description="the request field at fault")
+    request_id: str | None = None
+
 
 _STATUS_TEXT = {
     200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
-    401: "Unauthorized", 404: "Not Found", 409: "Conflict", 413: "Content Too Large",
-    415: "Unsupported Media Type", 422: "Unprocessable Content", 503: "Service Unavailable",
+    401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+    413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
+    500: "Internal Server Error", 503: "Service Unavailable",
 }
 
 
@@ -203,33 +428,42 @@ def json_response(data: object, status: int = 200) -> web.Response:
     )
 
 
+def respond(answer: BaseModel, status: int = 200) -> web.Response:
+    """A JSON answer from its declared response model."""
+    return web.Response(
+        status=status,
+        text=answer.model_dump_json(by_alias=True),
+        content_type="application/json",
+    )
+
+
 async def read_json(request: web.Request) -> dict[str, Any]:
     """The JSON object body, within the configured size limit (413 beyond, 400 if malformed)."""
     limit = request.app[CTX].config.api.max_body_bytes
-    raw = await read_limited(request, limit)
     if request.content_type not in ("application/json", ""):
-        raise DomainError(
-            "unsupported_media_type", "send the body as application/json", status=415
-        )
+        raise DomainError("unsupported_media_type", "send the body as application/json")
+    raw = await read_limited(request, limit)
     try:
         data = json.loads(raw or b"null")
     except (ValueError, UnicodeDecodeError) as exc:
-        raise DomainError("malformed_json", f"body is not valid JSON: {exc}", status=400) from None
+        raise DomainError("malformed_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
-        raise DomainError("malformed_json", "body must be a JSON object", status=400)
+        raise DomainError("malformed_json", "body must be a JSON object")
+    if b"\\u0000" in raw:  # PostgreSQL text cannot hold NUL
+        raise DomainError("nul_character", "text cannot contain NUL (\\u0000)")
     return data
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:
     """Read the whole body, refusing (413) as soon as it passes `limit` bytes."""
     if request.content_length is not None and request.content_length > limit:
-        raise DomainError("body_too_large", f"body exceeds {limit} bytes", status=413)
+        raise DomainError("body_too_large", f"body exceeds {limit} bytes")
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.content.iter_chunked(65536):
         size += len(chunk)
         if size > limit:
-            raise DomainError("body_too_large", f"body exceeds {limit} bytes", status=413)
+            raise DomainError("body_too_large", f"body exceeds {limit} bytes")
         chunks.append(chunk)
     return b"".join(chunks)
 
@@ -265,8 +499,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status, "http_error")
-        response = problem(exc.status, code, exc.reason, request_id=request_id)
+        response = _http_problem(exc, request_id, ctx.routes.allowed(request.path))
     except Exception:
         log.exception("http_unhandled_error", method=request.method, path=request.path)
         response = problem(500, "internal_error", "internal error; see the server log",
@@ -282,10 +515,27 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     return response
 
 
+def _http_problem(exc: web.HTTPException, request_id: str, allowed: list[str]) -> web.Response:
+    """aiohttp's own refusals (no route, wrong method) as problems; 405 says what is `Allow`ed
+    for this very path (a route whose path parameters it does not fit does not count)."""
+    if exc.status == 405 and allowed:
+        allow = ", ".join(allowed)
+        return problem(405, "method_not_allowed", f"allowed: {allow}",
+                       request_id=request_id, headers={"Allow": allow})
+    if exc.status in (404, 405):
+        return problem(404, "not_found", "no such resource", request_id=request_id)
+    log.warning("http_exception", status=exc.status, reason=exc.reason)
+    return problem(500, "internal_error", "internal error; see the server log",
+                   request_id=request_id)
+
+
 async def _authenticate_then(
     request: web.Request, handler: Handler, template: str
 ) -> web.StreamResponse:
     ctx: AppContext = request.app[CTX]
+    routing_refusal = request.match_info.http_exception
+    if routing_refusal is not None:  # no such path or method: say so before asking for a key
+        raise routing_refusal
     if not request.path.startswith("/v1/") or ctx.routes.is_public(request.method, template):
         return await handler(request)
     header = request.headers.get("Authorization", "")
@@ -315,38 +565,21 @@ async def _authenticate_then(
     return await handler(request)
 
 
-def query_int(request: web.Request, name: str, default: int, low: int, high: int) -> int:
-    """An integer query parameter within [low, high], else 400 naming it."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    try:
-        value = int(raw)
-    except ValueError:
-        raise DomainError("invalid_parameter", f"{name} must be an integer", field=name,
-                          status=400) from None
-    if not low <= value <= high:
-        raise DomainError("invalid_parameter", f"{name} must be between {low} and {high}",
-                          field=name, status=400)
-    return value
-
-
-def path_uuid(request: web.Request, name: str) -> uuid.UUID:
-    """A UUID path segment; a malformed one is answered like a missing resource (404)."""
-    try:
-        return uuid.UUID(request.match_info[name])
-    except ValueError:
-        raise DomainError("not_found", f"no such resource: {name}", status=404) from None
-
-
 async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
     """The multipart part `file` (bounded by api.max_upload_bytes) and the other text fields."""
     limit = request.app[CTX].config.api.max_upload_bytes
     if request.content_length is not None and request.content_length > limit:
-        raise DomainError("too_large", f"upload exceeds {limit} bytes", field="file", status=413)
+        raise DomainError("body_too_large", f"upload exceeds {limit} bytes", field="file")
     if not request.content_type.startswith("multipart/"):
         raise DomainError("unsupported_media_type", "send the file as multipart/form-data",
-                          field="file", status=415)
+                          field="file")
+    try:
+        return await _read_parts(request, limit)
+    except (ValueError, HttpProcessingError) as exc:
+        raise DomainError("malformed_multipart", f"not a valid multipart body: {exc}") from None
+
+
+async def _read_parts(request: web.Request, limit: int) -> tuple[bytes, dict[str, str]]:
     reader = await request.multipart()
     data: bytes | None = None
     fields: dict[str, str] = {}
@@ -358,35 +591,13 @@ async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:
         while chunk := await part.read_chunk(65536):
             size += len(chunk)
             if size > limit:
-                raise DomainError("too_large", f"upload exceeds {limit} bytes", field="file",
-                                  status=413)
+                raise DomainError("body_too_large", f"upload exceeds {limit} bytes",
+                                  field="file")
             chunks.append(chunk)
         if part.name == "file":
             data = b"".join(chunks)
         elif part.name:
             fields[part.name] = b"".join(chunks).decode("utf-8", errors="replace")
     if data is None:
-        raise DomainError("missing_file", "multipart field 'file' is required", field="file",
-                          status=400)
+        raise DomainError("missing_file", "multipart field 'file' is required", field="file")
     return data, fields
-
-
-def query_bool(request: web.Request, name: str, default: bool) -> bool:
-    """A true/false query parameter, else 400 naming it."""
-    raw = request.query.get(name)
-    if raw is None or raw == "":
-        return default
-    if raw.lower() in ("true", "1", "yes"):
-        return True
-    if raw.lower() in ("false", "0", "no"):
-        return False
-    raise DomainError("invalid_parameter", f"{name} must be true or false", field=name, status=400)
-
-
-def query_choice(request: web.Request, name: str, choices: tuple[str, ...], default: str) -> str:
-    """A query parameter from a fixed set, else 400 naming it and the choices."""
-    raw = request.query.get(name) or default
-    if raw not in choices:
-        raise DomainError("invalid_parameter", f"{name} must be one of {', '.join(choices)}",
-                          field=name, status=400)
-    return raw

@@ -1,33 +1,55 @@
-"""Routes about the caller's own tenant and its API keys."""
+"""Routes about the caller's own tenant: who it is, its settings, SP IDs and API keys."""
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Annotated
+
 from aiohttp import web
+from pydantic import BaseModel, Field, StringConstraints
 
 from handlers import tenants
 from handlers.api.context import CTX
-from handlers.api.framework import (
-    JsonSchema,
-    Route,
-    RouteTable,
-    json_response,
-    path_uuid,
-    principal,
-    read_json,
-)
+from handlers.api.framework import Route, RouteTable, arg, principal, respond
+from handlers.api.models import CURSOR_DOC, Body, Limit, Page, Params, TimeUuidPage, Uuid
 from handlers.errors import DomainError
+from handlers.pagination import split_time_cursor, time_cursor
+
+TAG = "tenant"
 
 
-def key_json(key: tenants.ApiKey) -> dict[str, object]:
+class WhoAmI(BaseModel):
+    """The tenant (and SP ID) the presented key acts as."""
+
+    tenant_id: Uuid
+    tenant_name: str
+    sp_id: str | None
+    key_prefix: str
+
+
+class KeyOut(BaseModel):
+    """The public view of an API key (never its secret)."""
+
+    id: Uuid
+    prefix: str
+    sp_id: str | None
+    label: str
+    created_at: datetime
+    revoked_at: datetime | None
+
+
+class KeyPath(Params):
+    key_id: Uuid
+
+
+class Relabel(Body):
+    label: Annotated[str, StringConstraints(max_length=200)]
+
+
+def key_out(key: tenants.ApiKey) -> KeyOut:
     """The public view of a key."""
-    return {
-        "id": str(key.id),
-        "prefix": key.prefix,
-        "sp_id": key.sp_id,
-        "label": key.label,
-        "created_at": key.created_at.isoformat(),
-        "revoked_at": key.revoked_at.isoformat() if key.revoked_at else None,
-    }
+    return KeyOut(id=key.id, prefix=key.prefix, sp_id=key.sp_id, label=key.label,
+                  created_at=key.created_at, revoked_at=key.revoked_at)
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -35,76 +57,169 @@ async def whoami(request: web.Request) -> web.Response:
     who = principal(request)
     async with request.app[CTX].pool.acquire() as conn:
         tenant = await tenants.find_tenant(conn, str(who.tenant_id))
-    return json_response({"tenant_id": str(tenant.id), "tenant_name": tenant.name,
-                          "sp_id": who.sp_id, "key_prefix": who.key_prefix})
+    return respond(WhoAmI(tenant_id=tenant.id, tenant_name=tenant.name, sp_id=who.sp_id,
+                          key_prefix=who.key_prefix))
+
+
+async def get_settings(request: web.Request) -> web.Response:
+    """The tenant's settings, defaults filled in."""
+    who = principal(request)
+    async with request.app[CTX].pool.acquire() as conn:
+        return respond(await tenants.get_settings(conn, who.tenant_id))
+
+
+async def patch_settings(request: web.Request) -> web.Response:
+    """Change some settings; the others keep their values."""
+    who = principal(request)
+    patch = arg(request, tenants.SettingsPatch)
+    async with request.app[CTX].pool.acquire() as conn:
+        return respond(await tenants.update_settings(conn, who.tenant_id, patch,
+                                                     actor=who.actor))
 
 
 async def list_keys(request: web.Request) -> web.Response:
-    """The tenant's keys."""
+    """The tenant's keys, newest first."""
     who = principal(request)
+    q = arg(request, TimeUuidPage)
+    after = split_time_cursor(q.cursor) if q.cursor else None
     async with request.app[CTX].pool.acquire() as conn:
         keys = await tenants.list_keys(conn, who.tenant_id)
-    return json_response({"items": [key_json(k) for k in keys], "next_cursor": None})
+    if after is not None:
+        at, key = after
+        keys = [k for k in keys if (k.created_at, k.id.hex) < (at, key)]
+    page = keys[:q.limit]
+    nxt = (time_cursor(page[-1].created_at, page[-1].id.hex)
+           if len(keys) > q.limit and page else None)
+    return respond(Page[KeyOut](items=[key_out(k) for k in page], next_cursor=nxt))
 
 
 async def get_key(request: web.Request) -> web.Response:
     """One of the tenant's keys (another tenant's answers 404)."""
     who = principal(request)
     async with request.app[CTX].pool.acquire() as conn:
-        key = await tenants.get_key(conn, who.tenant_id, path_uuid(request, "key_id"))
-    return json_response(key_json(key))
+        key = await tenants.get_key(conn, who.tenant_id, arg(request, KeyPath).key_id)
+    return respond(key_out(key))
 
 
 async def relabel_key(request: web.Request) -> web.Response:
     """Change the human label of one of the tenant's keys."""
     who = principal(request)
-    body = await read_json(request)
-    label = body.get("label")
-    if not isinstance(label, str) or len(label) > 200:
-        raise DomainError("invalid_label", "label must be a string of at most 200 characters",
-                          field="label")
     async with request.app[CTX].pool.acquire() as conn:
-        key = await tenants.relabel_key(conn, who.tenant_id, path_uuid(request, "key_id"),
-                                        label, actor=who.actor)
-    return json_response(key_json(key))
+        key = await tenants.relabel_key(conn, who.tenant_id, arg(request, KeyPath).key_id,
+                                        arg(request, Relabel).label, actor=who.actor)
+    return respond(key_out(key))
 
 
 async def revoke_key(request: web.Request) -> web.Response:
     """Revoke one of the tenant's keys."""
     who = principal(request)
-    key_id = path_uuid(request, "key_id")
+    key_id = arg(request, KeyPath).key_id
     async with request.app[CTX].pool.acquire() as conn:
         await tenants.revoke_key(conn, who.tenant_id, key_id, actor=who.actor)
     request.app[CTX].forget_key(key_id)
     return web.Response(status=204)
 
 
-KEY_SCHEMA: JsonSchema = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "prefix": {"type": "string"},
-        "sp_id": {"type": ["string", "null"]},
-        "label": {"type": "string"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "revoked_at": {"type": ["string", "null"], "format": "date-time"},
-    },
-}
+# -- SP IDs --------------------------------------------------------------------------------------
+
+SpIdText = Annotated[str, StringConstraints(pattern=tenants.SP_ID_PATTERN)]
+SpName = Annotated[str, StringConstraints(max_length=100)]
+
+
+class SpIdOut(BaseModel):
+    """An SP ID (sending sub-account) with its display name."""
+
+    sp_id: str
+    name: str = Field(description="display name, e.g. the company's name")
+    created_at: datetime
+
+
+class SpIdCreate(Body):
+    sp_id: SpIdText
+    name: SpName = ""
+
+
+class SpIdRename(Body):
+    name: SpName
+
+
+class SpIdPath(Params):
+    sp_id: SpIdText
+
+
+class SpIdPage(Params):
+    limit: Limit = 50
+    cursor: Annotated[SpIdText, CURSOR_DOC] | None = None
+
+
+def _sp_out(s: tenants.SpId) -> SpIdOut:
+    return SpIdOut(sp_id=s.sp_id, name=s.name, created_at=s.created_at)
+
+
+def _visible(request: web.Request, sp_id: str) -> None:
+    """A key narrowed to one SP ID sees that SP ID only."""
+    who = principal(request)
+    if who.sp_id is not None and who.sp_id != sp_id:
+        raise DomainError("not_found", "no such SP ID")
+
+
+async def list_sp_ids(request: web.Request) -> web.Response:
+    who = principal(request)
+    q = arg(request, SpIdPage)
+    async with request.app[CTX].pool.acquire() as conn:
+        found = await tenants.list_sp_ids(conn, who.tenant_id, after=q.cursor,
+                                          limit=q.limit + 1)
+    if who.sp_id is not None:
+        found = [s for s in found if s.sp_id == who.sp_id]
+    page = found[:q.limit]
+    nxt = page[-1].sp_id if len(found) > q.limit and page else None
+    return respond(Page[SpIdOut](items=[_sp_out(s) for s in page], next_cursor=nxt))
+
+
+async def create_sp_id(request: web.Request) -> web.Response:
+    who = principal(request)
+    body = arg(request, SpIdCreate)
+    _visible(request, body.sp_id)
+    async with request.app[CTX].pool.acquire() as conn:
+        sp = await tenants.create_sp_id(conn, who.tenant_id, body.sp_id, body.name,
+                                        actor=who.actor)
+    return respond(_sp_out(sp), 201)
+
+
+async def rename_sp_id(request: web.Request) -> web.Response:
+    who = principal(request)
+    sp_id = arg(request, SpIdPath).sp_id
+    _visible(request, sp_id)
+    async with request.app[CTX].pool.acquire() as conn:
+        sp = await tenants.rename_sp_id(conn, who.tenant_id, sp_id,
+                                        arg(request, SpIdRename).name, actor=who.actor)
+    return respond(_sp_out(sp))
 
 
 def add_routes(table: RouteTable) -> None:
-    """Declare the tenant and key routes."""
-    table.add(Route("GET", "/v1/tenant", whoami, "The caller's tenant", "tenant",
-                    responses={200: {"type": "object"}}))
-    table.add(Route("GET", "/v1/api-keys", list_keys, "List the tenant's API keys", "tenant",
-                    responses={200: {"type": "object", "properties": {
-                        "items": {"type": "array", "items": KEY_SCHEMA},
-                        "next_cursor": {"type": ["string", "null"]}}}}))
-    table.add(Route("GET", "/v1/api-keys/{key_id}", get_key, "One API key", "tenant",
-                    responses={200: KEY_SCHEMA}))
-    table.add(Route("PATCH", "/v1/api-keys/{key_id}", relabel_key, "Relabel an API key",
-                    "tenant", body={"type": "object", "required": ["label"],
-                                    "properties": {"label": {"type": "string", "maxLength": 200}}},
-                    responses={200: KEY_SCHEMA}))
-    table.add(Route("DELETE", "/v1/api-keys/{key_id}", revoke_key, "Revoke an API key",
-                    "tenant", responses={204: None}))
+    """Declare the tenant, settings, SP ID and key routes."""
+    t = table.add
+    t(Route("GET", "/v1/tenant", whoami, "The caller's tenant", TAG, responses={200: WhoAmI}))
+    t(Route("GET", "/v1/tenant/settings", get_settings, "The tenant's settings", TAG,
+            responses={200: tenants.TenantSettings}))
+    t(Route("PATCH", "/v1/tenant/settings", patch_settings,
+            "Change settings (left out: unchanged; null: cleared)", TAG,
+            body=tenants.SettingsPatch, responses={200: tenants.TenantSettings},
+            errors=("invalid_setting", "optout_number_taken", "sender_not_registered"),
+            description="Setting `optout_number` alone also sets `ad_optout_line` to "
+                        "`무료거부 080-…`; every change is in the audit trail."))
+    t(Route("GET", "/v1/sp-ids", list_sp_ids, "SP IDs under the tenant", TAG,
+            query=SpIdPage, responses={200: Page[SpIdOut]}))
+    t(Route("POST", "/v1/sp-ids", create_sp_id, "Add an SP ID with its display name", TAG,
+            body=SpIdCreate, responses={201: SpIdOut},
+            errors=("sp_id_exists", "sp_id_taken", "not_found")))
+    t(Route("PATCH", "/v1/sp-ids/{sp_id}", rename_sp_id, "Rename an SP ID", TAG,
+            path_params=SpIdPath, body=SpIdRename, responses={200: SpIdOut}))
+    t(Route("GET", "/v1/api-keys", list_keys, "List the tenant's API keys", TAG,
+            query=TimeUuidPage, responses={200: Page[KeyOut]}))
+    t(Route("GET", "/v1/api-keys/{key_id}", get_key, "One API key", TAG,
+            path_params=KeyPath, responses={200: KeyOut}))
+    t(Route("PATCH", "/v1/api-keys/{key_id}", relabel_key, "Relabel an API key", TAG,
+            path_params=KeyPath, body=Relabel, responses={200: KeyOut}))
+    t(Route("DELETE", "/v1/api-keys/{key_id}", revoke_key, "Revoke an API key", TAG,
+            path_params=KeyPath, responses={204: None}))

@@ -4,29 +4,112 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
+from typing import Annotated
 
 from aiohttp import web
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from config.sip import SipConfig
 from handlers.api.context import CTX
-from handlers.api.framework import (
-    JsonSchema,
-    Param,
-    Route,
-    RouteTable,
-    json_response,
-    principal,
-    query_bool,
-    query_choice,
-    query_int,
-    read_json,
+from handlers.api.framework import Route, RouteTable, arg, principal, respond
+from handlers.api.models import (
+    Body,
+    Limit,
+    Page,
+    Params,
+    PhoneText,
+    Timestamp,
+    TimeUuidCursor,
 )
 from handlers.calls import cdr
 from handlers.calls import extensions as ext_db
 from handlers.errors import DomainError
-from handlers.pagination import decode_cursor, encode_cursor
+from handlers.pagination import split_time_cursor, time_cursor
 
 TAG = "calls"
+
+ExtensionNumber = Annotated[str, StringConstraints(pattern=r"^[0-9]{1,4}$")]
+Password = Annotated[str, StringConstraints(min_length=8, max_length=128)]
+ExtName = Annotated[str, StringConstraints(max_length=100)]
+CallClass = cdr.CallClass
+Direction = cdr.Direction
+HangupBy = cdr.HangupBy
+
+
+class ExtensionIn(Body):
+    extension: ExtensionNumber
+    password: Password = Field(json_schema_extra={"writeOnly": True})
+    name: ExtName | None = None
+    caller_id: PhoneText | None = Field(None, description="own number")
+    rid: PhoneText | None = Field(None, description="representative number (RID)")
+    use_rid: bool = Field(False, description="present the RID on outgoing calls")
+
+
+class ExtensionPatch(Body):
+    password: Password | None = Field(None, json_schema_extra={"writeOnly": True})
+    name: ExtName | None = None
+    caller_id: PhoneText | None = None
+    rid: PhoneText | None = None
+    use_rid: bool | None = None
+
+
+class ExtensionOut(BaseModel):
+    # Fields the call engine adds to the view pass through until they are declared here.
+    model_config = ConfigDict(extra="allow")
+
+    extension: str
+    name: str
+    sip_domain: str = Field(description="the domain the phone registers in")
+    username: str = Field(description="digest user name (the extension)")
+    caller_id: str | None = Field(description="own number")
+    rid: str | None = Field(description="representative number (RID)")
+    use_rid: bool = Field(description="present the RID on outgoing calls")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ExtensionPath(Params):
+    extension: ExtensionNumber
+
+
+class ExtensionPage(Params):
+    limit: Limit = 100
+    cursor: ExtensionNumber | None = Field(None, description="the `next_cursor` of the "
+                                                             "previous page")
+
+
+class CdrQuery(Params):
+    since: Timestamp | None = None
+    until: Timestamp | None = None
+    call_class: CallClass | None = Field(None, alias="class")
+    direction: Direction | None = None
+    extension: ExtensionNumber | None = None
+    number: PhoneText | None = Field(None, description="caller or callee number")
+    internal: bool = Field(True, description="false excludes internal (extension to "
+                                             "extension) calls")
+    limit: Limit = 50
+    cursor: TimeUuidCursor | None = None
+
+
+class CdrOut(BaseModel):
+    id: uuid.UUID
+    call_class: CallClass = Field(alias="class")
+    direction: Direction
+    internal: bool
+    caller: str
+    callee: str
+    did: str | None
+    extension: str | None
+    peer_extension: str | None
+    trunk: str | None
+    started_at: datetime
+    ringing_at: datetime | None
+    answered_at: datetime | None
+    ended_at: datetime
+    talk_seconds: float
+    final_status: int
+    hangup_by: HangupBy
+    sip_call_id: str
 
 
 def _sip(request: web.Request) -> SipConfig:
@@ -34,226 +117,124 @@ def _sip(request: web.Request) -> SipConfig:
     return found if isinstance(found, SipConfig) else SipConfig()
 
 
-def _path_extension(request: web.Request) -> str:
-    raw = request.match_info["extension"]
-    if not raw.isascii() or not raw.isdigit() or len(raw) > 4:
-        raise DomainError("not_found", "no such extension", status=404)
-    return raw
-
-
-def _as_bool(raw: object, name: str) -> bool:
-    if not isinstance(raw, bool):
-        raise DomainError("invalid_parameter", f"{name} must be true or false", field=name)
-    return raw
+_EXT_CODES = ("invalid_extension", "invalid_password", "invalid_number", "invalid_name")
 
 
 async def create_extension(request: web.Request) -> web.Response:
     who = principal(request)
-    body = await read_json(request)
+    body = arg(request, ExtensionIn)
     sip = _sip(request)
-    extension = ext_db.check_extension(body.get("extension"))
-    password = ext_db.check_password(body.get("password"))
-    name = ext_db.check_name(body.get("name"))
-    caller_id = ext_db.check_number(body.get("caller_id"), "caller_id")
-    rid = ext_db.check_number(body.get("rid"), "rid")
-    use_rid = _as_bool(body.get("use_rid", False), "use_rid")
+    extension = ext_db.check_extension(body.extension)
+    password = ext_db.check_password(body.password)
+    name = ext_db.check_name(body.name)
+    caller_id = ext_db.check_number(body.caller_id, "caller_id")
+    rid = ext_db.check_number(body.rid, "rid")
     async with request.app[CTX].pool.acquire() as conn, conn.transaction():
         domain = await ext_db.ensure_domain(conn, who.tenant_id, sip.domain_suffix)
         ext = await ext_db.create(conn, who.tenant_id, extension=extension, password=password,
                                   realm=sip.realm, name=name, caller_id=caller_id, rid=rid,
-                                  use_rid=use_rid)
-    return json_response(ext.public(domain), 201)
+                                  use_rid=body.use_rid)
+    return respond(ExtensionOut.model_validate(ext.public(domain)), 201)
 
 
 async def list_extensions(request: web.Request) -> web.Response:
     who = principal(request)
-    limit = query_int(request, "limit", 100, 1, 1000)
-    cursor = decode_cursor(request.query.get("cursor"), 1)
+    q = arg(request, ExtensionPage)
     sip = _sip(request)
     async with request.app[CTX].pool.acquire() as conn:
         domain = await ext_db.ensure_domain(conn, who.tenant_id, sip.domain_suffix)
-        found = await ext_db.list_all(conn, who.tenant_id, after=cursor[0] if cursor else None,
-                                      limit=limit + 1)
-    more = len(found) > limit
-    items = found[:limit]
-    nxt = encode_cursor([items[-1].extension]) if more and items else None
-    return json_response({"items": [e.public(domain) for e in items], "next_cursor": nxt})
+        found = await ext_db.list_all(conn, who.tenant_id, after=q.cursor, limit=q.limit + 1)
+    more = len(found) > q.limit
+    items = found[:q.limit]
+    nxt = items[-1].extension if more and items else None
+    return respond(Page[ExtensionOut](
+        items=[ExtensionOut.model_validate(e.public(domain)) for e in items], next_cursor=nxt))
 
 
 async def get_extension(request: web.Request) -> web.Response:
     who = principal(request)
-    number = _path_extension(request)
+    number = arg(request, ExtensionPath).extension
     async with request.app[CTX].pool.acquire() as conn:
         ext = await ext_db.get(conn, who.tenant_id, number)
         if ext is None:
-            raise DomainError("not_found", "no such extension", status=404)
+            raise DomainError("not_found", "no such extension")
         domain = await ext_db.ensure_domain(conn, who.tenant_id, _sip(request).domain_suffix)
-    return json_response(ext.public(domain))
+    return respond(ExtensionOut.model_validate(ext.public(domain)))
 
 
 async def update_extension(request: web.Request) -> web.Response:
     who = principal(request)
-    number = _path_extension(request)
-    body = await read_json(request)
+    number = arg(request, ExtensionPath).extension
+    body = arg(request, ExtensionPatch)
+    sent = body.model_fields_set
     sip = _sip(request)
     changes: dict[str, object] = {}
-    if "password" in body:
-        md5, sha = ext_db.ha1_pair(number, sip.realm, ext_db.check_password(body["password"]))
+    if "password" in sent:
+        md5, sha = ext_db.ha1_pair(number, sip.realm, ext_db.check_password(body.password))
         changes.update(ha1_md5=md5, ha1_sha256=sha, realm=sip.realm)
-    if "name" in body:
-        changes["name"] = ext_db.check_name(body["name"])
-    for key in ("caller_id", "rid"):
-        if key in body:
-            changes[key] = ext_db.check_number(body[key], key)
-    if "use_rid" in body:
-        changes["use_rid"] = _as_bool(body["use_rid"], "use_rid")
+    if "name" in sent:
+        changes["name"] = ext_db.check_name(body.name)
+    if "caller_id" in sent:
+        changes["caller_id"] = ext_db.check_number(body.caller_id, "caller_id")
+    if "rid" in sent:
+        changes["rid"] = ext_db.check_number(body.rid, "rid")
+    if "use_rid" in sent and body.use_rid is not None:
+        changes["use_rid"] = body.use_rid
     async with request.app[CTX].pool.acquire() as conn:
         if changes:
             ext = await ext_db.update(conn, who.tenant_id, number, changes=changes)
         else:
             ext = await ext_db.get(conn, who.tenant_id, number)
         if ext is None:
-            raise DomainError("not_found", "no such extension", status=404)
+            raise DomainError("not_found", "no such extension")
         domain = await ext_db.ensure_domain(conn, who.tenant_id, sip.domain_suffix)
-    return json_response(ext.public(domain))
+    return respond(ExtensionOut.model_validate(ext.public(domain)))
 
 
 async def delete_extension(request: web.Request) -> web.Response:
     who = principal(request)
-    number = _path_extension(request)
+    number = arg(request, ExtensionPath).extension
     async with request.app[CTX].pool.acquire() as conn:
         if not await ext_db.delete(conn, who.tenant_id, number):
-            raise DomainError("not_found", "no such extension", status=404)
+            raise DomainError("not_found", "no such extension")
     return web.Response(status=204)
-
-
-def _query_time(request: web.Request, name: str) -> datetime | None:
-    raw = request.query.get(name)
-    if not raw:
-        return None
-    try:
-        value = datetime.fromisoformat(raw)
-    except ValueError:
-        raise DomainError("invalid_parameter", f"{name} must be an RFC 3339 time", field=name,
-                          status=400) from None
-    if value.tzinfo is None:
-        raise DomainError("invalid_parameter", f"{name} needs a time zone offset", field=name,
-                          status=400)
-    return value
 
 
 async def list_cdrs(request: web.Request) -> web.Response:
     who = principal(request)
-    limit = query_int(request, "limit", 50, 1, 1000)
-    cursor = decode_cursor(request.query.get("cursor"), 2)
+    q = arg(request, CdrQuery)
     after: tuple[datetime, uuid.UUID] | None = None
-    if cursor is not None:
-        try:
-            after = (datetime.fromisoformat(cursor[0]), uuid.UUID(cursor[1]))
-        except ValueError:
-            raise DomainError("invalid_cursor", "cursor is not one this list gave",
-                              field="cursor", status=400) from None
-    classes = ("", *[c.value for c in cdr.CallClass])
-    directions = ("", *[d.value for d in cdr.Direction])
-    call_class = query_choice(request, "class", classes, "") or None
-    direction = query_choice(request, "direction", directions, "") or None
-    number = ext_db.check_number(request.query.get("number"), "number")
-    extension = request.query.get("extension") or None
+    if q.cursor is not None:
+        at, key = split_time_cursor(q.cursor)
+        after = (at, uuid.UUID(key))
+    number = ext_db.check_number(q.number, "number")
     async with request.app[CTX].pool.acquire() as conn:
         found = await cdr.list_records(
-            conn, who.tenant_id, since=_query_time(request, "since"),
-            until=_query_time(request, "until"), call_class=call_class, direction=direction,
-            extension=extension, number=number,
-            include_internal=query_bool(request, "internal", True), after=after,
-            limit=limit + 1)
-    items = found[:limit]
-    nxt = (encode_cursor([items[-1].started_at.isoformat(), str(items[-1].id)])
-           if len(found) > limit and items else None)
-    return json_response({"items": [r.public() for r in items], "next_cursor": nxt})
-
-
-EXTENSION_SCHEMA: JsonSchema = {
-    "type": "object",
-    "properties": {
-        "extension": {"type": "string", "pattern": "^[0-9]{1,4}$"},
-        "name": {"type": "string"},
-        "sip_domain": {"type": "string", "description": "the domain the phone registers in"},
-        "username": {"type": "string", "description": "digest user name (the extension)"},
-        "caller_id": {"type": ["string", "null"], "description": "own number"},
-        "rid": {"type": ["string", "null"], "description": "representative number (RID)"},
-        "use_rid": {"type": "boolean", "description": "present the RID on outgoing calls"},
-        "created_at": {"type": "string", "format": "date-time"},
-        "updated_at": {"type": "string", "format": "date-time"},
-    },
-}
-_EXT_BODY: JsonSchema = {
-    "type": "object",
-    "properties": {
-        "extension": {"type": "string", "pattern": "^[0-9]{1,4}$"},
-        "password": {"type": "string", "minLength": 8, "maxLength": 128, "writeOnly": True},
-        "name": {"type": "string", "maxLength": 100},
-        "caller_id": {"type": "string"},
-        "rid": {"type": "string"},
-        "use_rid": {"type": "boolean"},
-    },
-}
-CDR_SCHEMA: JsonSchema = {
-    "type": "object",
-    "properties": {
-        "id": {"type": "string", "format": "uuid"},
-        "class": {"type": "string", "enum": [c.value for c in cdr.CallClass]},
-        "direction": {"type": "string", "enum": [d.value for d in cdr.Direction]},
-        "internal": {"type": "boolean"},
-        "caller": {"type": "string"}, "callee": {"type": "string"},
-        "did": {"type": ["string", "null"]}, "extension": {"type": ["string", "null"]},
-        "peer_extension": {"type": ["string", "null"]}, "trunk": {"type": ["string", "null"]},
-        "started_at": {"type": "string", "format": "date-time"},
-        "ringing_at": {"type": ["string", "null"], "format": "date-time"},
-        "answered_at": {"type": ["string", "null"], "format": "date-time"},
-        "ended_at": {"type": "string", "format": "date-time"},
-        "talk_seconds": {"type": "number"},
-        "final_status": {"type": "integer"},
-        "hangup_by": {"type": "string", "enum": [h.value for h in cdr.HangupBy]},
-        "sip_call_id": {"type": "string"},
-    },
-}
-
-
-def _page(item: JsonSchema) -> JsonSchema:
-    return {"type": "object", "properties": {
-        "items": {"type": "array", "items": item},
-        "next_cursor": {"type": ["string", "null"]}}}
-
-
-_LIMIT = Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000})
-_CURSOR = Param("cursor", "query", {"type": "string"})
+            conn, who.tenant_id, since=q.since, until=q.until, call_class=q.call_class,
+            direction=q.direction, extension=q.extension, number=number,
+            include_internal=q.internal, after=after, limit=q.limit + 1)
+    items = found[:q.limit]
+    nxt = (time_cursor(items[-1].started_at, items[-1].id.hex)
+           if len(found) > q.limit and items else None)
+    return respond(Page[CdrOut](items=[CdrOut.model_validate(r.public()) for r in items],
+                                next_cursor=nxt))
 
 
 def add_routes(table: RouteTable) -> None:
     """Mount and document the extension and call-record routes."""
     table.add(Route("POST", "/v1/extensions", create_extension, "Create an extension", TAG,
-                    body={**_EXT_BODY, "required": ["extension", "password"]},
-                    responses={201: EXTENSION_SCHEMA}))
+                    body=ExtensionIn, responses={201: ExtensionOut},
+                    errors=(*_EXT_CODES, "extension_exists")))
     table.add(Route("GET", "/v1/extensions", list_extensions, "List extensions", TAG,
-                    params=(_LIMIT, _CURSOR), responses={200: _page(EXTENSION_SCHEMA)}))
+                    query=ExtensionPage, responses={200: Page[ExtensionOut]}))
     table.add(Route("GET", "/v1/extensions/{extension}", get_extension, "Get an extension",
-                    TAG, responses={200: EXTENSION_SCHEMA}))
+                    TAG, path_params=ExtensionPath, responses={200: ExtensionOut}))
     table.add(Route("PATCH", "/v1/extensions/{extension}", update_extension,
                     "Change an extension's password, name or caller ID", TAG,
-                    body=_EXT_BODY, responses={200: EXTENSION_SCHEMA}))
+                    path_params=ExtensionPath, body=ExtensionPatch,
+                    responses={200: ExtensionOut}, errors=_EXT_CODES))
     table.add(Route("DELETE", "/v1/extensions/{extension}", delete_extension,
-                    "Delete an extension", TAG, responses={204: None}))
-    table.add(Route(
-        "GET", "/v1/cdrs", list_cdrs, "List call records, newest first", TAG,
-        params=(
-            Param("since", "query", {"type": "string", "format": "date-time"}),
-            Param("until", "query", {"type": "string", "format": "date-time"}),
-            Param("class", "query", {"type": "string", "enum": [c.value for c in cdr.CallClass]}),
-            Param("direction", "query",
-                  {"type": "string", "enum": [d.value for d in cdr.Direction]}),
-            Param("extension", "query", {"type": "string"}),
-            Param("number", "query", {"type": "string"}, "caller or callee number"),
-            Param("internal", "query", {"type": "boolean"},
-                  "false excludes internal (extension to extension) calls"),
-            _LIMIT, _CURSOR),
-        responses={200: _page(CDR_SCHEMA)}))
+                    "Delete an extension", TAG, path_params=ExtensionPath,
+                    responses={204: None}))
+    table.add(Route("GET", "/v1/cdrs", list_cdrs, "List call records, newest first", TAG,
+                    query=CdrQuery, responses={200: Page[CdrOut]}, errors=("invalid_number",)))

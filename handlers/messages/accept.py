@@ -164,14 +164,14 @@ def decode_images(raw: object) -> list[bytes]:
 def _opt_str(body: dict[str, Any], key: str) -> str | None:
     value = body.get(key)
     if value is not None and not isinstance(value, str):
-        raise DomainError(f"invalid_{key}", f"{key} must be a string", field=key)
+        raise DomainError("invalid_field", f"{key} must be a string", field=key)
     return value
 
 
 def _bool(body: dict[str, Any], key: str) -> bool:
     value = body.get(key, False)
     if not isinstance(value, bool):
-        raise DomainError(f"invalid_{key}", f"{key} must be true or false", field=key)
+        raise DomainError("invalid_field", f"{key} must be true or false", field=key)
     return value
 
 
@@ -233,7 +233,7 @@ async def prepare(conn: asyncpg.Connection, who: Principal, body: dict[str, Any]
     try:
         kind = c.MessageType(kind_raw)
     except ValueError:
-        raise DomainError("invalid_type", "type must be auto, sms, lms or mms",
+        raise DomainError("invalid_field", "type must be auto, sms, lms or mms",
                           field="type") from None
     ad = _bool(body, "ad")
     send_at = parse_send_at(body.get("send_at"), now)

@@ -403,7 +403,8 @@ def is_ad_night_time(now: datetime) -> bool:
     return local >= AD_NIGHT_STARTS or local < AD_NIGHT_ENDS
 
 
-def _optout_number(line: str) -> str | None:
+def optout_number_in(line: str) -> str | None:
+    """The 080 number an opt-out line names (canonical digits), or None."""
     match = _OPTOUT.search(line)
     if match is None:
         return None
@@ -416,7 +417,7 @@ def _optout_number(line: str) -> str | None:
 def _apply_ad_marks(text: str, policy: ComposePolicy) -> str:
     if policy.optout_line is None:
         raise AdOptoutMissing("the tenant has no 080 opt-out line configured", field="ad")
-    own = _optout_number(policy.optout_line)
+    own = optout_number_in(policy.optout_line)
     if own is None:
         raise AdOptoutMissing(
             f"the tenant's opt-out line {policy.optout_line!r} has no 080 number", field="ad"

@@ -140,7 +140,9 @@ def _where(f: HistoryFilter) -> tuple[str, list[Any]]:
 
 async def message_stats(conn: asyncpg.Connection, f: HistoryFilter,
                         granularity: Granularity) -> list[StatsRow]:
-    """Counts per Korean day or month, message type and SP ID, oldest period first."""
+    """Counts per Korean day or month, message type and SP ID, oldest period first.
+
+    Test sends (`test: true`, to one's own phone) are left out; history shows them, marked."""
     where, args = _where(f)
     state_counts = ", ".join(
         f"count(*) FILTER (WHERE r.state = '{s}') AS {s}" for s in STATES if s != "queued")
@@ -151,7 +153,7 @@ async def message_stats(conn: asyncpg.Connection, f: HistoryFilter,
                    count(*) FILTER (WHERE r.state IN ('queued', 'claimed')) AS queued,
                    {state_counts}
             FROM messages m JOIN recipients r ON r.message_id = m.id
-            WHERE {where}
+            WHERE {where} AND NOT m.test
             GROUP BY 1, 2, 3
             ORDER BY 1, 2, 3 NULLS FIRST""",  # only our own constants are spliced in
         *args)
@@ -169,7 +171,7 @@ def totals(rows: Sequence[StatsRow]) -> StatsRow:
 
 EXPORT_COLUMNS: tuple[str, ...] = (
     "send_at", "message_id", "type", "sp_id", "from", "to", "name", "state", "reason",
-    "submitted_at", "done_at", "subject", "text")
+    "submitted_at", "done_at", "subject", "text", "test")
 
 
 async def count_history(conn: asyncpg.Connection, f: HistoryFilter) -> int:
@@ -187,7 +189,8 @@ async def history_rows(conn: asyncpg.Connection, f: HistoryFilter,
     where, args = _where(f)
     query = f"""SELECT m.send_at, m.id, m.type, m.sp_id, m.sender, r.number, r.name, r.state,
                        r.reason, r.submitted_at, r.done_at, m.subject,
-                       coalesce(r.text, m.text) AS text
+                       CASE WHEN m.verification_id IS NULL THEN coalesce(r.text, m.text)
+                            ELSE m.text END AS text, m.test
                 FROM messages m JOIN recipients r ON r.message_id = m.id
                 WHERE {where}
                 ORDER BY m.send_at, m.id, r.idx"""
@@ -195,7 +198,8 @@ async def history_rows(conn: asyncpg.Connection, f: HistoryFilter,
         state = "queued" if r["state"] == "claimed" else r["state"]
         yield (_kst(r["send_at"]), str(r["id"]), r["type"], r["sp_id"] or "", r["sender"],
                r["number"], r["name"] or "", state, r["reason"] or "",
-               _kst(r["submitted_at"]), _kst(r["done_at"]), r["subject"] or "", r["text"])
+               _kst(r["submitted_at"]), _kst(r["done_at"]), r["subject"] or "", r["text"],
+               "true" if r["test"] else "")
 
 
 def _kst(when: datetime | None) -> str:

@@ -4,69 +4,113 @@ from __future__ import annotations
 
 import csv
 import io
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
+from typing import Annotated, Literal
 
 import asyncpg
 import openpyxl
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from handlers.api.context import CTX
-from handlers.api.framework import (
-    JsonSchema,
-    Param,
-    Route,
-    RouteTable,
-    json_response,
-    principal,
-    query_choice,
-)
+from handlers.api.framework import File, Route, RouteTable, arg, principal, respond
+from handlers.api.models import DIGITS_PATTERN, Day, Params, Timestamp
 from handlers.errors import DomainError
 from handlers.messages import history as h
+from handlers.registry.routes import CSV, NUMBER_CODES, XLSX
 
 # CSV streams row by row; XLSX is built whole (write-only mode), so it is kept smaller.
 MAX_EXPORT_ROWS = {"csv": 1_000_000, "xlsx": 200_000}
 
 
-def _filter(request: web.Request, *, numbers: bool) -> h.HistoryFilter:
+# A time, or a date meaning a whole Korean day (since: its start, until: its end).
+TimeOrDay = Annotated[Timestamp | Day, Field(union_mode="left_to_right")]
+
+
+class PeriodQuery(Params):
+    since: TimeOrDay | None = Field(None, description="RFC 3339 time or date (YYYY-MM-DD, "
+                                                      "Korean day); default: 30 days before until")
+    until: TimeOrDay | None = Field(None, description="RFC 3339 time or date (inclusive Korean "
+                                                      "day); default: now. At most 366 days "
+                                                      "after since")
+    type: Literal["sms", "lms", "mms"] | None = None
+    sp_id: Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]{1,32}$")] | None = None
+
+
+class StatsQuery(PeriodQuery):
+    granularity: h.Granularity = h.Granularity.DAY
+
+
+class ExportQuery(PeriodQuery):
+    format: Literal["csv", "xlsx"] = "csv"
+    sender: Annotated[str, Field(pattern=DIGITS_PATTERN)] | None = Field(
+        None, alias="from", description="sender number")
+    to: Annotated[str, Field(pattern=DIGITS_PATTERN)] | None = Field(
+        None, description="recipient number")
+
+
+class Counts(BaseModel):
+    period: str = Field(examples=["2026-11-23", "2026-11"])
+    type: str
+    sp_id: str | None
+    messages: int
+    recipients: int
+    sent: int = Field(description="accepted by the carrier")
+    delivered: int
+    not_delivered: int = Field(description="failed + expired + rejected")
+    pending: int = Field(description="queued + submitted (no receipt yet)")
+    states: dict[str, int]
+
+
+class Stats(BaseModel):
+    granularity: h.Granularity
+    time_zone: Literal["Asia/Seoul"]
+    since: datetime
+    until: datetime
+    items: list[Counts]
+    totals: Counts
+
+
+def _text(value: datetime | date | None) -> str | None:
+    return None if value is None else value.isoformat()
+
+
+def _filter(request: web.Request, q: PeriodQuery, *, sender: str | None = None,
+            recipient: str | None = None) -> h.HistoryFilter:
     who = principal(request)
-    q = request.query
-    period = h.parse_period(q.get("since"), q.get("until"), datetime.now(UTC))
-    kind = q.get("type") or None
-    if kind is not None and kind not in h.MESSAGE_TYPES:
-        raise DomainError("invalid_parameter", "type must be sms, lms or mms", field="type",
-                          status=400)
-    sp_id = q.get("sp_id") or None
+    period = h.parse_period(_text(q.since), _text(q.until), datetime.now(UTC))
+    sp_id = q.sp_id
     if who.sp_id is not None:
         # A key narrowed to one SP ID sees that SP's messages only.
         if sp_id is not None and sp_id != who.sp_id:
-            raise DomainError("not_found", "no such SP ID", field="sp_id", status=404)
+            raise DomainError("not_found", "no such SP ID", field="sp_id")
         sp_id = who.sp_id
     return h.HistoryFilter(
-        who.tenant_id, period, kind, sp_id,
-        sender=h.parse_number(q.get("from"), "from") if numbers else None,
-        recipient=h.parse_number(q.get("to"), "to") if numbers else None)
+        who.tenant_id, period, q.type, sp_id,
+        sender=h.parse_number(sender, "from") if sender else None,
+        recipient=h.parse_number(recipient, "to") if recipient else None)
 
 
-def _stats_json(r: h.StatsRow) -> dict[str, object]:
-    return {"period": r.period, "type": r.type, "sp_id": r.sp_id, "messages": r.messages,
-            "recipients": r.recipients, "sent": r.sent, "delivered": r.delivered,
-            "not_delivered": r.not_delivered, "pending": r.pending, "states": r.states}
+def _counts(r: h.StatsRow) -> Counts:
+    return Counts(period=r.period, type=r.type, sp_id=r.sp_id, messages=r.messages,
+                  recipients=r.recipients, sent=r.sent, delivered=r.delivered,
+                  not_delivered=r.not_delivered, pending=r.pending, states=r.states)
 
 
 async def message_stats(request: web.Request) -> web.Response:
-    granularity = h.Granularity(query_choice(request, "granularity", ("day", "month"), "day"))
-    f = _filter(request, numbers=False)
+    q = arg(request, StatsQuery)
+    f = _filter(request, q)
     async with request.app[CTX].pool.acquire() as conn:
-        rows = await h.message_stats(conn, f, granularity)
-    return json_response({
-        "granularity": granularity.value, "time_zone": "Asia/Seoul",
-        "since": f.period.since.isoformat(), "until": f.period.until.isoformat(),
-        "items": [_stats_json(r) for r in rows], "totals": _stats_json(h.totals(rows))})
+        rows = await h.message_stats(conn, f, q.granularity)
+    return respond(Stats(
+        granularity=q.granularity, time_zone="Asia/Seoul", since=f.period.since,
+        until=f.period.until, items=[_counts(r) for r in rows], totals=_counts(h.totals(rows))))
 
 
 async def export_history(request: web.Request) -> web.StreamResponse:
-    fmt = query_choice(request, "format", ("csv", "xlsx"), "csv")
-    f = _filter(request, numbers=True)
+    q = arg(request, ExportQuery)
+    fmt = q.format
+    f = _filter(request, q, sender=q.sender, recipient=q.to)
     limit = MAX_EXPORT_ROWS[fmt]
     pool = request.app[CTX].pool
     async with pool.acquire() as conn, conn.transaction(isolation="repeatable_read",
@@ -84,7 +128,7 @@ async def export_history(request: web.Request) -> web.StreamResponse:
 async def _csv(request: web.Request, conn: asyncpg.Connection, f: h.HistoryFilter,
                name: str) -> web.StreamResponse:
     resp = web.StreamResponse(headers={
-        "Content-Type": "text/csv; charset=utf-8",
+        "Content-Type": f"{CSV}; charset=utf-8",
         "Content-Disposition": f'attachment; filename="{name}"'})
     await resp.prepare(request)
     buf = io.StringIO()
@@ -111,48 +155,23 @@ async def _xlsx(conn: asyncpg.Connection, f: h.HistoryFilter, name: str) -> web.
     out = io.BytesIO()
     wb.save(out)
     return web.Response(body=out.getvalue(), headers={
-        "Content-Type": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        "Content-Type": XLSX,
         "Content-Disposition": f'attachment; filename="{name}"'})
 
 
 # -- declarations ------------------------------------------------------------------------------
 
-_PERIOD_PARAMS = (
-    Param("since", "query", {"type": "string"},
-          "RFC 3339 time or date (YYYY-MM-DD, Korean day); default: 30 days before until"),
-    Param("until", "query", {"type": "string"},
-          "RFC 3339 time or date (inclusive Korean day); default: now. At most 366 days "
-          "after since"),
-    Param("type", "query", {"type": "string", "enum": list(h.MESSAGE_TYPES)}),
-)
-_COUNTS: JsonSchema = {"type": "object", "properties": {
-    "period": {"type": "string", "examples": ["2026-11-23", "2026-11"]},
-    "type": {"type": "string"}, "sp_id": {"type": ["string", "null"]},
-    "messages": {"type": "integer"}, "recipients": {"type": "integer"},
-    "sent": {"type": "integer", "description": "accepted by the carrier"},
-    "delivered": {"type": "integer"},
-    "not_delivered": {"type": "integer", "description": "failed + expired + rejected"},
-    "pending": {"type": "integer", "description": "queued + submitted (no receipt yet)"},
-    "states": {"type": "object", "additionalProperties": {"type": "integer"}}}}
-_STATS: JsonSchema = {"type": "object", "properties": {
-    "granularity": {"type": "string"}, "time_zone": {"type": "string"},
-    "since": {"type": "string"}, "until": {"type": "string"},
-    "items": {"type": "array", "items": _COUNTS}, "totals": _COUNTS}}
+_PERIOD_CODES = ("invalid_time", "invalid_period", "period_too_long")
 
 
 def add_routes(t: RouteTable) -> None:
     """Declare the statistics and export routes."""
     t.add(Route("GET", "/v1/stats/messages", message_stats,
-                "Message counts per Korean day or month, type and SP ID", "statistics",
-                params=(Param("granularity", "query", {"type": "string",
-                                                       "enum": ["day", "month"]}),
-                        *_PERIOD_PARAMS, Param("sp_id", "query", {"type": "string"})),
-                responses={200: _STATS}))
+                "Message counts per Korean day or month, type and SP ID (test sends left out)",
+                "statistics", query=StatsQuery, responses={200: Stats}, errors=_PERIOD_CODES))
     t.add(Route("GET", "/v1/messages/export", export_history,
                 "Download message history, one row per recipient", "messages",
-                params=(Param("format", "query", {"type": "string", "enum": ["csv", "xlsx"]}),
-                        *_PERIOD_PARAMS, Param("sp_id", "query", {"type": "string"}),
-                        Param("from", "query", {"type": "string"}, "sender number"),
-                        Param("to", "query", {"type": "string"}, "recipient number")),
-                responses={200: {"type": "string", "format": "binary"}},
-                response_content_type="text/csv"))
+                query=ExportQuery,
+                responses={200: File((CSV, XLSX), "CSV (UTF-8 with BOM) or XLSX; column "
+                                                  "`test` marks test sends")},
+                errors=(*_PERIOD_CODES, "export_too_large", *NUMBER_CODES)))

@@ -12,10 +12,13 @@ import re
 from dataclasses import dataclass, field
 
 from aiohttp import web
+from pydantic import BaseModel, Field
 
 from handlers import numbers, spreadsheets
-from handlers.api.framework import JsonSchema, Route, RouteTable, json_response, read_upload
+from handlers.api.framework import Route, RouteTable, Upload, arg, respond, uploaded_file
+from handlers.api.models import Params
 from handlers.errors import DomainError
+from handlers.registry.routes import SPREADSHEET_CODES
 
 UPLOAD_LIMITS = spreadsheets.Limits()
 MAX_NAME_CHARS = 100
@@ -107,8 +110,8 @@ def read_recipients(data: bytes, spec: ImportSpec) -> ImportResult:
         sheet = _read_sheet(data, spec.sheet)
     except spreadsheets.SpreadsheetError as exc:
         raise DomainError(exc.code, exc.detail,
-                          field="sheet" if isinstance(exc, spreadsheets.BadSheet) else "file",
-                          status=exc.http_status) from None
+                          field="sheet" if isinstance(exc, spreadsheets.BadSheet) else "file"
+                          ) from None
     result = ImportResult(sheet.name, sheet.sheet_names)
     seen: dict[str, int] = {}
     for offset, cells in enumerate(sheet.rows[spec.first_row - 1:]):
@@ -154,60 +157,76 @@ def _read_sheet(data: bytes, sheet: str | int | None) -> spreadsheets.Sheet:
         raise
 
 
-def result_json(r: ImportResult) -> dict[str, object]:
+class ImportFields(Params):
+    """Where the recipients are in the uploaded sheet (every field optional)."""
+
+    sheet: str = Field("", max_length=100, description="sheet name, or its 1-based "
+                              "position when no sheet has that name; default: the first sheet")
+    name_column: str = Field("", pattern=r"^([A-Za-z]{1,3}|[1-9][0-9]{0,3})?$",
+                                    description="column of names: letter (B) or 1-based "
+                                                "number; default: no names")
+    phone_column: str = Field("", pattern=r"^([A-Za-z]{1,3}|[1-9][0-9]{0,3})?$",
+                                     description="column of mobile numbers: letter or "
+                                                 "1-based number; default A")
+    first_row: str = Field("", pattern=r"^([1-9][0-9]{0,6})?$",
+                                  description="first data row (1-based), e.g. 2 to skip a "
+                                              "header")
+
+
+class ImportedOut(BaseModel):
+    row: int
+    name: str | None
+    number: str
+
+
+class ProblemRow(BaseModel):
+    row: int
+    input: str
+    name: str | None
+    code: str = Field(examples=["not_mobile", "invalid_number", "duplicate", "missing_number"])
+    detail: str
+    duplicate_of: int | None
+
+
+class ImportCounts(BaseModel):
+    recipients: int
+    invalid: int
+    duplicates: int
+    blank_rows: int
+
+
+class RecipientsRead(BaseModel):
+    sheet: str
+    sheets: list[str]
+    recipients: list[ImportedOut]
+    problems: list[ProblemRow]
+    counts: ImportCounts
+
+
+def result_out(r: ImportResult) -> RecipientsRead:
     """The API answer of an import."""
-    return {
-        "sheet": r.sheet,
-        "sheets": list(r.sheets),
-        "recipients": [{"row": x.row, "name": x.name, "number": x.number}
-                       for x in r.recipients],
-        "problems": [{"row": p.row, "input": p.input, "name": p.name, "code": p.code,
-                      "detail": p.detail, "duplicate_of": p.duplicate_of} for p in r.problems],
-        "counts": {"recipients": len(r.recipients),
-                   "invalid": sum(p.code != "duplicate" for p in r.problems),
-                   "duplicates": sum(p.code == "duplicate" for p in r.problems),
-                   "blank_rows": r.blank_rows},
-    }
+    return RecipientsRead(
+        sheet=r.sheet, sheets=list(r.sheets),
+        recipients=[ImportedOut(row=x.row, name=x.name, number=x.number) for x in r.recipients],
+        problems=[ProblemRow(row=p.row, input=p.input, name=p.name, code=p.code, detail=p.detail,
+                             duplicate_of=p.duplicate_of) for p in r.problems],
+        counts=ImportCounts(recipients=len(r.recipients),
+                            invalid=sum(p.code != "duplicate" for p in r.problems),
+                            duplicates=sum(p.code == "duplicate" for p in r.problems),
+                            blank_rows=r.blank_rows))
 
 
 async def import_recipients(request: web.Request) -> web.Response:
-    data, fields = await read_upload(request)
-    spec = parse_spec(fields)
-    return json_response(result_json(read_recipients(data, spec)))
-
-
-# -- declarations ------------------------------------------------------------------------------
-
-_UPLOAD: JsonSchema = {"type": "object", "required": ["file"], "properties": {
-    "file": {"type": "string", "format": "binary",
-             "description": "xls, xlsx or csv (UTF-8 or CP949); detected from the content"},
-    "sheet": {"type": "string", "description": "sheet name, or its 1-based position when no "
-                                               "sheet has that name; default: the first sheet"},
-    "name_column": {"type": "string", "description": "column of names: letter (B) or 1-based "
-                                                     "number; default: no names"},
-    "phone_column": {"type": "string", "description": "column of mobile numbers: letter or "
-                                                      "1-based number; default A"},
-    "first_row": {"type": "integer", "minimum": 1, "description": "first data row (1-based), "
-                                                                  "e.g. 2 to skip a header"}}}
-_ANSWER: JsonSchema = {"type": "object", "properties": {
-    "sheet": {"type": "string"},
-    "sheets": {"type": "array", "items": {"type": "string"}},
-    "recipients": {"type": "array", "items": {"type": "object", "properties": {
-        "row": {"type": "integer"}, "name": {"type": ["string", "null"]},
-        "number": {"type": "string"}}}},
-    "problems": {"type": "array", "items": {"type": "object", "properties": {
-        "row": {"type": "integer"}, "input": {"type": "string"},
-        "name": {"type": ["string", "null"]},
-        "code": {"type": "string", "examples": ["not_mobile", "invalid_number", "duplicate",
-                                                "missing_number", "not_digits"]},
-        "detail": {"type": "string"},
-        "duplicate_of": {"type": ["integer", "null"]}}}},
-    "counts": {"type": "object"}}}
+    f = arg(request, ImportFields)
+    spec = parse_spec(f.model_dump())
+    return respond(result_out(read_recipients(uploaded_file(request), spec)))
 
 
 def add_routes(t: RouteTable) -> None:
     """Declare the recipient-import route."""
     t.add(Route("POST", "/v1/recipient-imports", import_recipients,
                 "Read recipients from a spreadsheet (sheet, name and phone columns, first row)",
-                "messages", body=_UPLOAD, body_content_type="multipart/form-data",
-                responses={200: _ANSWER}))
+                "messages", body=Upload("xls, xlsx or csv (UTF-8 or CP949); detected from the "
+                                        "content", ImportFields),
+                responses={200: RecipientsRead},
+                errors=("invalid_column", "invalid_first_row", *SPREADSHEET_CODES)))

@@ -4,32 +4,170 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Annotated, Any, Literal, cast
 
 import asyncpg
 from aiohttp import web
+from pydantic import BaseModel, Field, StringConstraints
 
 from handlers.api.context import CTX
-from handlers.api.framework import (
-    JsonSchema,
-    Param,
-    Route,
-    RouteTable,
-    json_response,
-    path_uuid,
-    principal,
-    query_int,
-    read_json,
+from handlers.api.framework import Route, RouteTable, arg, principal, respond
+from handlers.api.models import (
+    DIGITS_PATTERN,
+    Body,
+    IndexCursor,
+    Limit,
+    Page,
+    Params,
+    PhoneText,
+    Timestamp,
+    TimeUuidCursor,
+    TimeUuidPage,
+    Uuid,
 )
 from handlers.errors import DomainError
 from handlers.messages import accept as acc
-from handlers.pagination import decode_cursor, encode_cursor
+from handlers.pagination import split_time_cursor, time_cursor
+from handlers.registry.routes import NUMBER_CODES
 from handlers.tenants import Principal, audit
 from handlers.webhooks import emit
 
-STATES = ("queued", "claimed", "submitted", "delivered", "failed", "expired", "rejected",
-          "canceled")
+# Recipient states as answers show them. The dispatcher's internal `claimed` (taken, not yet
+# submitted) is shown as `queued`: to a portal the recipient is still waiting.
+STATES = ("queued", "submitted", "delivered", "failed", "expired", "rejected", "canceled")
 FINAL = frozenset({"delivered", "failed", "expired", "rejected", "canceled"})
+MESSAGE_STATUSES = ("scheduled", "queued", "sending", "done", "canceled")
+State = Literal["queued", "submitted", "delivered", "failed", "expired", "rejected", "canceled"]
+Status = Literal["scheduled", "queued", "sending", "done", "canceled"]
+MessageKind = Literal["sms", "lms", "mms"]
+
+
+def _shown(state: str) -> State:
+    return cast(State, "queued" if state == "claimed" else state)
+
+
+# -- models ------------------------------------------------------------------------------------
+
+Name = Annotated[str, StringConstraints(max_length=100)]
+Base64 = Annotated[str, StringConstraints(pattern=r"^[A-Za-z0-9+/]*={0,2}$")]
+
+
+# A recipient's number: checked row by row against the numbering plan, every bad row reported
+# at once (invalid_recipients), so the schema only bounds its length.
+RecipientNumber = Annotated[str, StringConstraints(max_length=40)]
+
+
+class RecipientIn(Body):
+    number: RecipientNumber
+    name: Name | None = None
+    vars: dict[Annotated[str, StringConstraints(max_length=30)],
+               Annotated[str, StringConstraints(max_length=200)] | int | float] = Field(
+        default_factory=dict, max_length=50, description="values of the text's {변수}")
+
+
+class _Content(Body):
+    text: Annotated[str, StringConstraints(max_length=2000)] | None = Field(
+        None, description="may use {고객명}, {오늘날짜} and recipient vars")
+    subject: Annotated[str, StringConstraints(max_length=40)] | None = Field(
+        None, description="LMS/MMS only, at most 40 bytes")
+    type: Literal["auto", "sms", "lms", "mms"] = Field(
+        "auto", description="auto: SMS when the text fits the tenant's sms_max_bytes, else LMS "
+                            "(MMS with images)")
+    images: list[Base64] = Field(default_factory=list, max_length=3,
+                                 description="base64 baseline JPEGs (MMS)")
+    ad: bool = Field(False, description="an advertisement: (광고) and the opt-out line added")
+    night_consent: bool = Field(False, description="recipients agreed to night-time ads")
+    send_at: Timestamp | None = Field(None, description="schedule up to 6 months ahead")
+
+
+class SendBody(_Content):
+    sender: PhoneText = Field(alias="from", description="a registered sender number")
+    to: list[RecipientNumber | RecipientIn] = Field(min_length=1, max_length=acc.MAX_RECIPIENTS)
+    template_id: Uuid | None = None
+    test: bool = Field(False, description="a test send to one number (one's own phone): "
+                                          "marked in history, left out of statistics")
+
+
+class ChangeBody(_Content):
+    """The fields of a scheduled message to change; the others stay."""
+
+    to: list[RecipientNumber | RecipientIn] | None = Field(None, min_length=1,
+                                                     max_length=acc.MAX_RECIPIENTS)
+
+
+class SendHeaders(Params):
+    idempotency_key: Annotated[str, StringConstraints(min_length=1, max_length=200)] | None = \
+        Field(None, alias="Idempotency-Key",
+              description="same key and body within 24 h: same answer, queued once")
+
+
+class Accepted(BaseModel):
+    """What POST /v1/messages answers (202)."""
+
+    id: Uuid
+    type: MessageKind
+    status: Literal["scheduled", "queued"]
+    recipients: int = Field(description="recipients queued, opted-out ones included")
+    rejected: int = Field(description="opted-out recipients, stored as rejected")
+    duplicates_removed: int
+    send_at: datetime
+    bytes: int = Field(description="the longest rendered text, in carrier bytes")
+
+
+class MessagePath(Params):
+    message_id: Uuid
+
+
+class MessageOut(BaseModel):
+    id: Uuid
+    type: MessageKind
+    status: Status
+    sender: str = Field(serialization_alias="from")
+    sp_id: str | None
+    subject: str | None
+    text: str
+    ad: bool
+    test: bool
+    send_at: datetime
+    created_at: datetime
+    recipients: int
+    counts: dict[State, int]
+    in_doubt: int
+
+
+class MessageQuery(Params):
+    since: Timestamp | None = Field(None, description="default: 30 days ago")
+    until: Timestamp | None = Field(None, description="default: 184 days ahead (scheduled)")
+    status: Status | None = Field(None, description="scheduled lists the sends waiting for "
+                                                    "their send_at")
+    type: MessageKind | None = None
+    sender: Annotated[str, StringConstraints(pattern=DIGITS_PATTERN)] | None = Field(
+        None, alias="from", description="sender number")
+    to: Annotated[str, StringConstraints(pattern=DIGITS_PATTERN)] | None = Field(
+        None, description="recipient number")
+    limit: Limit = 50
+    cursor: TimeUuidCursor | None = None
+
+
+class RecipientQuery(Params):
+    state: State | None = None
+    limit: Limit = 50
+    cursor: IndexCursor | None = None
+
+
+class RecipientOut(BaseModel):
+    index: int
+    number: str
+    name: str | None
+    state: State
+    reason: str | None
+    smpp_status: int | None
+    receipt_stat: str | None
+    receipt_err: str | None
+    carrier: str | None
+    in_doubt: bool
+    submitted_at: datetime | None
+    done_at: datetime | None
 
 
 def _now() -> datetime:
@@ -39,12 +177,12 @@ def _now() -> datetime:
 async def send(request: web.Request) -> web.Response:
     who = principal(request)
     ctx = request.app[CTX]
-    body = await read_json(request)
+    body = arg(request, SendBody).model_dump(mode="json", by_alias=True, exclude_unset=True)
     async with ctx.pool.acquire() as conn:
         status, answer = await acc.accept(
             conn, who, body, ctx.index, _now(),
-            idempotency_key=request.headers.get("Idempotency-Key"))
-    return json_response(answer, status)
+            idempotency_key=arg(request, SendHeaders).idempotency_key)
+    return respond(Accepted.model_validate(answer), status)
 
 
 async def _message(conn: asyncpg.Connection, who: Principal, message_id: uuid.UUID,
@@ -52,14 +190,14 @@ async def _message(conn: asyncpg.Connection, who: Principal, message_id: uuid.UU
     """One of the caller's messages (a key narrowed to an SP ID sees that SP's only)."""
     row = await conn.fetchrow(
         "SELECT * FROM messages WHERE tenant_id = $1 AND id = $2"
-        " AND ($3::text IS NULL OR sp_id = $3)"
+        " AND ($3::text IS NULL OR sp_id = $3) AND verification_id IS NULL"
         + (" FOR UPDATE" if lock else ""), who.tenant_id, message_id, who.sp_id)
     if row is None:
-        raise DomainError("not_found", "no such message", status=404)
+        raise DomainError("not_found", "no such message")
     return row
 
 
-def status_of(m: asyncpg.Record, counts: dict[str, int], now: datetime) -> str:
+def status_of(m: asyncpg.Record, counts: dict[str, int], now: datetime) -> Status:
     """scheduled | queued | sending | done | canceled, from the recipients' states."""
     if m["canceled_at"] is not None:
         return "canceled"
@@ -68,110 +206,114 @@ def status_of(m: asyncpg.Record, counts: dict[str, int], now: datetime) -> str:
     if total and final == total:
         return "done"
     if m["dispatch_started_at"] is None and counts.get("claimed", 0) == 0 and \
-            counts.get("submitted", 0) == 0:
+            counts.get("submitted", 0) == 0:  # claimed: the raw state, before folding
         return "scheduled" if m["send_at"] > now + timedelta(seconds=1) else "queued"
     return "sending"
 
 
-async def _message_json(conn: asyncpg.Connection, m: asyncpg.Record) -> dict[str, Any]:
+async def _message_json(conn: asyncpg.Connection, m: asyncpg.Record) -> MessageOut:
     rows = await conn.fetch(
         "SELECT state, count(*) AS n, count(*) FILTER (WHERE in_doubt) AS doubt "
         "FROM recipients WHERE message_id = $1 GROUP BY state", m["id"])
     counts = {r["state"]: int(r["n"]) for r in rows}
-    return {
-        "id": str(m["id"]), "type": m["type"], "status": status_of(m, counts, _now()),
-        "from": m["sender"], "sp_id": m["sp_id"], "subject": m["subject"], "text": m["text"],
-        "ad": m["ad"], "test": m["test"], "send_at": m["send_at"].isoformat(),
-        "created_at": m["created_at"].isoformat(), "recipients": m["recipient_count"],
-        "counts": {s: counts.get(s, 0) for s in STATES},
-        "in_doubt": sum(int(r["doubt"]) for r in rows),
-    }
+    shown: dict[State, int] = dict.fromkeys(cast(tuple[State, ...], STATES), 0)
+    for state, n in counts.items():
+        shown[_shown(state)] += n
+    return MessageOut(
+        id=m["id"], type=m["type"], status=status_of(m, counts, _now()), sender=m["sender"],
+        sp_id=m["sp_id"], subject=m["subject"], text=m["text"], ad=m["ad"], test=m["test"],
+        send_at=m["send_at"], created_at=m["created_at"], recipients=m["recipient_count"],
+        counts=shown, in_doubt=sum(int(r["doubt"]) for r in rows))
 
 
 async def get_message(request: web.Request) -> web.Response:
     who = principal(request)
     async with request.app[CTX].pool.acquire() as conn:
-        m = await _message(conn, who, path_uuid(request, "message_id"))
-        return json_response(await _message_json(conn, m))
+        m = await _message(conn, who, arg(request, MessagePath).message_id)
+        return respond(await _message_json(conn, m))
+
+
+# The status of status_of(), in SQL, for the status filter.
+_STATUS_SQL = """CASE
+    WHEN m.canceled_at IS NOT NULL THEN 'canceled'
+    WHEN EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id)
+     AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id
+                     AND r.state NOT IN ('delivered', 'failed', 'expired', 'rejected',
+                                         'canceled')) THEN 'done'
+    WHEN m.dispatch_started_at IS NULL
+     AND NOT EXISTS (SELECT 1 FROM recipients r WHERE r.message_id = m.id
+                     AND r.state IN ('claimed', 'submitted'))
+        THEN CASE WHEN m.send_at > $11::timestamptz + interval '1 second'
+                  THEN 'scheduled' ELSE 'queued' END
+    ELSE 'sending' END"""
 
 
 async def list_messages(request: web.Request) -> web.Response:
     who = principal(request)
+    q = arg(request, MessageQuery)
     now = _now()
-    since = _time_param(request, "since", now - timedelta(days=30))
-    until = _time_param(request, "until", now + timedelta(days=184))
+    since = q.since or now - timedelta(days=30)
+    until = q.until or now + timedelta(days=184)
     if until - since > timedelta(days=366) + timedelta(days=184):
-        raise DomainError("period_too_long", "history covers at most one year", field="since",
-                          status=422)
-    kind = request.query.get("type")
-    sender = "".join(ch for ch in request.query.get("from", "") if ch.isdigit()) or None
-    to = "".join(ch for ch in request.query.get("to", "") if ch.isdigit()) or None
-    limit = query_int(request, "limit", 50, 1, 500)
-    after = decode_cursor(request.query.get("cursor"), 2)
-    args: list[Any] = [who.tenant_id, since, until, kind, sender, to, limit + 1, who.sp_id]
+        raise DomainError("period_too_long", "history covers at most one year", field="since")
+    sender = "".join(ch for ch in q.sender or "" if ch.isdigit()) or None
+    to = "".join(ch for ch in q.to or "" if ch.isdigit()) or None
+    limit = q.limit
+    args: list[Any] = [who.tenant_id, since, until, q.type, sender, to, limit + 1, who.sp_id]
     where = ""
-    if after is not None:
+    if q.cursor is not None:
+        at, key = split_time_cursor(q.cursor)
         where = "AND (m.created_at, m.id) < ($9::timestamptz, $10::uuid)"
-        args += [datetime.fromisoformat(after[0]), uuid.UUID(after[1])]
+        args += [at, uuid.UUID(key)]
+    else:
+        args += [None, None]
+    args += [now, q.status]
     async with request.app[CTX].pool.acquire() as conn:
         rows = await conn.fetch(
             f"""SELECT m.* FROM messages m
                 WHERE m.tenant_id = $1 AND m.created_at >= $2 AND m.created_at < $3
+                  AND m.verification_id IS NULL
                   AND ($4::text IS NULL OR m.type = $4) AND ($5::text IS NULL OR m.sender = $5)
                   AND ($8::text IS NULL OR m.sp_id = $8)
                   AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM recipients r
                         WHERE r.message_id = m.id AND r.number = $6))
+                  AND ($9::timestamptz IS NULL OR $10::uuid IS NOT NULL)
+                  AND ($12::text IS NULL OR {_STATUS_SQL} = $12)
                   {where}
                 ORDER BY m.created_at DESC, m.id DESC LIMIT $7""", *args)
         nxt = None
         if len(rows) > limit:
             rows = rows[:limit]
-            nxt = encode_cursor([rows[-1]["created_at"].isoformat(), str(rows[-1]["id"])])
+            nxt = time_cursor(rows[-1]["created_at"], rows[-1]["id"].hex)
         items = [await _message_json(conn, m) for m in rows]
-    return json_response({"items": items, "next_cursor": nxt})
-
-
-def _time_param(request: web.Request, name: str, default: datetime) -> datetime:
-    raw = request.query.get(name)
-    if not raw:
-        return default
-    try:
-        value = datetime.fromisoformat(raw.replace("Z", "+00:00"))
-    except ValueError:
-        raise DomainError("invalid_parameter", f"{name} must be an RFC 3339 time", field=name,
-                          status=400) from None
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
+    return respond(Page[MessageOut](items=items, next_cursor=nxt))
 
 
 async def list_recipients(request: web.Request) -> web.Response:
     who = principal(request)
-    state = request.query.get("state")
-    if state is not None and state not in STATES:
-        raise DomainError("invalid_parameter", f"state must be one of {', '.join(STATES)}",
-                          field="state", status=400)
-    limit = query_int(request, "limit", 100, 1, 1000)
-    after = decode_cursor(request.query.get("cursor"), 1)
-    start = int(after[0]) if after else -1
+    q = arg(request, RecipientQuery)
+    limit = q.limit
+    start = int(q.cursor) if q.cursor else -1
+    states = None if q.state is None else (
+        ["queued", "claimed"] if q.state == "queued" else [q.state])
     async with request.app[CTX].pool.acquire() as conn:
-        m = await _message(conn, who, path_uuid(request, "message_id"))
+        m = await _message(conn, who, arg(request, MessagePath).message_id)
         rows = await conn.fetch(
             """SELECT idx, number, name, state, reason, smpp_status, dlr_stat, dlr_err, carrier,
                       in_doubt, submitted_at, done_at
                FROM recipients WHERE message_id = $1 AND idx > $2
-                 AND ($3::text IS NULL OR state = $3)
-               ORDER BY idx LIMIT $4""", m["id"], start, state, limit + 1)
+                 AND ($3::text[] IS NULL OR state = ANY($3))
+               ORDER BY idx LIMIT $4""", m["id"], start, states, limit + 1)
     nxt = None
     if len(rows) > limit:
         rows = rows[:limit]
-        nxt = encode_cursor([str(rows[-1]["idx"])])
-    items = [{
-        "index": r["idx"], "number": r["number"], "name": r["name"], "state": r["state"],
-        "reason": r["reason"], "smpp_status": r["smpp_status"], "receipt_stat": r["dlr_stat"],
-        "receipt_err": r["dlr_err"], "carrier": r["carrier"], "in_doubt": r["in_doubt"],
-        "submitted_at": r["submitted_at"].isoformat() if r["submitted_at"] else None,
-        "done_at": r["done_at"].isoformat() if r["done_at"] else None,
-    } for r in rows]
-    return json_response({"items": items, "next_cursor": nxt})
+        nxt = str(rows[-1]["idx"])
+    items = [RecipientOut(
+        index=r["idx"], number=r["number"], name=r["name"], state=_shown(r["state"]),
+        reason=r["reason"], smpp_status=r["smpp_status"], receipt_stat=r["dlr_stat"],
+        receipt_err=r["dlr_err"], carrier=r["carrier"], in_doubt=r["in_doubt"],
+        submitted_at=r["submitted_at"], done_at=r["done_at"]) for r in rows]
+    return respond(Page[RecipientOut](items=items, next_cursor=nxt))
 
 
 async def _lock_unstarted(conn: asyncpg.Connection, who: Principal,
@@ -183,20 +325,19 @@ async def _lock_unstarted(conn: asyncpg.Connection, who: Principal,
     """
     m = await _message(conn, who, message_id, lock=True)
     if m["canceled_at"] is not None:
-        raise DomainError("message_canceled", "the message was canceled", status=409)
+        raise DomainError("message_canceled", "the message was canceled")
     started = await conn.fetchval(
         "SELECT EXISTS (SELECT 1 FROM recipients WHERE message_id = $1 "
         "AND state NOT IN ('queued', 'rejected'))", message_id)
     if started or m["dispatch_started_at"] is not None:
         raise DomainError("dispatch_started",
-                          "dispatch has started; the message can no longer be changed",
-                          status=409)
+                          "dispatch has started; the message can no longer be changed")
     return m
 
 
 async def cancel(request: web.Request) -> web.Response:
     who = principal(request)
-    message_id = path_uuid(request, "message_id")
+    message_id = arg(request, MessagePath).message_id
     async with request.app[CTX].pool.acquire() as conn, conn.transaction():
         await _lock_unstarted(conn, who, message_id)
         await conn.execute(
@@ -208,19 +349,15 @@ async def cancel(request: web.Request) -> web.Response:
         await emit(conn, who.tenant_id, "message.canceled", {"message_id": str(message_id)})
         m = await _message(conn, who, message_id)
         answer = await _message_json(conn, m)
-    return json_response(answer)
+    return respond(answer)
 
 
 async def change(request: web.Request) -> web.Response:
     """Change a scheduled message: any of text, subject, images, send_at, to, ad ..."""
     who = principal(request)
     ctx = request.app[CTX]
-    message_id = path_uuid(request, "message_id")
-    patch = await read_json(request)
-    allowed = {"text", "subject", "images", "send_at", "to", "type", "ad", "night_consent"}
-    unknown = sorted(set(patch) - allowed)
-    if unknown:
-        raise DomainError("unknown_field", f"cannot change {unknown[0]}", field=unknown[0])
+    message_id = arg(request, MessagePath).message_id
+    patch = arg(request, ChangeBody).model_dump(mode="json", exclude_unset=True)
     async with ctx.pool.acquire() as conn, conn.transaction():
         m = await _lock_unstarted(conn, who, message_id)
         current = await conn.fetch(
@@ -242,85 +379,117 @@ async def change(request: web.Request) -> web.Response:
         await conn.execute("SELECT pg_notify($1, '')", acc.DISPATCH_CHANNEL)
         m = await _message(conn, who, message_id)
         answer = await _message_json(conn, m)
-    return json_response(answer)
+    return respond(answer)
 
 
 # -- templates ---------------------------------------------------------------------------------
 
-def _template_json(r: asyncpg.Record) -> dict[str, Any]:
-    return {"id": str(r["id"]), "name": r["name"], "text": r["text"], "subject": r["subject"],
-            "created_at": r["created_at"].isoformat(), "updated_at": r["updated_at"].isoformat()}
+TemplateName = Annotated[str, StringConstraints(min_length=1, max_length=100)]
+TemplateText = Annotated[str, StringConstraints(min_length=1, max_length=2000)]
+Subject = Annotated[str, StringConstraints(max_length=40)]
 
 
-def _template_fields(body: dict[str, Any], partial: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key, required in (("name", True), ("text", True), ("subject", False)):
-        if key not in body:
-            if required and not partial:
-                raise DomainError("missing_field", f"{key} is required", field=key)
-            continue
-        value = body[key]
-        if value is not None and not isinstance(value, str):
-            raise DomainError("invalid_field", f"{key} must be a string", field=key)
-        if key in ("name", "text") and not value:
-            raise DomainError("invalid_field", f"{key} must not be empty", field=key)
-        out[key] = value
-    if "text" in out:
+class TemplateIn(Body):
+    name: TemplateName
+    text: TemplateText = Field(description="{변수} placeholders; {{ and }} for braces")
+    subject: Subject | None = None
+
+
+class TemplatePatch(Body):
+    name: TemplateName | None = None
+    text: TemplateText | None = None
+    subject: Subject | None = None
+
+
+class TemplateOut(BaseModel):
+    id: Uuid
+    name: str
+    text: str
+    subject: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class TemplatePath(Params):
+    template_id: Uuid
+
+
+def _template_out(r: asyncpg.Record) -> TemplateOut:
+    return TemplateOut(id=r["id"], name=r["name"], text=r["text"], subject=r["subject"],
+                       created_at=r["created_at"], updated_at=r["updated_at"])
+
+
+def _check_text(text: str | None) -> None:
+    if text is not None:
         from handlers.messages.templates import parse_template
 
         try:
-            parse_template(out["text"])
+            parse_template(text)
         except ValueError as exc:
             raise DomainError("invalid_template", str(exc), field="text") from None
-    return out
 
 
 async def create_template(request: web.Request) -> web.Response:
     who = principal(request)
-    fields = _template_fields(await read_json(request), partial=False)
+    body = arg(request, TemplateIn)
+    _check_text(body.text)
     async with request.app[CTX].pool.acquire() as conn:
         try:
             row = await conn.fetchrow(
                 "INSERT INTO templates (tenant_id, name, text, subject) VALUES ($1, $2, $3, $4) "
-                "RETURNING *", who.tenant_id, fields["name"], fields["text"], fields.get("subject"))
+                "RETURNING *", who.tenant_id, body.name, body.text, body.subject)
         except asyncpg.UniqueViolationError:
-            raise DomainError("template_exists", "a template with this name exists", field="name",
-                              status=409) from None
+            raise DomainError("template_exists", "a template with this name exists",
+                              field="name") from None
     assert row is not None
-    return json_response(_template_json(row), 201)
+    return respond(_template_out(row), 201)
 
 
 async def list_templates(request: web.Request) -> web.Response:
     who = principal(request)
+    q = arg(request, TimeUuidPage)
+    at, key = split_time_cursor(q.cursor) if q.cursor else (None, None)
     async with request.app[CTX].pool.acquire() as conn:
-        rows = await conn.fetch("SELECT * FROM templates WHERE tenant_id = $1 ORDER BY name",
-                                who.tenant_id)
-    return json_response({"items": [_template_json(r) for r in rows], "next_cursor": None})
+        rows = await conn.fetch(
+            "SELECT * FROM templates WHERE tenant_id = $1 AND ($2::timestamptz IS NULL "
+            "OR (created_at, id) < ($2, $3::uuid)) ORDER BY created_at DESC, id DESC LIMIT $4",
+            who.tenant_id, at, uuid.UUID(key) if key else None, q.limit + 1)
+    nxt = None
+    if len(rows) > q.limit:
+        rows = rows[:q.limit]
+        nxt = time_cursor(rows[-1]["created_at"], rows[-1]["id"].hex)
+    return respond(Page[TemplateOut](items=[_template_out(r) for r in rows], next_cursor=nxt))
 
 
 async def get_template(request: web.Request) -> web.Response:
     who = principal(request)
     async with request.app[CTX].pool.acquire() as conn:
         row = await conn.fetchrow("SELECT * FROM templates WHERE tenant_id = $1 AND id = $2",
-                                  who.tenant_id, path_uuid(request, "template_id"))
+                                  who.tenant_id, arg(request, TemplatePath).template_id)
     if row is None:
-        raise DomainError("not_found", "no such template", status=404)
-    return json_response(_template_json(row))
+        raise DomainError("not_found", "no such template")
+    return respond(_template_out(row))
 
 
 async def update_template(request: web.Request) -> web.Response:
     who = principal(request)
-    fields = _template_fields(await read_json(request), partial=True)
+    body = arg(request, TemplatePatch)
+    _check_text(body.text)
+    fields = body.model_fields_set
     async with request.app[CTX].pool.acquire() as conn:
-        row = await conn.fetchrow(
-            """UPDATE templates SET name = coalesce($3, name), text = coalesce($4, text),
-                      subject = CASE WHEN $6 THEN $5 ELSE subject END, updated_at = now()
-               WHERE tenant_id = $1 AND id = $2 RETURNING *""",
-            who.tenant_id, path_uuid(request, "template_id"), fields.get("name"),
-            fields.get("text"), fields.get("subject"), "subject" in fields)
+        try:
+            row = await conn.fetchrow(
+                """UPDATE templates SET name = coalesce($3, name), text = coalesce($4, text),
+                          subject = CASE WHEN $6 THEN $5 ELSE subject END, updated_at = now()
+                   WHERE tenant_id = $1 AND id = $2 RETURNING *""",
+                who.tenant_id, arg(request, TemplatePath).template_id, body.name, body.text,
+                body.subject, "subject" in fields)
+        except asyncpg.UniqueViolationError:
+            raise DomainError("template_exists", "a template with this name exists",
+                              field="name") from None
     if row is None:
-        raise DomainError("not_found", "no such template", status=404)
-    return json_response(_template_json(row))
+        raise DomainError("not_found", "no such template")
+    return respond(_template_out(row))
 
 
 async def delete_template(request: web.Request) -> web.Response:
@@ -328,79 +497,56 @@ async def delete_template(request: web.Request) -> web.Response:
     async with request.app[CTX].pool.acquire() as conn:
         gone = await conn.fetchval(
             "DELETE FROM templates WHERE tenant_id = $1 AND id = $2 RETURNING true",
-            who.tenant_id, path_uuid(request, "template_id"))
+            who.tenant_id, arg(request, TemplatePath).template_id)
     if not gone:
-        raise DomainError("not_found", "no such template", status=404)
+        raise DomainError("not_found", "no such template")
     return web.Response(status=204)
 
 
 # -- declarations --------------------------------------------------------------------------------
 
-_RECIPIENT: JsonSchema = {"oneOf": [
-    {"type": "string", "examples": ["010-1234-5678"]},
-    {"type": "object", "required": ["number"], "properties": {
-        "number": {"type": "string"}, "name": {"type": "string"},
-        "vars": {"type": "object", "additionalProperties": {"type": "string"}}}}]}
-_SEND: JsonSchema = {"type": "object", "required": ["from", "to"], "properties": {
-    "from": {"type": "string", "description": "a registered sender number"},
-    "to": {"type": "array", "maxItems": acc.MAX_RECIPIENTS, "items": _RECIPIENT},
-    "text": {"type": "string", "description": "may use {고객명}, {오늘날짜} and recipient vars"},
-    "subject": {"type": "string", "description": "LMS/MMS only, at most 40 bytes"},
-    "type": {"type": "string", "enum": ["auto", "sms", "lms", "mms"]},
-    "images": {"type": "array", "maxItems": 3, "items": {"type": "string",
-                                                         "contentEncoding": "base64"}},
-    "template_id": {"type": "string", "format": "uuid"},
-    "ad": {"type": "boolean"}, "night_consent": {"type": "boolean"},
-    "send_at": {"type": "string", "format": "date-time"}, "test": {"type": "boolean"}}}
-_MESSAGE: JsonSchema = {"type": "object", "properties": {
-    "id": {"type": "string"}, "type": {"type": "string"},
-    "status": {"type": "string", "enum": ["scheduled", "queued", "sending", "done", "canceled"]},
-    "counts": {"type": "object", "properties": {s: {"type": "integer"} for s in STATES}},
-    "in_doubt": {"type": "integer"}}}
-_TEMPLATE: JsonSchema = {"type": "object", "required": ["name", "text"], "properties": {
-    "name": {"type": "string"}, "text": {"type": "string"}, "subject": {"type": "string"}}}
-_PAGE: JsonSchema = {"type": "object", "properties": {
-    "items": {"type": "array"}, "next_cursor": {"type": ["string", "null"]}}}
+COMPOSE_CODES = (
+    "sender_not_registered", "no_recipients", "too_many_recipients", "invalid_recipients",
+    "test_needs_one_recipient", "template_not_found", "invalid_send_at", "send_at_too_far",
+    "invalid_images", "no_route", "unencodable_character", "empty_text", "too_long_for_sms",
+    "too_long", "subject_not_allowed", "subject_too_long", "image_not_jpeg", "image_too_large",
+    "too_many_images", "images_not_allowed", "image_required", "unknown_variable",
+    "missing_variable", "ad_optout_missing", "ad_optout_mismatch", "ad_optout_not_last",
+    "ad_night_time", *NUMBER_CODES)
 
 
 def add_routes(t: RouteTable) -> None:
     """Declare the message and template routes."""
     tag = "messages"
     t.add(Route("POST", "/v1/messages", send, "Send or schedule a message", tag,
-                params=(Param("Idempotency-Key", "header", {"type": "string", "maxLength": 200},
-                              "same key and body within 24 h: same answer, queued once"),),
-                body=_SEND, responses={202: {"type": "object"}}))
+                headers=SendHeaders, body=SendBody, responses={202: Accepted},
+                errors=(*COMPOSE_CODES, "invalid_idempotency_key", "idempotency_conflict")))
     t.add(Route("GET", "/v1/messages", list_messages, "Message history", tag,
-                params=(Param("since", "query", {"type": "string", "format": "date-time"}),
-                        Param("until", "query", {"type": "string", "format": "date-time"}),
-                        Param("type", "query", {"type": "string", "enum": ["sms", "lms", "mms"]}),
-                        Param("from", "query", {"type": "string"}),
-                        Param("to", "query", {"type": "string"}),
-                        Param("limit", "query", {"type": "integer"}),
-                        Param("cursor", "query", {"type": "string"})),
-                responses={200: _PAGE}))
+                query=MessageQuery, responses={200: Page[MessageOut]},
+                errors=("period_too_long",)))
     t.add(Route("GET", "/v1/messages/{message_id}", get_message, "A message and its counts", tag,
-                responses={200: _MESSAGE}))
+                path_params=MessagePath, responses={200: MessageOut}))
     t.add(Route("GET", "/v1/messages/{message_id}/recipients", list_recipients,
-                "Recipients of a message, by state", tag,
-                params=(Param("state", "query", {"type": "string", "enum": list(STATES)}),
-                        Param("limit", "query", {"type": "integer"}),
-                        Param("cursor", "query", {"type": "string"})),
-                responses={200: _PAGE}))
+                "Recipients of a message, by state", tag, path_params=MessagePath,
+                query=RecipientQuery, responses={200: Page[RecipientOut]}))
     t.add(Route("PATCH", "/v1/messages/{message_id}", change,
                 "Change a scheduled message (409 once dispatch started)", tag,
-                body={"type": "object"}, responses={200: _MESSAGE}))
+                path_params=MessagePath, body=ChangeBody, responses={200: MessageOut},
+                errors=("message_canceled", "dispatch_started", *COMPOSE_CODES)))
     t.add(Route("POST", "/v1/messages/{message_id}/cancel", cancel,
                 "Cancel a scheduled message (409 once dispatch started)", tag,
-                responses={200: _MESSAGE}))
+                path_params=MessagePath, responses={200: MessageOut},
+                errors=("message_canceled", "dispatch_started")))
     tag = "templates"
     t.add(Route("POST", "/v1/templates", create_template, "Create a template", tag,
-                body=_TEMPLATE, responses={201: _TEMPLATE}))
-    t.add(Route("GET", "/v1/templates", list_templates, "List templates", tag,
-                responses={200: _PAGE}))
+                body=TemplateIn, responses={201: TemplateOut},
+                errors=("template_exists", "invalid_template")))
+    t.add(Route("GET", "/v1/templates", list_templates, "List templates, newest first", tag,
+                query=TimeUuidPage, responses={200: Page[TemplateOut]}))
     t.add(Route("GET", "/v1/templates/{template_id}", get_template, "A template", tag,
-                responses={200: _TEMPLATE}))
+                path_params=TemplatePath, responses={200: TemplateOut}))
     t.add(Route("PATCH", "/v1/templates/{template_id}", update_template, "Change a template",
-                tag, body={"type": "object"}, responses={200: _TEMPLATE}))
+                tag, path_params=TemplatePath, body=TemplatePatch, responses={200: TemplateOut},
+                errors=("template_exists", "invalid_template")))
     t.add(Route("DELETE", "/v1/templates/{template_id}", delete_template, "Delete a template",
-                tag, responses={204: None}))
+                tag, path_params=TemplatePath, responses={204: None}))

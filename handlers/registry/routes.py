@@ -7,56 +7,171 @@ import csv
 import io
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any, Literal
 
 import openpyxl
 from aiohttp import web
+from pydantic import BaseModel, Field, StringConstraints
 
 from handlers import numbers, spreadsheets
 from handlers.api.context import CTX
 from handlers.api.framework import (
-    JsonSchema,
-    Param,
+    File,
     Route,
     RouteTable,
-    json_response,
+    Upload,
+    arg,
     principal,
-    query_bool,
-    query_choice,
-    query_int,
-    read_json,
-    read_upload,
+    respond,
+    uploaded_file,
+)
+from handlers.api.models import (
+    DIGITS_PATTERN,
+    Body,
+    Limit,
+    Page,
+    Params,
+    PhoneText,
+    TimeDigitsCursor,
 )
 from handlers.errors import DomainError
 from handlers.registry import optouts, senders
 from handlers.registry.senders import ImportRefused, ImportRow, SortKey, column_a
 
 UPLOAD_LIMITS = spreadsheets.Limits()
+CSV = "text/csv"
+XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+
+# Codes a number given in a request can be refused with (handlers.numbers).
+NUMBER_CODES = ("empty", "not_digits", "international", "too_short", "too_long",
+                "invalid_number", "bad_length", "missing_area_code", "not_callable",
+                "not_mobile", "personal_number", "premium_rate", "special_number")
+SPREADSHEET_CODES = ("body_too_large", "unsupported_type", "too_many_rows", "too_many_columns",
+                     "bad_sheet", "corrupt_file")
 
 
-def _row_json(r: ImportRow) -> dict[str, object]:
-    return {"row": r.row, "input": r.input, "number": r.number, "status": r.status.value,
-            "reason": r.reason}
+class NumberBody(Body):
+    number: PhoneText = Field(examples=["010-1234-5678", "0212345678"])
 
 
-def _list_params(request: web.Request) -> dict[str, Any]:
-    sort = SortKey(query_choice(request, "sort", ("registered_at", "number"), "registered_at"))
-    order = query_choice(request, "order", ("asc", "desc"), "desc")
-    return {
-        "q": request.query.get("q", ""),
-        "sort": sort,
-        "descending": order == "desc",
-        "limit": query_int(request, "limit", 50, 1, 1000),
-        "cursor": request.query.get("cursor"),
-    }
+class NumberPath(Params):
+    number: PhoneText
 
 
-async def _spreadsheet_cells(request: web.Request) -> list[tuple[int, str]]:
-    data, _fields = await read_upload(request)
+class NumberQuery(Params):
+    number: PhoneText
+
+
+class ListQuery(Params):
+    q: Annotated[str, StringConstraints(pattern=DIGITS_PATTERN)] = Field(
+        "", description="digits the number contains")
+    sort: SortKey = SortKey.REGISTERED_AT
+    order: Literal["asc", "desc"] = "desc"
+    limit: Limit = 50
+    cursor: TimeDigitsCursor | None = None
+
+
+class ImportQuery(Params):
+    dry_run: bool = Field(True, description="true (the default): judge every row, change "
+                                            "nothing; false: commit")
+    skip_invalid: bool = Field(False, description="commit the ok rows and report the rest "
+                                                  "(else one bad row commits nothing)")
+
+
+class ExportQuery(Params):
+    format: Literal["csv", "xlsx"] = "csv"
+
+
+class SenderOut(BaseModel):
+    number: str
+    registered_at: datetime
+
+
+class QuotaOut(BaseModel):
+    used: int
+    limit: int
+
+
+class SenderCheck(BaseModel):
+    number: str
+    allowed: bool
+    reason: Literal["sender_not_registered"] | None
+
+
+class ReportRow(BaseModel):
+    row: int
+    input: str
+    number: str | None
+    status: senders.RowStatus
+    reason: str | None
+
+
+class SenderImportReport(BaseModel):
+    rows: list[ReportRow]
+    registered: int = Field(description="numbers registered (0 in a dry run)")
+    dry_run: bool
+
+
+class OptoutImportReport(BaseModel):
+    rows: list[ReportRow]
+    added: int = Field(description="numbers added (0 in a dry run)")
+    dry_run: bool
+
+
+class DeleteMany(Body):
+    numbers: list[Annotated[str, StringConstraints(max_length=40)]] = Field(max_length=10_000)
+
+
+class Deleted(BaseModel):
+    deleted: int
+
+
+class OptoutAdded(BaseModel):
+    number: str
+    created: bool = Field(description="false: the number was already opted out")
+
+
+class OptoutOut(BaseModel):
+    number: str
+    source: str
+    created_at: datetime
+
+
+class OptoutCheckQuery(Params):
+    number: PhoneText
+    ad: bool = Field(False, description="the message is advertising")
+
+
+class OptoutVerdict(BaseModel):
+    number: str
+    ad: bool
+    blocked: bool
+
+
+class Scope(Body):
+    scope: Literal["all", "ad"]
+
+
+class ScopeOut(BaseModel):
+    scope: Literal["all", "ad"]
+
+
+def _row(r: ImportRow) -> ReportRow:
+    return ReportRow(row=r.row, input=r.input, number=r.number, status=r.status,
+                     reason=r.reason)
+
+
+def _list_params(q: ListQuery) -> dict[str, Any]:
+    return {"q": q.q, "sort": q.sort, "descending": q.order == "desc", "limit": q.limit,
+            "cursor": q.cursor}
+
+
+def _spreadsheet_cells(request: web.Request) -> list[tuple[int, str]]:
     try:
-        sheet = spreadsheets.read_rows(data, sheet=0, limits=UPLOAD_LIMITS)
+        sheet = spreadsheets.read_rows(uploaded_file(request), sheet=0, limits=UPLOAD_LIMITS)
     except spreadsheets.SpreadsheetError as exc:
-        raise DomainError(exc.code, exc.detail, field="file", status=exc.http_status) from None
+        raise DomainError(exc.code, exc.detail, field="file") from None
     return column_a(sheet.rows)
 
 
@@ -64,45 +179,40 @@ async def _spreadsheet_cells(request: web.Request) -> list[tuple[int, str]]:
 
 async def register(request: web.Request) -> web.Response:
     who = principal(request)
-    body = await read_json(request)
+    number = arg(request, NumberBody).number
     async with request.app[CTX].pool.acquire() as conn:
-        sn = await senders.register(conn, who.tenant_id, body.get("number"), actor=who.actor)
+        sn = await senders.register(conn, who.tenant_id, number, actor=who.actor)
     request.app[CTX].index.senders.setdefault(who.tenant_id, set()).add(sn.number)
-    return json_response({"number": sn.number, "registered_at": sn.registered_at.isoformat()},
-                         201)
+    return respond(SenderOut(number=sn.number, registered_at=sn.registered_at), 201)
 
 
 async def list_senders(request: web.Request) -> web.Response:
     who = principal(request)
     async with request.app[CTX].pool.acquire() as conn:
-        rows, nxt = await senders.list_numbers(conn, who.tenant_id, **_list_params(request))
-    items = [{"number": r["number"], "registered_at": r["registered_at"].isoformat()}
-             for r in rows]
-    return json_response({"items": items, "next_cursor": nxt})
+        rows, nxt = await senders.list_numbers(conn, who.tenant_id,
+                                               **_list_params(arg(request, ListQuery)))
+    items = [SenderOut(number=r["number"], registered_at=r["registered_at"]) for r in rows]
+    return respond(Page[SenderOut](items=items, next_cursor=nxt))
 
 
 async def delete_one(request: web.Request) -> web.Response:
     who = principal(request)
+    number = arg(request, NumberPath).number
     async with request.app[CTX].pool.acquire() as conn:
-        n = await senders.delete_numbers(conn, who.tenant_id, [request.match_info["number"]],
-                                         actor=who.actor)
+        n = await senders.delete_numbers(conn, who.tenant_id, [number], actor=who.actor)
     if n == 0:
-        raise DomainError("not_found", "that number is not registered", status=404)
-    _forget(request, [request.match_info["number"]])
+        raise DomainError("not_found", "that number is not registered")
+    _forget(request, [number])
     return web.Response(status=204)
 
 
 async def delete_many(request: web.Request) -> web.Response:
     who = principal(request)
-    body = await read_json(request)
-    wanted = body.get("numbers")
-    if not isinstance(wanted, list) or len(wanted) > 10_000:
-        raise DomainError("invalid_numbers", "numbers must be a list of at most 10000",
-                          field="numbers")
+    wanted = arg(request, DeleteMany).numbers
     async with request.app[CTX].pool.acquire() as conn:
         n = await senders.delete_numbers(conn, who.tenant_id, wanted, actor=who.actor)
-    _forget(request, [w for w in wanted if isinstance(w, str)])
-    return json_response({"deleted": n})
+    _forget(request, wanted)
+    return respond(Deleted(deleted=n))
 
 
 def _forget(request: web.Request, raws: list[str]) -> None:
@@ -118,41 +228,42 @@ async def get_quota(request: web.Request) -> web.Response:
     who = principal(request)
     async with request.app[CTX].pool.acquire() as conn:
         q = await senders.quota(conn, who.tenant_id)
-    return json_response({"used": q.used, "limit": q.limit})
+    return respond(QuotaOut(used=q.used, limit=q.limit))
 
 
 Importer = Callable[..., Awaitable[tuple[list[ImportRow], int]]]
 
 
-async def _import(request: web.Request, importer: Importer, target: dict[uuid.UUID, set[str]],
-                  count_name: str) -> web.Response:
+async def _import(request: web.Request, importer: Importer,
+                  target: dict[uuid.UUID, set[str]]) -> tuple[list[ReportRow], int, bool]:
     """A spreadsheet import: judge every row (dry run) or commit; the report either way."""
     who = principal(request)
-    dry_run = query_bool(request, "dry_run", True)
-    skip_invalid = query_bool(request, "skip_invalid", False)
-    cells = await _spreadsheet_cells(request)
+    q = arg(request, ImportQuery)
+    dry_run, skip_invalid = q.dry_run, q.skip_invalid
+    cells = _spreadsheet_cells(request)
     async with request.app[CTX].pool.acquire() as conn:
         try:
             report, written = await importer(conn, who.tenant_id, cells, dry_run=dry_run,
                                              skip_invalid=skip_invalid, actor=who.actor)
         except ImportRefused as exc:
             raise DomainError(exc.code, exc.detail, field="file",
-                              extra={"rows": [_row_json(r) for r in exc.report]}) from None
+                              extra={"rows": [_row(r).model_dump(mode="json")
+                                              for r in exc.report]}) from None
     if written:  # read-your-writes here; NOTIFY tells the other instances
         target.setdefault(who.tenant_id, set()).update(
             r.number for r in report if r.status is senders.RowStatus.OK and r.number)
-    return json_response({"rows": [_row_json(r) for r in report], count_name: written,
-                          "dry_run": dry_run})
+    return [_row(r) for r in report], written, dry_run
 
 
 async def import_senders(request: web.Request) -> web.Response:
-    return await _import(request, senders.import_numbers, request.app[CTX].index.senders,
-                         "registered")
+    rows, written, dry_run = await _import(request, senders.import_numbers,
+                                           request.app[CTX].index.senders)
+    return respond(SenderImportReport(rows=rows, registered=written, dry_run=dry_run))
 
 
 async def export_senders(request: web.Request) -> web.StreamResponse:
     who = principal(request)
-    fmt = query_choice(request, "format", ("csv", "xlsx"), "csv")
+    fmt = arg(request, ExportQuery).format
     async with request.app[CTX].pool.acquire() as conn:
         rows = await conn.fetch(
             "SELECT number, registered_at FROM sender_numbers WHERE tenant_id = $1 "
@@ -169,7 +280,7 @@ def export_response(table: list[tuple[str, ...]], fmt: str, name: str) -> web.Re
         writer = csv.writer(buf)
         writer.writerows(table)
         body = ("\ufeff" + buf.getvalue()).encode("utf-8")
-        ctype = "text/csv; charset=utf-8"
+        ctype = f"{CSV}; charset=utf-8"
     else:
         wb = openpyxl.Workbook(write_only=True)
         ws = wb.create_sheet("numbers")
@@ -178,7 +289,7 @@ def export_response(table: list[tuple[str, ...]], fmt: str, name: str) -> web.Re
         out = io.BytesIO()
         wb.save(out)
         body = out.getvalue()
-        ctype = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+        ctype = XLSX
     return web.Response(body=body, headers={
         "Content-Type": ctype,
         "Content-Disposition": f'attachment; filename="{name}.{fmt}"',
@@ -187,172 +298,127 @@ def export_response(table: list[tuple[str, ...]], fmt: str, name: str) -> web.Re
 
 async def check_sender(request: web.Request) -> web.Response:
     who = principal(request)
-    raw = request.query.get("number", "")
-    number = senders.canonical_sender(raw)
+    number = senders.canonical_sender(arg(request, NumberQuery).number)
     allowed = request.app[CTX].index.may_send(who.tenant_id, number)
-    return json_response({"number": number, "allowed": allowed,
-                          "reason": None if allowed else "sender_not_registered"})
-
-
-async def list_sp_ids(request: web.Request) -> web.Response:
-    who = principal(request)
-    async with request.app[CTX].pool.acquire() as conn:
-        rows = await conn.fetch(
-            "SELECT sp_id, created_at FROM sp_ids WHERE tenant_id = $1 ORDER BY sp_id",
-            who.tenant_id)
-    return json_response({"items": [{"sp_id": r["sp_id"], "created_at": r["created_at"].isoformat()}
-                                    for r in rows], "next_cursor": None})
+    return respond(SenderCheck(number=number, allowed=allowed,
+                               reason=None if allowed else "sender_not_registered"))
 
 
 # -- opt-outs ----------------------------------------------------------------------------------
 
 async def optout_add(request: web.Request) -> web.Response:
     who = principal(request)
-    body = await read_json(request)
+    raw = arg(request, NumberBody).number
     async with request.app[CTX].pool.acquire() as conn:
-        number, added = await optouts.add(conn, who.tenant_id, body.get("number"),
-                                          actor=who.actor)
+        number, added = await optouts.add(conn, who.tenant_id, raw, actor=who.actor)
     request.app[CTX].index.optouts.setdefault(who.tenant_id, set()).add(number)
-    return json_response({"number": number, "created": added}, 201 if added else 200)
+    return respond(OptoutAdded(number=number, created=added), 201 if added else 200)
 
 
 async def optout_list(request: web.Request) -> web.Response:
     who = principal(request)
-    params = _list_params(request)
+    params = _list_params(arg(request, ListQuery))
     async with request.app[CTX].pool.acquire() as conn:
         rows, nxt = await senders.list_numbers(conn, who.tenant_id, table="opt_outs",
                                                time_column="created_at", **params)
-    items = [{"number": r["number"], "source": r["source"],
-              "created_at": r["created_at"].isoformat()} for r in rows]
-    return json_response({"items": items, "next_cursor": nxt})
+    items = [OptoutOut(number=r["number"], source=r["source"], created_at=r["created_at"])
+             for r in rows]
+    return respond(Page[OptoutOut](items=items, next_cursor=nxt))
 
 
 async def optout_remove(request: web.Request) -> web.Response:
     who = principal(request)
+    number = arg(request, NumberPath).number
     async with request.app[CTX].pool.acquire() as conn:
-        await optouts.remove(conn, who.tenant_id, request.match_info["number"], actor=who.actor)
+        await optouts.remove(conn, who.tenant_id, number, actor=who.actor)
     request.app[CTX].index.optouts.get(who.tenant_id, set()).discard(
-        optouts.canonical_customer(request.match_info["number"]))
+        optouts.canonical_customer(number))
     return web.Response(status=204)
 
 
 async def optout_import(request: web.Request) -> web.Response:
-    return await _import(request, optouts.import_optouts, request.app[CTX].index.optouts,
-                         "added")
+    rows, written, dry_run = await _import(request, optouts.import_optouts,
+                                           request.app[CTX].index.optouts)
+    return respond(OptoutImportReport(rows=rows, added=written, dry_run=dry_run))
 
 
 async def optout_check(request: web.Request) -> web.Response:
     who = principal(request)
-    number = optouts.canonical_customer(request.query.get("number", ""))
-    ad = query_bool(request, "ad", False)
-    blocked = request.app[CTX].index.is_opted_out(who.tenant_id, number, advertising=ad)
-    return json_response({"number": number, "ad": ad, "blocked": blocked})
+    q = arg(request, OptoutCheckQuery)
+    number = optouts.canonical_customer(q.number)
+    blocked = request.app[CTX].index.is_opted_out(who.tenant_id, number, advertising=q.ad)
+    return respond(OptoutVerdict(number=number, ad=q.ad, blocked=blocked))
 
 
 async def optout_settings_get(request: web.Request) -> web.Response:
     who = principal(request)
     async with request.app[CTX].pool.acquire() as conn:
         scope = await optouts.get_scope(conn, who.tenant_id)
-    return json_response({"scope": scope.value})
+    return respond(ScopeOut(scope=scope.value))
 
 
 async def optout_settings_put(request: web.Request) -> web.Response:
     who = principal(request)
-    body = await read_json(request)
     async with request.app[CTX].pool.acquire() as conn:
-        scope = await optouts.set_scope(conn, who.tenant_id, body.get("scope"), actor=who.actor)
+        scope = await optouts.set_scope(conn, who.tenant_id, arg(request, Scope).scope,
+                                        actor=who.actor)
     idx = request.app[CTX].index
     if scope is optouts.Scope.AD:
         idx.ad_only.add(who.tenant_id)
     else:
         idx.ad_only.discard(who.tenant_id)
-    return json_response({"scope": scope.value})
+    return respond(ScopeOut(scope=scope.value))
 
 
 # -- declarations ------------------------------------------------------------------------------
 
-_NUMBER_BODY: JsonSchema = {"type": "object", "required": ["number"], "properties": {
-    "number": {"type": "string", "examples": ["010-1234-5678", "0212345678"]}}}
-_SENDER: JsonSchema = {"type": "object", "properties": {
-    "number": {"type": "string"}, "registered_at": {"type": "string", "format": "date-time"}}}
-_PAGE = {"type": "object", "properties": {"items": {"type": "array"},
-                                          "next_cursor": {"type": ["string", "null"]}}}
-_LIST_PARAMS = (
-    Param("q", "query", {"type": "string"}, "digits the number contains"),
-    Param("sort", "query", {"type": "string", "enum": ["registered_at", "number"]}),
-    Param("order", "query", {"type": "string", "enum": ["asc", "desc"]}),
-    Param("limit", "query", {"type": "integer", "minimum": 1, "maximum": 1000}),
-    Param("cursor", "query", {"type": "string"}),
-)
-_IMPORT_PARAMS = (
-    Param("dry_run", "query", {"type": "boolean", "default": True},
-          "judge every row, register nothing"),
-    Param("skip_invalid", "query", {"type": "boolean", "default": False},
-          "register the ok rows and report the rest (else one bad row registers nothing)"),
-)
-_UPLOAD: JsonSchema = {"type": "object", "required": ["file"], "properties": {
-    "file": {"type": "string", "format": "binary",
-             "description": "xls, xlsx or csv; numbers in column A of the first sheet"}}}
-_REPORT: JsonSchema = {"type": "object", "properties": {
-    "rows": {"type": "array", "items": {"type": "object", "properties": {
-        "row": {"type": "integer"}, "input": {"type": "string"},
-        "number": {"type": ["string", "null"]},
-        "status": {"type": "string", "enum": [s.value for s in senders.RowStatus]},
-        "reason": {"type": ["string", "null"]}}}},
-    "registered": {"type": "integer"}, "added": {"type": "integer"},
-    "dry_run": {"type": "boolean"}}}
-_FILE = {"type": "string", "format": "binary"}
+_UPLOAD = Upload("xls, xlsx or csv; numbers in column A of the first sheet")
 
 
 def add_routes(t: RouteTable) -> None:
     """Declare the registry and opt-out routes."""
     tag = "sender numbers"
     t.add(Route("POST", "/v1/sender-numbers", register, "Register a sender number", tag,
-                body=_NUMBER_BODY, responses={201: _SENDER}))
+                body=NumberBody, responses={201: SenderOut},
+                errors=("already_registered", "quota_exceeded", *NUMBER_CODES)))
     t.add(Route("GET", "/v1/sender-numbers", list_senders, "List registered numbers", tag,
-                params=_LIST_PARAMS, responses={200: _PAGE}))
+                query=ListQuery, responses={200: Page[SenderOut]}))
     t.add(Route("GET", "/v1/sender-numbers/quota", get_quota, "Registered count and limit",
-                tag, responses={200: {"type": "object", "properties": {
-                    "used": {"type": "integer"}, "limit": {"type": "integer"}}}}))
+                tag, responses={200: QuotaOut}))
     t.add(Route("GET", "/v1/sender-numbers/check", check_sender,
-                "Whether this tenant may send from a number", tag,
-                params=(Param("number", "query", {"type": "string"}, required=True),),
-                responses={200: {"type": "object"}}))
+                "Whether this tenant may send from a number", tag, query=NumberQuery,
+                responses={200: SenderCheck}, errors=NUMBER_CODES))
     t.add(Route("GET", "/v1/sender-numbers/export", export_senders, "Download the list", tag,
-                params=(Param("format", "query", {"type": "string", "enum": ["csv", "xlsx"]}),),
-                responses={200: _FILE}, response_content_type="text/csv"))
+                query=ExportQuery,
+                responses={200: File((CSV, XLSX), "CSV (UTF-8 with BOM) or XLSX")}))
     t.add(Route("POST", "/v1/sender-numbers/imports", import_senders,
-                "Bulk registration from a spreadsheet", tag, params=_IMPORT_PARAMS,
-                body=_UPLOAD, body_content_type="multipart/form-data",
-                responses={200: _REPORT}))
+                "Bulk registration from a spreadsheet (a dry run unless dry_run=false)", tag,
+                query=ImportQuery, body=_UPLOAD, responses={200: SenderImportReport},
+                errors=("import_has_errors", *SPREADSHEET_CODES),
+                description="Re-importing numbers already registered is idempotent: those "
+                            "rows are reported `already_registered` and do not stop the "
+                            "import."))
     t.add(Route("POST", "/v1/sender-numbers/delete", delete_many, "Delete selected numbers",
-                tag, body={"type": "object", "required": ["numbers"], "properties": {
-                    "numbers": {"type": "array", "items": {"type": "string"}}}},
-                responses={200: {"type": "object", "properties": {
-                    "deleted": {"type": "integer"}}}}))
+                tag, body=DeleteMany, responses={200: Deleted}, errors=NUMBER_CODES))
     t.add(Route("DELETE", "/v1/sender-numbers/{number}", delete_one, "Delete one number", tag,
-                responses={204: None}))
-    t.add(Route("GET", "/v1/sp-ids", list_sp_ids, "SP IDs under the tenant", tag,
-                responses={200: _PAGE}))
+                path_params=NumberPath, responses={204: None}))
     tag = "opt-outs"
     t.add(Route("POST", "/v1/opt-outs", optout_add, "Flag a customer as opted out", tag,
-                body=_NUMBER_BODY, responses={201: {"type": "object"}, 200: {"type": "object"}}))
+                body=NumberBody, responses={201: OptoutAdded, 200: OptoutAdded},
+                errors=NUMBER_CODES))
     t.add(Route("GET", "/v1/opt-outs", optout_list, "List opted-out customers", tag,
-                params=_LIST_PARAMS, responses={200: _PAGE}))
+                query=ListQuery, responses={200: Page[OptoutOut]}))
     t.add(Route("GET", "/v1/opt-outs/check", optout_check,
                 "Whether a message to a number would be withheld", tag,
-                params=(Param("number", "query", {"type": "string"}, required=True),
-                        Param("ad", "query", {"type": "boolean"}, "the message is advertising")),
-                responses={200: {"type": "object"}}))
+                query=OptoutCheckQuery, responses={200: OptoutVerdict}, errors=NUMBER_CODES))
     t.add(Route("GET", "/v1/opt-outs/settings", optout_settings_get, "Opt-out scope", tag,
-                responses={200: {"type": "object"}}))
+                responses={200: ScopeOut}))
     t.add(Route("PUT", "/v1/opt-outs/settings", optout_settings_put,
-                "Set the opt-out scope (all | ad)", tag,
-                body={"type": "object", "required": ["scope"], "properties": {
-                    "scope": {"type": "string", "enum": ["all", "ad"]}}},
-                responses={200: {"type": "object"}}))
-    t.add(Route("POST", "/v1/opt-outs/imports", optout_import, "Bulk opt-out from a spreadsheet",
-                tag, params=_IMPORT_PARAMS, body=_UPLOAD, body_content_type="multipart/form-data",
-                responses={200: _REPORT}))
+                "Set the opt-out scope (all | ad)", tag, body=Scope,
+                responses={200: ScopeOut}))
+    t.add(Route("POST", "/v1/opt-outs/imports", optout_import,
+                "Bulk opt-out from a spreadsheet (a dry run unless dry_run=false)", tag,
+                query=ImportQuery, body=_UPLOAD, responses={200: OptoutImportReport},
+                errors=("import_has_errors", *SPREADSHEET_CODES)))
     t.add(Route("DELETE", "/v1/opt-outs/{number}", optout_remove, "Clear a customer's flag", tag,
-                responses={204: None}))
+                path_params=NumberPath, responses={204: None}, errors=NUMBER_CODES))

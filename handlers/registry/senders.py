@@ -17,7 +17,7 @@ import asyncpg
 
 from handlers import numbers
 from handlers.errors import DomainError
-from handlers.pagination import decode_cursor, encode_cursor
+from handlers.pagination import split_time_cursor, time_cursor
 from handlers.spreadsheets import restore_phone_leading_zero
 from handlers.tenants import audit
 
@@ -108,20 +108,21 @@ async def list_numbers(
     digits = "".join(ch for ch in q if ch.isdigit())
     op = "<" if descending else ">"
     order = "DESC" if descending else "ASC"
-    after = decode_cursor(cursor, 2 if sort is SortKey.REGISTERED_AT else 1)
+    # One cursor shape for both orders (`<micros>.<number>`); the number order reads the number.
+    after = split_time_cursor(cursor) if cursor else None
     args: list[object] = [tenant_id, f"%{digits}%", limit + 1]
     if sort is SortKey.REGISTERED_AT:
         where = ""
         if after is not None:
             where = f"AND ({time_column}, number) {op} ($4::timestamptz, $5)"
-            args += [datetime.fromisoformat(after[0]), after[1]]
+            args += [after[0], after[1]]
         sql = (f"SELECT * FROM {table} WHERE tenant_id = $1 AND number LIKE $2 {where} "
                f"ORDER BY {time_column} {order}, number {order} LIMIT $3")
     else:
         where = ""
         if after is not None:
             where = f"AND number {op} $4"
-            args.append(after[0])
+            args.append(after[1])
         sql = (f"SELECT * FROM {table} WHERE tenant_id = $1 AND number LIKE $2 {where} "
                f"ORDER BY number {order} LIMIT $3")
     rows = await conn.fetch(sql, *args)
@@ -129,9 +130,7 @@ async def list_numbers(
     if len(rows) > limit:
         rows = rows[:limit]
         last = rows[-1]
-        next_cursor = encode_cursor(
-            [last[time_column].isoformat(), last["number"]]
-            if sort is SortKey.REGISTERED_AT else [last["number"]])
+        next_cursor = time_cursor(last[time_column], last["number"])
     return list(rows), next_cursor
 
 
@@ -284,7 +283,9 @@ async def import_numbers(
         if progress is not None:
             progress(len(cells), len(cells))
         good = [r for r in report if r.status is RowStatus.OK]
-        bad = len(report) - len(good)
+        # A number already registered is what the row asks for: re-importing a file is
+        # idempotent, each such row reported as already_registered.
+        bad = sum(1 for r in report if r.status not in _SETTLED)
         if dry_run:
             return report, 0
         if bad and not skip_invalid:
@@ -298,11 +299,14 @@ async def import_numbers(
     return report, len(good)
 
 
+_SETTLED = frozenset({RowStatus.OK, RowStatus.ALREADY_REGISTERED})
+
+
 class ImportRefused(DomainError):
     """A committing import had rows that are not ok and `skip_invalid` was not set."""
 
     def __init__(self, report: list[ImportRow]) -> None:
-        bad = sum(1 for r in report if r.status is not RowStatus.OK)
+        bad = sum(1 for r in report if r.status not in _SETTLED)
         super().__init__(
             "import_has_errors",
             f"{bad} row(s) are not ok; fix or drop them, or send skip_invalid=true",

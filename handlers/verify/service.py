@@ -45,10 +45,13 @@ def limits_of(config: VerificationConfig) -> Limits:
 
 async def server_key(conn: asyncpg.Connection, name: str = "verification") -> bytes:
     """The database's key `name`, made on first use (every instance then reads the same)."""
-    await conn.execute(
-        "INSERT INTO server_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
-        name, secrets.token_bytes(32))
-    key: bytes = await conn.fetchval("SELECT key FROM server_keys WHERE name = $1", name)
+    key: bytes | None = await conn.fetchval("SELECT key FROM server_keys WHERE name = $1", name)
+    if key is None:
+        await conn.execute(
+            "INSERT INTO server_keys (name, key) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING",
+            name, secrets.token_bytes(32))
+        key = await conn.fetchval("SELECT key FROM server_keys WHERE name = $1", name)
+    assert key is not None
     return bytes(key)
 
 

@@ -94,7 +94,7 @@ async def test_malformed_json_is_400_naming_the_problem(api: Api) -> None:
     assert (await resp.json(content_type=None))["code"] == "malformed_json"
     resp = await a.call("PATCH", f"/v1/api-keys/{a.key_id}", json={"label": 5})
     body = await resp.json(content_type=None)
-    assert (resp.status, body["code"], body["field"]) == (422, "invalid_label", "label")
+    assert (resp.status, body["code"], body["field"]) == (422, "invalid_field", "label")
 
 
 async def test_request_id_is_echoed_or_generated(api: Api) -> None:

@@ -169,8 +169,8 @@ async def test_bad_mapping_is_refused_naming_the_field(
 async def test_oversized_or_foreign_uploads_are_refused(api: Api) -> None:
     t = await api.new_tenant()
     resp = await upload(t, b"x" * 300_000)
-    assert resp.status == 413 and (await resp.json())["code"] == "too_large"
+    assert resp.status == 413 and (await resp.json())["code"] == "body_too_large"
     resp = await upload(t, b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 4)
-    assert resp.status == 415
+    assert resp.status == 422 and (await resp.json())["code"] == "unsupported_type"
     anonymous = await api.client.post("/v1/recipient-imports", data=b"")
     assert anonymous.status == 401

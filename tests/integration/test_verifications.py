@@ -324,3 +324,54 @@ async def test_a_code_sent_while_a_bulk_send_drains_overtakes_it(
         # batch) may pass before it; the rest of the bulk send waits behind the code.
         assert ahead <= 600, (ahead, queued_then)
         assert queued_then > 1000
+
+
+# -- through the control API ----------------------------------------------------------------
+
+
+async def test_the_api_flow_never_shows_the_code(api: Api) -> None:
+    t = await tenant_with_sender(api)
+    resp = await t.call("POST", "/v1/verifications",
+                        json={"to": "010-1234-5678", "from": "02-1234-5678"})
+    assert resp.status == 201, await resp.text()
+    started = await resp.json()
+    async with api.context.pool.acquire() as conn:
+        code = await Phone(conn).last_code(started["id"])
+    bodies = [await resp.text()]
+    for path in (f"/v1/verifications/{started['id']}", "/v1/messages",
+                 f"/v1/messages/{started['message_id']}"):
+        r = await t.call("GET", path)
+        bodies.append(await r.text())
+    assert all(code not in b for b in bodies)
+    listed = await (await t.call("GET", "/v1/messages")).json()
+    assert listed["items"] == []  # the code's SMS is shown through /v1/verifications only
+
+    wrong = f"{(int(code) + 1) % 1_000_000:06d}"
+    r = await t.call("POST", f"/v1/verifications/{started['id']}/check", json={"code": wrong})
+    problem = await r.json()
+    assert r.status == 422 and problem["code"] == "verification_code_mismatch"
+    assert problem["attempts_left"] == 4 and problem["field"] == "code"
+    r = await t.call("POST", f"/v1/verifications/{started['id']}/resend")
+    assert r.status == 429 and int(r.headers["Retry-After"]) > 0
+    assert (await r.json())["code"] == "verification_resend_too_soon"
+    r = await t.call("POST", f"/v1/verifications/{started['id']}/check", json={"code": code})
+    assert r.status == 200 and (await r.json())["status"] == "approved"
+    state = await (await t.call("GET", f"/v1/verifications/{started['id']}")).json()
+    assert state["status"] == "approved" and state["from"] == SENDER and state["sends"] == 1
+
+    other = await tenant_with_sender(api)
+    r = await other.call("POST", f"/v1/verifications/{started['id']}/check", json={"code": code})
+    assert r.status == 404
+    r = await other.call("GET", f"/v1/verifications/{started['id']}")
+    assert r.status == 404
+
+
+async def test_the_api_refuses_malformed_requests_naming_the_field(api: Api) -> None:
+    t = await tenant_with_sender(api)
+    r = await t.call("POST", "/v1/verifications", json={"to": "010-1234-5678"})
+    assert r.status == 422 and (await r.json())["field"] == "from"
+    r = await t.call("POST", "/v1/verifications",
+                     json={"to": "010-1234-5678", "from": "0299990000"})
+    assert r.status == 422 and (await r.json())["code"] == "sender_not_registered"
+    r = await t.call("POST", f"/v1/verifications/{uuid.uuid4()}/check", json={"code": "12a"})
+    assert r.status == 422 and (await r.json())["field"] == "code"

@@ -116,7 +116,7 @@ async def test_webhook_url_and_events_are_validated_naming_the_field(api: Api) -
     resp = await t.call("POST", "/v1/webhooks", json={
         "url": "https://x.example/", "events": ["message.accepted", "message.delivred"]})
     problem = await resp.json()
-    assert resp.status == 422 and problem["code"] == "unknown_event"
+    assert resp.status == 422 and problem["code"] == "invalid_field"
     assert problem["field"] == "events[1]"
 
 

@@ -187,7 +187,7 @@ def test_blank_rows_inside_are_kept_and_trailing_blanks_dropped() -> None:
 def test_a_file_over_the_byte_limit_is_refused_as_too_large() -> None:
     with pytest.raises(TooLarge) as info:
         read_rows(b"a,b\n" * 100, sheet=None, limits=Limits(max_bytes=399))
-    assert (info.value.code, info.value.http_status) == ("too_large", 413)
+    assert (info.value.code, info.value.http_status) == ("body_too_large", 413)
 
 
 @pytest.mark.parametrize(
@@ -201,7 +201,7 @@ def test_a_file_over_the_byte_limit_is_refused_as_too_large() -> None:
 def test_files_that_are_not_spreadsheets_are_refused_as_unsupported(data: bytes) -> None:
     with pytest.raises(UnsupportedType) as info:
         read_rows(data, sheet=None, limits=Limits())
-    assert info.value.http_status == 415
+    assert info.value.http_status == 422
 
 
 def test_a_plain_zip_is_not_taken_for_xlsx() -> None:

@@ -1,0 +1,33 @@
+"""Schemathesis hooks of the contract test (loaded with SCHEMATHESIS_HOOKS=tests.contract_hooks).
+
+tests/schemathesis.toml accepts 422 as an answer to schema-valid data, because business rules
+answer it. This check takes back what that loosening would hide: a schema-valid request must
+never be refused with a code of kind `request` (handlers.errors.Kind), which would mean the
+published document allows what the route refuses for its form.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import schemathesis
+
+from handlers.errors import CODES, Kind
+
+
+@schemathesis.check
+def refused_for_form_though_schema_valid(ctx: Any, response: Any, case: Any) -> bool | None:
+    meta = case.meta
+    if meta is None or not meta.generation.mode.is_positive or response.status_code < 400:
+        return None
+    if response.status_code in (401, 404, 405):  # credentials, existence, method: not form
+        return None
+    try:
+        code = json.loads(response.content).get("code")
+    except (ValueError, AttributeError):
+        return None
+    entry = CODES.get(code) if isinstance(code, str) else None
+    if entry is not None and entry.kind is Kind.REQUEST:
+        raise AssertionError(f"schema-valid request refused with `{code}` ({entry.meaning})")
+    return None
