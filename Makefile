@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 
 export TELGATE_STATE_DIR ?= $(CURDIR)/var
 
-.PHONY: run test lint typecheck unit venv interop-tools clean lock
+.PHONY: run test lint typecheck unit venv interop-tools clean lock sms
 
 # requirements.lock pins every runtime and test dependency (pip-tools, `make lock`): a fresh
 # clone installs exactly what CI tested. A dependency added to pyproject.toml and not yet in
@@ -29,6 +29,11 @@ run: $(STAMP)
 	$(BIN)/telgate run --demo $(if $(CONFIG),--config $(CONFIG),--config config/telgate.demo.toml) \
 	  $(if $(API_PORT),--api-port $(API_PORT)) $(if $(SIP_PORT),--sip-port $(SIP_PORT)) \
 	  $(if $(SMSC_PORT),--smsc-port $(SMSC_PORT))
+
+## make sms: what the demo's phones received (the SMSC simulator's log), e.g. a verification code.
+sms:
+	@touch $(TELGATE_STATE_DIR)/sms-received.jsonl
+	tail -n 20 -f $(TELGATE_STATE_DIR)/sms-received.jsonl
 
 ## make test: everything CI runs (lint, types, the whole test suite). Non-zero on any failure.
 test: $(STAMP) interop-tools

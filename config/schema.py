@@ -203,6 +203,29 @@ class MessagingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class VerificationConfig:
+    """Verification codes (POST /v1/verifications): code shape, validity and limits."""
+
+    digits: int = field(default=6, metadata=_help("digits in a code", min=4, max=10))
+    ttl_seconds: int = field(default=300, metadata=_help("how long a code is valid", min=30, max=3600))
+    max_failures: int = field(
+        default=5, metadata=_help("wrong codes for one number before it is locked", min=1, max=20))
+    lock_seconds: int = field(
+        default=600, metadata=_help("how long a number stays locked after max_failures", min=1))
+    resend_cooldown_seconds: int = field(
+        default=30, metadata=_help("least time between two codes of one verification", min=0))
+    sends_per_number: int = field(
+        default=5, metadata=_help("codes one number may receive per sends_window_seconds", min=1))
+    sends_window_seconds: int = field(
+        default=600, metadata=_help("the window of sends_per_number", min=1))
+    tenant_sends_per_hour: int = field(
+        default=1000, metadata=_help("codes one account may send per hour", min=1))
+    template: str = field(
+        default="[인증번호] {code} ({minutes}분 안에 입력해 주세요)",
+        metadata=_help("SMS text when the request names no template; {code} and {minutes}"))
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -217,3 +240,4 @@ class Config:
     smpp: SmppConfig = field(default_factory=SmppConfig)
     messaging: MessagingConfig = field(default_factory=MessagingConfig)
     sip: SipConfig = field(default_factory=SipConfig)
+    verification: VerificationConfig = field(default_factory=VerificationConfig)

@@ -29,6 +29,8 @@ log = structlog.get_logger("telgate.demo")
 
 DEMO_TENANT = "demo"
 DEMO_SENDER = "0212345678"
+# What the demo's phones received (the SMSC simulator's JSON-lines log); `make sms` shows it.
+SMS_RECEIVED_LOG = "sms-received.jsonl"
 KEY_FILE = "demo-key"
 
 
@@ -89,9 +91,11 @@ async def start_simulators(runtime: Runtime) -> Stopper | None:
     first = carriers[0]
     smsc = SmscSimulator(SmscConfig(
         host=first.host, port=first.port, accounts={c.system_id: c.password for c in carriers},
-        receipt_delay_ms=500, record_submits=False))
+        receipt_delay_ms=500, record_submits=False,
+        received_log=runtime.config.state_dir / SMS_RECEIVED_LOG))
     await smsc.start()
-    log.info("demo_smsc_started", port=smsc.port)
+    log.info("demo_smsc_started", port=smsc.port,
+             received_log=str(runtime.config.state_dir / SMS_RECEIVED_LOG))
     return smsc.stop
 
 

@@ -135,6 +135,21 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("invalid_idempotency_key", 400, "The Idempotency-Key header is longer than 200 "
                                        "characters."),
     _x("idempotency_conflict", 409, "The Idempotency-Key was used with a different body."),
+    # -- verification codes (handlers.verify) ---------------------------------------------------
+    _x("opted_out", 422, "The recipient asked to receive no messages (080 opt-out)."),
+    _x("template_without_code", 422, "A verification template must contain `{code}`."),
+    _x("verification_code_mismatch", 422, "The code is wrong; `attempts_left` says how many "
+                                          "tries remain before the number is locked."),
+    _x("verification_locked", 429, "Too many wrong codes: the number is locked (no check, no new "
+                                   "code) until `Retry-After`."),
+    _x("verification_expired", 410, "The code is past its validity; start a new verification."),
+    _x("verification_closed", 409, "The verification is already approved, failed or canceled "
+                                   "(`status` says which)."),
+    _x("verification_resend_too_soon", 429, "A new code within the resend cooldown; wait "
+                                            "`Retry-After` seconds."),
+    _x("verification_send_limit", 429, "This number received as many codes as allowed in the "
+                                       "window; wait `Retry-After` seconds."),
+    _x("verification_tenant_limit", 429, "The account sent as many codes this hour as allowed."),
     # -- webhooks -------------------------------------------------------------------------------
     _x("invalid_url", 422, "A webhook URL is an absolute http(s) URL without credentials."),
     _x("too_many_webhooks", 409, "The tenant has as many webhooks as allowed (20)."),
@@ -169,7 +184,8 @@ class DomainError(Exception):
     """A refusal with a registered `code` (e.g. `sender_not_registered`), mapped to problem+json.
 
     The HTTP status comes from the registry (`status=`, if given, must agree with it); `field`
-    names the request field at fault when there is one (`to[3].number`, `text`).
+    names the request field at fault when there is one (`to[3].number`, `text`); `retry_after`
+    says when trying again can succeed (sent as `Retry-After`).
     """
 
     def __init__(
@@ -180,6 +196,7 @@ class DomainError(Exception):
         field: str | None = None,
         status: int | None = None,
         extra: dict[str, object] | None = None,
+        retry_after: int | None = None,
     ) -> None:
         registered = lookup(code)
         if status is not None and status != registered.status:
@@ -191,6 +208,7 @@ class DomainError(Exception):
         self.field = field
         self.status = registered.status
         self.extra = extra or {}
+        self.retry_after = retry_after  # seconds, sent as Retry-After (429, 503)
 
 
 def markdown() -> str:

@@ -14,6 +14,7 @@ from handlers.calls import routes as calls_routes
 from handlers.messages import history_routes, imports
 from handlers.messages import routes as message_routes
 from handlers.registry import routes as registry_routes
+from handlers.verify import routes as verify_routes
 from handlers.webhooks import routes as webhook_routes
 
 RouteProvider = Callable[[RouteTable], None]
@@ -22,7 +23,7 @@ RouteProvider = Callable[[RouteTable], None]
 ROUTE_PROVIDERS: list[RouteProvider] = [
     service.add_routes, keys.add_routes, registry_routes.add_routes, message_routes.add_routes,
     history_routes.add_routes, imports.add_routes, webhook_routes.add_routes,
-    calls_routes.add_routes,
+    calls_routes.add_routes, verify_routes.add_routes,
 ]
 
 

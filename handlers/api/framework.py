@@ -492,6 +492,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
         response = problem(
             exc.status, exc.code, exc.detail, field_name=exc.field, request_id=request_id,
             extra=exc.extra,
+            headers=None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)},
         )
     except web.HTTPRequestEntityTooLarge as exc:
         response = problem(413, "body_too_large", exc.text or "body too large",

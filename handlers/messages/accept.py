@@ -29,6 +29,10 @@ from handlers.webhooks import emit
 
 MAX_RECIPIENTS = 10_000
 SMALL_SEND = 200  # up to this many recipients: one statement; beyond: a transaction with COPY
+# Dispatch lanes (recipients.lane), claimed in this order so that a bulk send waiting in the
+# queue cannot hold back a verification code or a single send.
+LANE_VERIFICATION, LANE_SINGLE, LANE_BULK = 0, 1, 2
+LANES = ("verification", "single", "bulk")
 MAX_SCHEDULE_AHEAD = timedelta(days=183)
 # A send_at this little in the past is the client's clock or the request's transit: sent now.
 SEND_AT_GRACE = timedelta(seconds=60)
@@ -309,12 +313,13 @@ async def store(conn: asyncpg.Connection, who: Principal, p: Prepared,
            VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)""",
         message_id, who.tenant_id, who.sp_id, p.sender, p.composed.type.value,
         p.composed.subject, text, p.ad, p.test, p.template_id, p.send_at, len(p.recipients))
+    lane = LANE_BULK if len(rows) > SMALL_SEND else LANE_SINGLE
     await conn.copy_records_to_table(
         "recipients",
-        records=[(message_id, i, who.tenant_id, n, name, t, st, why, p.send_at)
+        records=[(message_id, i, who.tenant_id, n, name, t, st, why, p.send_at, lane)
                  for i, n, name, t, st, why in rows],
         columns=["message_id", "idx", "tenant_id", "number", "name", "text", "state", "reason",
-                 "next_attempt_at"])
+                 "next_attempt_at", "lane"])
     await emit(conn, who.tenant_id, "message.accepted", _accepted_event(message_id, p))
     return message_id
 

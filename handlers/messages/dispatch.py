@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from config.schema import Config
 from handlers.messages import carrier_ids
-from handlers.messages.accept import DISPATCH_CHANNEL
+from handlers.messages.accept import DISPATCH_CHANNEL, LANES
 from handlers.messages.carriers import (
     Bind,
     Carrier,
@@ -140,6 +140,11 @@ class DispatchMetrics:
         self.binds_up = Gauge("telgate_smpp_binds_up", "bound SMPP sessions", ["carrier"],
                               registry=r)
         self.inflight = Gauge("telgate_smpp_inflight", "claimed recipients not yet stored",
+                              registry=r)
+        self.lane_depth = Gauge("telgate_dispatch_lane_due", "recipients due and waiting, per lane",
+                                ["lane"], registry=r)
+        self.lane_age = Gauge("telgate_dispatch_lane_age_seconds",
+                              "how long the oldest due recipient of a lane has waited", ["lane"],
                               registry=r)
 
 
@@ -378,7 +383,7 @@ class Dispatcher:
                        SELECT r.message_id, r.idx FROM recipients r
                        JOIN messages m ON m.id = r.message_id
                        WHERE r.state = 'queued' AND r.next_attempt_at <= now()
-                       ORDER BY r.next_attempt_at
+                       ORDER BY r.lane, r.next_attempt_at
                        LIMIT $1
                        FOR UPDATE OF r SKIP LOCKED
                        FOR SHARE OF m SKIP LOCKED
@@ -712,11 +717,27 @@ class Dispatcher:
             try:
                 await self.recover()
                 await self.expire()
+                await self.measure_lanes()
             except Exception as exc:  # the next round tries again
                 self._house.failed(exc)
                 log.error("dispatch_housekeeping_failed", error=describe(exc))
             else:
                 self._house.ok()
+
+    async def measure_lanes(self) -> dict[str, tuple[int, float]]:
+        """Queue depth and oldest wait per lane, into the lane gauges (and returned)."""
+        async with self.pool.acquire() as conn:
+            rows = await conn.fetch(
+                """SELECT lane, count(*) AS n,
+                          extract(epoch FROM now() - min(next_attempt_at))::float8 AS age
+                   FROM recipients WHERE state = 'queued' AND next_attempt_at <= now()
+                   GROUP BY lane""")
+        seen = {LANES[r["lane"]]: (int(r["n"]), max(0.0, float(r["age"]))) for r in rows}
+        for name in LANES:
+            depth, age = seen.get(name, (0, 0.0))
+            self.metrics.lane_depth.labels(name).set(depth)
+            self.metrics.lane_age.labels(name).set(age)
+        return seen
 
     async def recover(self) -> int:
         """Requeue, as in doubt, recipients claimed by instances that are no longer alive."""

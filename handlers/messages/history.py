@@ -189,7 +189,8 @@ async def history_rows(conn: asyncpg.Connection, f: HistoryFilter,
     where, args = _where(f)
     query = f"""SELECT m.send_at, m.id, m.type, m.sp_id, m.sender, r.number, r.name, r.state,
                        r.reason, r.submitted_at, r.done_at, m.subject,
-                       coalesce(r.text, m.text) AS text, m.test
+                       CASE WHEN m.verification_id IS NULL THEN coalesce(r.text, m.text)
+                            ELSE m.text END AS text, m.test
                 FROM messages m JOIN recipients r ON r.message_id = m.id
                 WHERE {where}
                 ORDER BY m.send_at, m.id, r.idx"""

@@ -190,7 +190,7 @@ async def _message(conn: asyncpg.Connection, who: Principal, message_id: uuid.UU
     """One of the caller's messages (a key narrowed to an SP ID sees that SP's only)."""
     row = await conn.fetchrow(
         "SELECT * FROM messages WHERE tenant_id = $1 AND id = $2"
-        " AND ($3::text IS NULL OR sp_id = $3)"
+        " AND ($3::text IS NULL OR sp_id = $3) AND verification_id IS NULL"
         + (" FOR UPDATE" if lock else ""), who.tenant_id, message_id, who.sp_id)
     if row is None:
         raise DomainError("not_found", "no such message")
@@ -272,6 +272,7 @@ async def list_messages(request: web.Request) -> web.Response:
         rows = await conn.fetch(
             f"""SELECT m.* FROM messages m
                 WHERE m.tenant_id = $1 AND m.created_at >= $2 AND m.created_at < $3
+                  AND m.verification_id IS NULL
                   AND ($4::text IS NULL OR m.type = $4) AND ($5::text IS NULL OR m.sender = $5)
                   AND ($8::text IS NULL OR m.sp_id = $8)
                   AND ($6::text IS NULL OR EXISTS (SELECT 1 FROM recipients r

@@ -35,6 +35,8 @@ EVENT_TYPES: tuple[str, ...] = (
     "message.recipient.delivered",
     "message.recipient.failed",
     "message.recipient.expired",
+    "verification.approved",
+    "verification.failed",
     "webhook.test",
 )
 MAX_WEBHOOKS_PER_TENANT = 20
@@ -88,7 +90,8 @@ def parse_events(raw: object) -> list[str]:
 
 
 EventType = Literal["message.accepted", "message.canceled", "message.recipient.delivered",
-                    "message.recipient.failed", "message.recipient.expired", "webhook.test"]
+                    "message.recipient.failed", "message.recipient.expired",
+                    "verification.approved", "verification.failed", "webhook.test"]
 Url = Annotated[str, StringConstraints(min_length=1, max_length=MAX_URL_LENGTH,
                                        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[^ \t\r\n/?#@]+[^ \t\r\n]*$")]
 

@@ -8,6 +8,7 @@ import contextlib
 import json
 import signal
 import sys
+from pathlib import Path
 
 from protocols.smpp.constants import CommandStatus
 from sim.smsc.config import MessageIdFormat, SmscConfig, parse_outcomes
@@ -89,6 +90,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--record", action="store_true", help="keep every accepted submit in memory (for query_sm/cancel_sm)"
     )
+    p.add_argument(
+        "--received-log", type=Path, default=None,
+        help="append every accepted submit_sm (from, to, text) to this JSON-lines file",
+    )
     return p
 
 
@@ -113,6 +118,7 @@ def build_config(argv: list[str]) -> SmscConfig:
         receipt_id_other_format=a.receipt_id_other_format,
         seed=a.seed,
         record_submits=a.record,
+        received_log=a.received_log,
     )
 
 

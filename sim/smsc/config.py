@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from enum import Enum
+from pathlib import Path
 
 from protocols.smpp.constants import CommandStatus
 
@@ -43,6 +44,9 @@ class SmscConfig:
     receipt_id_other_format: bool = False
     seed: int | None = None
     record_submits: bool = True
+    # Append every accepted submit_sm to this JSON-lines file (what the phones "received"),
+    # so a person trying the demo can read a text, e.g. a verification code, as a phone would.
+    received_log: Path | None = None
 
     def __post_init__(self) -> None:
         unknown = set(self.outcomes) - set(OUTCOMES)

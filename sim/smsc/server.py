@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import random
 import socket
 from collections import Counter
@@ -10,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from types import TracebackType
+from typing import IO
 from zoneinfo import ZoneInfo
 
 from protocols.smpp.codec import DecodeError, PduDecoder
@@ -318,6 +320,7 @@ class SmscSimulator:
         self.config = config or SmscConfig()
         self.port = 0
         self.submits: list[AcceptedSubmit] = []
+        self._received_log: IO[str] | None = None
         self.stats: Counter[str] = Counter()
         self._rng = random.Random(self.config.seed)
         self._connections: set[_Connection] = set()
@@ -355,6 +358,8 @@ class SmscSimulator:
             lambda: _Connection(self), self.config.host, self.config.port, reuse_address=True
         )
         self.port = self._server.sockets[0].getsockname()[1]
+        if self.config.received_log is not None:
+            self._received_log = self.config.received_log.open("a", encoding="utf-8")
 
     async def stop(self) -> None:
         """Stop listening, drop connections and cancel pending receipts."""
@@ -370,6 +375,9 @@ class SmscSimulator:
         if self._server is not None:
             await self._server.wait_closed()
             self._server = None
+        if self._received_log is not None:
+            self._received_log.close()
+            self._received_log = None
 
     # --- test controls -----------------------------------------------------------------
 
@@ -459,6 +467,8 @@ class SmscSimulator:
         return self._rng.choices(self._outcomes, self._weights)[0]
 
     def _record(self, pdu: SubmitSm, message_id: str, system_id: str) -> AcceptedSubmit:
+        if self._received_log is not None:
+            self._log_received(pdu, message_id, system_id)
         if not self.config.record_submits:
             # Long runs (bench, demo) keep no per-message state, so memory stays flat.
             return AcceptedSubmit(
@@ -501,6 +511,21 @@ class SmscSimulator:
                     fut.set_result(None)
             self._submit_waiters = [w for w in self._submit_waiters if not w[1].done()]
         return record
+
+    def _log_received(self, pdu: SubmitSm, message_id: str, system_id: str) -> None:
+        payload = pdu.message_payload or pdu.short_message
+        if pdu.esm_class & EsmClass.UDHI and payload:
+            payload = payload[payload[0] + 1 :]
+        try:
+            text: str | None = decode_text(payload, pdu.data_coding)
+        except UnsupportedDataCoding:
+            text = None
+        line = {"at": datetime.now(UTC).isoformat(timespec="milliseconds"),
+                "message_id": message_id, "system_id": system_id, "from": pdu.source_addr,
+                "to": pdu.destination_addr, "data_coding": pdu.data_coding, "text": text}
+        assert self._received_log is not None
+        self._received_log.write(json.dumps(line, ensure_ascii=False) + "\n")
+        self._received_log.flush()
 
     def _send_receipts(self, receipts: list[tuple[AcceptedSubmit, str, str]]) -> None:
         # Korean SMSCs write receipt dates in local time (KST) without a zone, like this.

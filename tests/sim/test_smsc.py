@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 
 import pytest
 
@@ -246,3 +248,15 @@ async def test_a_submit_cancelled_while_waiting_for_the_window_does_not_leak_a_s
         third = await client.submit(message(receipt=False))
         assert third.command_status == S.ESME_ROK
         assert len(smsc.submits) == 2
+
+
+async def test_received_log_shows_each_text_as_the_phone_got_it(tmp_path: Path) -> None:
+    path = tmp_path / "received.jsonl"
+    config = SmscConfig(accounts=ACCOUNT, received_log=path, record_submits=False)
+    async with asyncio.timeout(5), SmscSimulator(config) as smsc, bound(smsc) as (client, _):
+        first = await client.submit(message("[인증번호] 123456"))
+        await client.submit(message("두 번째"))
+    lines = [json.loads(x) for x in path.read_text(encoding="utf-8").splitlines()]
+    assert [x["text"] for x in lines] == ["[인증번호] 123456", "두 번째"]
+    assert lines[0]["to"] == "01012345678" and lines[0]["from"] == "15881234"
+    assert isinstance(first, SubmitSmResp) and lines[0]["message_id"] == first.message_id

@@ -1,0 +1,197 @@
+"""Verification codes under bulk load: while a large bulk send drains through the SMSC simulator,
+verifications are requested at a steady rate; how long from the API call until the code's
+submit_sm reaches the simulator?
+
+    .venv/bin/python -m bench.verification [--bulk 100000] [--rate 20] [--runs 3]
+
+Each run starts a fresh daemon and database. Phase 1 sends the bulk alone and times it (first POST
+until every recipient is final). Phase 2 sends the same bulk again and, from the moment the first
+bulk recipient reaches the simulator, POSTs `--rate` verifications per second (open loop) until
+the bulk has drained. The simulator (its own process) writes every submit_sm it accepts to a
+JSON-lines log with its arrival time; each verification goes to its own number, so the log gives
+API call → submit_sm for each one. Both clocks are this machine's. Prints one JSON line per run
+and a summary with the spread.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+import asyncpg
+
+from bench.messaging import (
+    ROOT,
+    SENDER,
+    child,
+    daemon_config,
+    emit,
+    free_port,
+    numbers,
+    prepare_tenant,
+    telgate_throughput,
+    total,
+    wait_final,
+    wait_port,
+    wait_ready,
+)
+from config import load_config
+from daemon.embedded_pg import EmbeddedPostgres
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    return sorted_values[min(len(sorted_values) - 1, max(0, int(len(sorted_values) * q) - 1))]
+
+
+async def verifications_during(http: aiohttp.ClientSession, base: str, key: str, rate: float,
+                               until_done: asyncio.Event) -> dict[str, float]:
+    """POST verifications at `rate` per second until `until_done`; number → send time."""
+    headers = {"Authorization": f"Bearer {key}"}
+    sent: dict[str, float] = {}
+    errors: list[str] = []
+
+    async def one(number: str) -> None:
+        t0 = time.time()
+        async with http.post(f"{base}/v1/verifications", headers=headers,
+                             json={"to": number, "from": SENDER}) as r:
+            body = await r.text()
+            if r.status != 201:
+                errors.append(f"{r.status} {body[:200]}")
+                return
+        sent[number] = t0
+
+    tasks: list[asyncio.Task[None]] = []
+    start = time.perf_counter()
+    i = 0
+    while not until_done.is_set():
+        delay = start + i / rate - time.perf_counter()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        tasks.append(asyncio.create_task(one(f"0109{i:07d}")))
+        i += 1
+    await asyncio.gather(*tasks)
+    if errors:
+        raise RuntimeError(f"{len(errors)} verification requests refused, e.g. {errors[0]}")
+    return sent
+
+
+async def first_arrival(log: Path, seconds: float = 60.0) -> None:
+    """Wait until the simulator has logged its first submit_sm (the bulk send has begun)."""
+    for _ in range(int(seconds * 100)):
+        if await asyncio.to_thread(lambda: log.exists() and log.stat().st_size > 0):
+            return
+        await asyncio.sleep(0.01)
+    raise RuntimeError("the bulk send did not reach the simulator")
+
+
+def arrivals(log: Path) -> dict[str, float]:
+    """Destination number → arrival time (epoch seconds) of its first submit_sm."""
+    seen: dict[str, float] = {}
+    for line in log.read_text(encoding="utf-8").splitlines():
+        row = json.loads(line)
+        seen.setdefault(row["to"], datetime.fromisoformat(row["at"]).timestamp())
+    return seen
+
+
+async def one_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    smsc_port = free_port()
+    received = work / "received.jsonl"
+    smsc = [sys.executable, "-m", "sim.smsc", "--port", str(smsc_port),
+            "--account", "telgate:bench", "--received-log", str(received)]
+    config = load_config(None, {"TELGATE_STATE_DIR": str(work / "state")})
+    pg = EmbeddedPostgres(config.state_dir, config.database.embedded)
+    async with child(smsc, log=work / "smsc.log"):
+        await wait_port(smsc_port)
+        await pg.start()
+        try:
+            key = await prepare_tenant(pg.dsn)
+            api_port = free_port()
+            cfg = work / "telgate.toml"
+            daemon_config(cfg, api_port, smsc_port, args.binds, args.window, "warning")
+            # The bench's own rate of codes to distinct numbers stays within the caps.
+            env = {**os.environ, "TELGATE_STATE_DIR": str(work / "state"),
+                   "TELGATE_DATABASE__DSN": json.dumps(pg.dsn), "PYTHONPATH": str(ROOT),
+                   "TELGATE_VERIFICATION__TENANT_SENDS_PER_HOUR": "1000000"}
+            base = f"http://127.0.0.1:{api_port}"
+            async with child([sys.executable, "-m", "daemon.cli", "run", "--config", str(cfg)],
+                             env=env, log=work / "daemon.log", cwd=ROOT) as proc, \
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
+                await wait_ready(http, base, proc)
+                alone = await telgate_throughput(http, base, key, pg.dsn, numbers(args.bulk),
+                                                 args.per_request, args.in_flight)
+                conn = await asyncpg.connect(pg.dsn)
+                try:
+                    await wait_final(conn, await total(conn), 120)
+                finally:
+                    await conn.close()
+                done = asyncio.Event()
+                second = [f"010{5000_0000 + i:08d}" for i in range(args.bulk)]
+                bulk = asyncio.create_task(telgate_throughput(
+                    http, base, key, pg.dsn, second, args.per_request, args.in_flight))
+                bulk.add_done_callback(lambda _t: done.set())
+                await first_arrival(received)
+                sent = await verifications_during(http, base, key, args.rate, done)
+                with_codes = await bulk
+        finally:
+            await pg.stop()
+    came = arrivals(received)
+    missing = [n for n in sent if n not in came]
+    latencies = sorted((came[n] - t0) * 1000 for n, t0 in sent.items() if n in came)
+    if not latencies:
+        raise RuntimeError("no verification reached the simulator")
+    return {
+        "verifications": len(sent), "missing": len(missing),
+        "code_p50_ms": round(statistics.median(latencies), 1),
+        "code_p99_ms": round(percentile(latencies, 0.99), 1),
+        "code_max_ms": round(latencies[-1], 1),
+        "bulk_alone_msg_per_s": alone["msg_per_s"],
+        "bulk_with_codes_msg_per_s": with_codes["msg_per_s"],
+        "bulk_throughput_change_pct": round(
+            100 * (with_codes["msg_per_s"] - alone["msg_per_s"]) / alone["msg_per_s"], 1),
+    }
+
+
+async def main(args: argparse.Namespace) -> None:
+    runs: list[dict[str, Any]] = []
+    for i in range(args.runs):
+        with tempfile.TemporaryDirectory(prefix="telgate-bench-verify-") as d:
+            os.chmod(d, 0o755)
+            result = await one_run(args, Path(d))
+        emit({"bench": "verification_under_bulk", "run": i + 1, "bulk": args.bulk,
+              "rate": args.rate, "binds": args.binds, "window": args.window, **result})
+        runs.append(result)
+
+    def spread(key: str) -> list[float]:
+        return sorted(float(r[key]) for r in runs)
+
+    emit({"bench": "verification_under_bulk_summary", "runs": len(runs),
+          "code_p99_ms": spread("code_p99_ms"), "code_p50_ms": spread("code_p50_ms"),
+          "bulk_throughput_change_pct": spread("bulk_throughput_change_pct"),
+          "target": "code p99 < 300 ms; bulk throughput within 10 % of alone"})
+
+
+def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0] if __doc__ else None)
+    p.add_argument("--bulk", type=int, default=100_000, help="recipients of the bulk send")
+    p.add_argument("--per-request", type=int, default=1000)
+    p.add_argument("--in-flight", type=int, default=4)
+    p.add_argument("--rate", type=float, default=20.0, help="verifications per second")
+    p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--binds", type=int, default=2)
+    p.add_argument("--window", type=int, default=200)
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
