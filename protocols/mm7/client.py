@@ -2,11 +2,18 @@
 
 from __future__ import annotations
 
+import base64
+
 import aiohttp
 
 from protocols.mm7 import codec
 from protocols.mm7.messages import CancelReq, Decoded, DecodeError, ReplaceReq, SubmitReq
 from protocols.mm7.versions import SchemaVersion
+
+
+def basic_auth(username: str, password: str) -> str:
+    """An HTTP basic Authorization header value (RFC 7617, UTF-8)."""
+    return "Basic " + base64.b64encode(f"{username}:{password}".encode()).decode("ascii")
 
 
 class Mm7ClientError(Exception):
@@ -56,7 +63,7 @@ class Mm7Client:
         self.url = url
         self.schema = schema
         self.mm7_version = mm7_version
-        self.auth = aiohttp.BasicAuth(username, password or "") if username else None
+        self.authorization = basic_auth(username, password or "") if username else None
         self.timeout = aiohttp.ClientTimeout(total=timeout)
         self.http_headers = dict(http_headers or {})
         self.soap_headers = dict(soap_headers or {})
@@ -81,9 +88,11 @@ class Mm7Client:
         encoded = codec.encode(request, self.schema, self.mm7_version,
                                soap_headers=self.soap_headers, text_cte=self.text_cte)
         headers = {**encoded.headers, **self.http_headers}
+        if self.authorization is not None:
+            headers["Authorization"] = self.authorization
         try:
             async with self._http().post(self.url, data=encoded.body, headers=headers,
-                                         auth=self.auth, timeout=self.timeout) as resp:
+                                         timeout=self.timeout) as resp:
                 body = await resp.read()
                 status = resp.status
                 ctype = resp.headers.get("Content-Type", "")
