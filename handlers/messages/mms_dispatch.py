@@ -13,6 +13,7 @@ requeued as in doubt by `recover()`, as the SMPP dispatcher does.
 from __future__ import annotations
 
 import asyncio
+import codecs
 import contextlib
 import random
 import time
@@ -104,6 +105,11 @@ class MmsCarrier:
     """One MMSC: its client, TPS bucket, concurrency and whether it answered lately."""
 
     def __init__(self, config: Mm7CarrierConfig) -> None:
+        try:
+            codecs.lookup(config.charset)
+        except LookupError:
+            raise ValueError(f"mm7 carrier {config.name}: unknown charset {config.charset!r}"
+                             ) from None
         self.config = config
         self.schema = SchemaVersion(config.schema_version)
         self.client = Mm7Client(

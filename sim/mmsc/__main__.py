@@ -9,6 +9,8 @@ import json
 import signal
 import sys
 
+import structlog
+
 from sim.mmsc.config import MmscConfig, parse_outcomes
 from sim.mmsc.server import MmscSimulator
 
@@ -73,18 +75,23 @@ async def _run(config: MmscConfig) -> None:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     async with MmscSimulator(config) as mmsc:
-        print(json.dumps({"listening": mmsc.url}), flush=True)
+        print(json.dumps({"event": "mmsc_listening", "url": mmsc.url, "port": mmsc.port}),
+              flush=True)
         await stop.wait()
-        print(json.dumps(mmsc.stats), flush=True)
+        print(json.dumps({"event": "mmsc_stopped", **mmsc.stats}), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
     """Run until SIGINT/SIGTERM; print the endpoint, then the counters."""
     try:
         config = config_from_args(build_parser().parse_args(argv))
+    except SystemExit as exc:  # argparse exits on --help and on bad arguments
+        return exc.code if isinstance(exc.code, int) else 2
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
+    # Logs to stderr: stdout carries the machine-readable lines above.
+    structlog.configure(logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(_run(config))
     return 0

@@ -123,6 +123,11 @@ class MmscSimulator:
                         tb: TracebackType | None) -> None:
         await self.stop()
 
+    async def reports_settled(self) -> None:
+        """Wait until every pending delivery report was pushed (or given up)."""
+        while self._tasks:
+            await asyncio.wait(set(self._tasks))
+
     def inject(self, *faults: str) -> None:
         """Answer the next SubmitReqs with these faults, in order (then the configured rates)."""
         unknown = set(faults) - set(FAULTS)
