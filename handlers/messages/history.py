@@ -169,7 +169,7 @@ def totals(rows: Sequence[StatsRow]) -> StatsRow:
 
 EXPORT_COLUMNS: tuple[str, ...] = (
     "send_at", "message_id", "type", "sp_id", "from", "to", "name", "state", "reason",
-    "submitted_at", "done_at", "subject", "text")
+    "submitted_at", "done_at", "subject", "text", "images", "image_bytes")
 
 
 async def count_history(conn: asyncpg.Connection, f: HistoryFilter) -> int:
@@ -187,7 +187,7 @@ async def history_rows(conn: asyncpg.Connection, f: HistoryFilter,
     where, args = _where(f)
     query = f"""SELECT m.send_at, m.id, m.type, m.sp_id, m.sender, r.number, r.name, r.state,
                        r.reason, r.submitted_at, r.done_at, m.subject,
-                       coalesce(r.text, m.text) AS text
+                       coalesce(r.text, m.text) AS text, m.image_count, m.image_bytes
                 FROM messages m JOIN recipients r ON r.message_id = m.id
                 WHERE {where}
                 ORDER BY m.send_at, m.id, r.idx"""
@@ -195,7 +195,8 @@ async def history_rows(conn: asyncpg.Connection, f: HistoryFilter,
         state = "queued" if r["state"] == "claimed" else r["state"]
         yield (_kst(r["send_at"]), str(r["id"]), r["type"], r["sp_id"] or "", r["sender"],
                r["number"], r["name"] or "", state, r["reason"] or "",
-               _kst(r["submitted_at"]), _kst(r["done_at"]), r["subject"] or "", r["text"])
+               _kst(r["submitted_at"]), _kst(r["done_at"]), r["subject"] or "", r["text"],
+               str(r["image_count"]), str(r["image_bytes"]))
 
 
 def _kst(when: datetime | None) -> str:

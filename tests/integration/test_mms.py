@@ -5,12 +5,16 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import csv
+import io
 import socket
 from collections import Counter
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
+from zoneinfo import ZoneInfo
 
 import aiohttp
 import asyncpg
@@ -33,6 +37,7 @@ from tests.conftest import Api, Tenant, make_config
 from tests.integration.test_messaging import counts, send, sender_tenant, settled, until
 from tests.unit.test_compose import GOOD_JPEG
 
+KST = ZoneInfo("Asia/Seoul")
 TEXT = "사진을 보내 드립니다. 확인 부탁드립니다"
 
 
@@ -155,6 +160,14 @@ async def test_mms_with_jpegs_is_delivered_and_the_mmsc_has_them_byte_for_byte(
     stored = await api.context.pool.fetchrow(
         "SELECT image_count, image_bytes FROM messages WHERE id = $1::uuid", answer["id"])
     assert dict(stored) == {"image_count": 2, "image_bytes": len(big) + len(small)}
+    today = datetime.now(KST).date()
+    resp = await t.call("GET", "/v1/messages/export", params={
+        "format": "csv", "since": str(today - timedelta(days=1)),
+        "until": str(today + timedelta(days=1))})
+    assert resp.status == 200, await resp.text()
+    (exported,) = csv.DictReader(io.StringIO((await resp.read()).decode("utf-8-sig")))
+    assert (exported["type"], exported["images"], exported["image_bytes"]) == (
+        "mms", "2", str(len(big) + len(small)))
 
 
 async def test_mms_is_refused_with_no_route_when_no_mm7_carrier_runs(api: Api) -> None:
