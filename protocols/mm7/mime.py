@@ -17,6 +17,9 @@ from email.parser import BytesParser
 from protocols.mm7.messages import Part
 
 _POLICY = policy.HTTP
+# Reading uses compat32: plain string headers, several times faster than the structured
+# header registry on multi-part bodies, and the same defects are recorded.
+_READ_POLICY = policy.compat32
 SOAP_CID = "mm7-soap"
 CONTENT_CID = "mm7-content"
 # Structural defects that make a multipart body unreadable as sent.
@@ -107,7 +110,7 @@ def pack(soap: bytes, content: tuple[Part, ...], *, smil_first: bool,
 
 def _parse(content_type: str, body: bytes) -> Message:
     header = content_type.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
-    return BytesParser(policy=_POLICY).parsebytes(b"Content-Type: " + header + b"\r\n\r\n" + body)
+    return BytesParser(policy=_READ_POLICY).parsebytes(b"Content-Type: " + header + b"\r\n\r\n" + body)
 
 
 def _check(msg: Message) -> None:
