@@ -52,6 +52,7 @@ from protocols.smpp.throttle import TokenBucket
 log = structlog.get_logger("telgate.mms")
 
 CONTENT_REFUSED = frozenset({StatusCode.CONTENT_REFUSED})
+UNREACHABLE = "mmsc_unreachable"  # no connection: retried without counting an attempt
 DOWN_SECONDS = 5.0  # an unreachable MMSC is skipped this long when another route exists
 IMAGE_CACHE = 64
 
@@ -343,9 +344,13 @@ class MmsDispatcher:
             try:
                 answer = await carrier.client.send(request)
             except Mm7Unreachable as exc:
-                carrier.down_until = time.monotonic() + DOWN_SECONDS
+                now = time.monotonic()
+                carrier.down_until = now + DOWN_SECONDS
                 log.warning("mms_mmsc_unreachable", carrier=carrier.name, error=exc.detail)
-                return self._retry(row, carrier.name, "mmsc_unreachable")
+                # Another route up: try it at once; else wait for this one to come back.
+                other = any(c.up(now) for c in candidates if c is not carrier)
+                delay = 0.0 if other else DOWN_SECONDS * (0.5 + random.random() / 2)
+                return MmsOutcome(row, "retry", carrier.name, delay=delay, reason=UNREACHABLE)
             except Mm7HttpError as exc:
                 log.warning("mms_http_error", carrier=carrier.name, status=exc.http_status)
                 reason = ("throttled" if exc.http_status in (429, 503)
@@ -460,7 +465,10 @@ class MmsDispatcher:
                 await conn.execute(
                     """UPDATE recipients r SET state = 'queued', claimed_by = NULL,
                               next_attempt_at = now() + make_interval(secs => u.delay),
-                              in_doubt = r.in_doubt OR u.doubt, reason = u.reason
+                              in_doubt = r.in_doubt OR u.doubt, reason = u.reason,
+                              -- nothing reached an unreachable MMSC: not an attempt
+                              attempts = CASE WHEN u.reason = 'mmsc_unreachable'
+                                              THEN r.attempts - 1 ELSE r.attempts END
                        FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::bool[], $5::text[])
                             AS u(message_id, idx, delay, doubt, reason)
                        WHERE r.message_id = u.message_id AND r.idx = u.idx

@@ -93,7 +93,8 @@ def _inline(fields: dict[str, Any]) -> str:
 
 @asynccontextmanager
 async def mms_running(api: Api, db_dsn: str, state_root: Path, *, smsc: SmscSimulator | None = None,
-                      carrier: dict[str, Any] | None = None, **sim: Any
+                      carrier: dict[str, Any] | None = None,
+                      before: list[dict[str, Any]] | None = None, **sim: Any
                       ) -> AsyncIterator[tuple[MmscSimulator, MmsDispatcher, ReportListener]]:
     """The MMSC simulator, the report listener and an MM7 dispatcher on the API's database."""
     report_port = free_port()
@@ -104,7 +105,8 @@ async def mms_running(api: Api, db_dsn: str, state_root: Path, *, smsc: SmscSimu
                   "username": "tg", "password": "pw", "service_code": "SVC01",
                   "soap_headers": {"OriginCode": "111222333"}, "report_username": "mmsc",
                   "report_password": "rpw", **(carrier or {})}
-        env = {"mm7__carriers": f"[{_inline(fields)}]", "mm7__report_port": str(report_port),
+        tables = [_inline(c) for c in [*(before or []), fields]]
+        env = {"mm7__carriers": f"[{', '.join(tables)}]", "mm7__report_port": str(report_port),
                "messaging__recovery_seconds": "0.2", "messaging__retry_base_seconds": "0.05",
                "messaging__retry_max_seconds": "0.2"}
         if smsc is not None:
@@ -284,3 +286,23 @@ async def test_a_report_arriving_while_the_database_is_away_is_sent_again_and_ke
         await api.context.pool.execute("ALTER TABLE inbox_away RENAME TO mm7_report_inbox")
         assert await settled(t, answer["id"], 20) == {"delivered": 1}
     assert mmsc.stats["reports_sent"] == 1
+
+
+async def test_an_unreachable_mmsc_fails_over_to_the_next_carrier_without_losing_an_attempt(
+        api: Api, db_dsn: str, state_root: Path) -> None:
+    t = await sender_tenant(api)
+    with socket.socket() as held:  # bound, never listening: connections are refused
+        held.bind(("127.0.0.1", 0))
+        dead = {"name": "dead", "url": f"http://127.0.0.1:{held.getsockname()[1]}/mm7",
+                "vasp_id": "V", "priority": 0}
+        async with mms_running(api, db_dsn, state_root, carrier={"priority": 1},
+                               before=[dead]) as (mmsc, _d, _l):
+            status, answer = await send(t, to=["01012345678", "01012345679"], text="우회",
+                                        images=[b64(GOOD_JPEG)])
+            assert status == 202
+            assert await settled(t, answer["id"]) == {"delivered": 2}
+    rows = await api.context.pool.fetch(
+        "SELECT carrier, attempts, in_doubt FROM recipients WHERE message_id = $1::uuid",
+        answer["id"])
+    assert {(r["carrier"], r["attempts"], r["in_doubt"]) for r in rows} == {("mmsc", 1, False)}
+    assert len(mmsc.received) == 2
