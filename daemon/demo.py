@@ -45,7 +45,8 @@ async def start_simulators(runtime: Runtime) -> Stopper | None:
             accounts={c.username: c.password for c in local if c.username},
             report_url=f"http://{mm7.report_host}:{mm7.report_port}{mm7.report_path}",
             report_username=first_mms.report_username,
-            report_password=first_mms.report_password, report_delay_ms=500))
+            report_password=first_mms.report_password, report_delay_ms=500,
+            record_messages=False))
         await mmsc.start()
         stoppers.append(mmsc.stop)
         log.info("demo_mmsc_started", url=mmsc.url)

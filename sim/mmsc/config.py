@@ -19,7 +19,8 @@ class MmscConfig:
 
     ``accounts`` maps HTTP basic user names to passwords (empty: no authentication);
     ``vasp_ids`` lists the VASPIDs accepted (empty: any). Fault rates are fractions of
-    SubmitReq; ``throttle_tps`` answers 4006 past that rate.
+    SubmitReq; ``throttle_tps`` answers 4006 past that rate. ``record_messages`` False (the
+    demo) keeps no message in memory once its report is scheduled.
     """
 
     host: str = "127.0.0.1"
@@ -45,6 +46,7 @@ class MmscConfig:
     soap_fault_rate: float = 0.0
     throttle_tps: float | None = None
     seed: int | None = None
+    record_messages: bool = True  # keep accepted messages (tests; cancel/replace need them)
 
     def __post_init__(self) -> None:
         unknown = set(self.outcomes) - set(OUTCOMES)

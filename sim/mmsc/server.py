@@ -222,8 +222,9 @@ class MmscSimulator:
             return rsp(StatusCode.CONTENT_REFUSED, problem)
         mid = f"{next(self._ids):012d}"
         entry = ReceivedMms(mid, m, schema, account, time.monotonic())
-        self.received.append(entry)
-        self.by_id[mid] = entry
+        if self.config.record_messages:
+            self.received.append(entry)
+            self.by_id[mid] = entry
         self.stats["accepted"] += 1
         if m.delivery_report is not False:
             entry.report = self._spawn(self._report_later(entry))
