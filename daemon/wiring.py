@@ -41,6 +41,7 @@ async def start_mms_dispatcher(runtime: Runtime) -> Stopper | None:
     await listener.start()
     dispatcher = MmsDispatcher(runtime.config, runtime.pool, runtime.dsn, runtime.context.metrics)
     await dispatcher.start()
+    runtime.context.readiness["mm7"] = dispatcher.readiness
 
     async def stop() -> None:
         await dispatcher.stop(runtime.config.lifecycle.drain_seconds)

@@ -232,6 +232,15 @@ class MmsDispatcher:
             await self._lock_conn.close()
         log.info("mms_dispatcher_stopped", instance=self.key)
 
+    async def readiness(self) -> tuple[bool, str]:
+        """Ready unless every MMSC refused our last connection (HTTP has no session to watch)."""
+        now = time.monotonic()
+        down = [c.name for c in self.carriers if not c.up(now)]
+        if self.carriers and len(down) == len(self.carriers):
+            return False, f"no MMSC reachable: {', '.join(down)}"
+        return True, ", ".join(f"{c.name}: {'unreachable' if c.name in down else 'up'}"
+                               for c in self.carriers)
+
     # -- claiming and submitting -----------------------------------------------------------
 
     def _capacity(self) -> int:

@@ -296,11 +296,17 @@ async def test_an_unreachable_mmsc_fails_over_to_the_next_carrier_without_losing
         dead = {"name": "dead", "url": f"http://127.0.0.1:{held.getsockname()[1]}/mm7",
                 "vasp_id": "V", "priority": 0}
         async with mms_running(api, db_dsn, state_root, carrier={"priority": 1},
-                               before=[dead]) as (mmsc, _d, _l):
+                               before=[dead]) as (mmsc, d, _l):
+            assert (await d.readiness())[0]
             status, answer = await send(t, to=["01012345678", "01012345679"], text="우회",
                                         images=[b64(GOOD_JPEG)])
             assert status == 202
             assert await settled(t, answer["id"]) == {"delivered": 2}
+            assert d.carriers[0].name == "dead" and d.carriers[0].down_until > 0
+            assert (await d.readiness())[0]  # one MMSC answers
+            for c in d.carriers:
+                c.down_until = float("inf")
+            assert await d.readiness() == (False, "no MMSC reachable: dead, mmsc")
     rows = await api.context.pool.fetch(
         "SELECT carrier, attempts, in_doubt FROM recipients WHERE message_id = $1::uuid",
         answer["id"])
