@@ -142,6 +142,21 @@ def routes(carriers: Sequence[MmsCarrier], destination: str) -> list[MmsCarrier]
     return [m[3] for m in sorted(matches, key=lambda m: m[:3])]
 
 
+def encode_text(text: str, charset: str) -> tuple[bytes, str]:
+    """The text in the carrier's charset, or in UTF-8 when that charset cannot carry it.
+
+    Python's EUC-KR codec writes a syllable outside KS X 1001's 2,350 (똠, 햏 ...) as an 8-byte
+    jamo composition sequence that handsets show as garbage: such text goes as UTF-8."""
+    try:
+        data = text.encode(charset)
+    except UnicodeEncodeError:
+        return text.encode("utf-8"), "utf-8"
+    if codecs.lookup(charset).name == "euc_kr" and len(data) > 2 * len(text) - sum(
+            ch.isascii() for ch in text):
+        return text.encode("utf-8"), "utf-8"
+    return data, charset
+
+
 def build_submit(carrier: Mm7CarrierConfig, row: MmsClaimed, images: Sequence[bytes],
                  now: datetime) -> SubmitReq:
     """The SubmitReq of one recipient: the text in the carrier's charset, the JPEGs as sent,
@@ -149,10 +164,7 @@ def build_submit(carrier: Mm7CarrierConfig, row: MmsClaimed, images: Sequence[by
     parts: list[Part] = [Part("image/jpeg", data, f"image{i + 1}", None, f"image{i + 1}.jpg")
                          for i, data in enumerate(images)]
     if row.text:
-        try:
-            encoded, charset = row.text.encode(carrier.charset), carrier.charset
-        except UnicodeEncodeError:  # a CP949-only syllable: declare the text as UTF-8
-            encoded, charset = row.text.encode("utf-8"), "utf-8"
+        encoded, charset = encode_text(row.text, carrier.charset)
         parts.append(Part("text/plain", encoded, "text1", charset, "text1.txt"))
     content = tuple(parts)
     if carrier.smil:
@@ -178,6 +190,11 @@ class MmsDispatcher:
         self.dsn = dsn
         self.metrics = metrics.group("mms", MmsMetrics)
         self.key = random.randrange(1, 2**31 - 1)
+        names = [c.name for c in config.mm7.carriers]
+        clash = sorted({n for n in names if names.count(n) > 1}
+                       | set(names) & {c.name for c in config.smpp.carriers})
+        if clash:  # recipients and reports are matched by carrier name
+            raise ValueError(f"carrier names must be unique across smpp and mm7: {clash}")
         self.carriers = [MmsCarrier(c) for c in config.mm7.carriers]
         self._images: OrderedDict[uuid.UUID, list[bytes]] = OrderedDict()
         self._outcomes: list[MmsOutcome] = []
