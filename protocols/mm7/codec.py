@@ -42,7 +42,7 @@ from protocols.mm7.versions import BY_NAMESPACE, SOAP_ENV, SchemaVersion
 MAX_BODY_BYTES = 4 * 1024 * 1024
 # SubmitReq elements read and ignored (reply charging, REL-6 application addressing, DRM).
 _ACCEPTED_UNUSED = ("ReplyCharging", "ApplicID", "ReplyApplicID", "AuxApplicInfo",
-                    "ContentClass", "DRMContent")
+                    "ContentClass", "DRMContent", "ChargedPartyID")
 _DOCTYPE = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 
 
@@ -419,7 +419,13 @@ def _sender_id(r: _Reader) -> tuple[str | None, str | None, Address | None]:
     assert si is not None
     vasp, vas = si.text("VASPID"), si.text("VASID")
     sa = si.sub("SenderAddress")
-    sender = None if sa is None else _one_address(sa, "SenderAddress")
+    sender: Address | None = None
+    if sa is not None:
+        bare = (sa.el.text or "").strip()
+        if bare and not [c for c in sa.el if isinstance(c.tag, str)]:
+            sender = Address(bare)  # some MMSCs write the number as SenderAddress's own text
+        else:
+            sender = _one_address(sa, "SenderAddress")
     si.finish()
     return vasp, vas, sender
 

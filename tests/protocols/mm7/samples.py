@@ -161,3 +161,16 @@ FAULT = envelope(f"""<env:Fault><faultcode>env:Client</faultcode>
 # The form a Korean carrier's MMSC answers with: StatusCode directly under RSErrorRsp.
 BARE_RSERROR = envelope(f"""<mm7:RSErrorRsp xmlns:mm7="{NS12}"><StatusText>SUBS is ported
   </StatusText><MM7Version>5.3.0</MM7Version><StatusCode>6102</StatusCode></mm7:RSErrorRsp>""")
+
+NS14 = "http://www.3gpp.org/ftp/Specs/archive/23_series/23.140/schema/REL-6-MM7-1-4"
+# REL-6 additions the Annex example shows (ContentClass, DRMContent), ChargedPartyID, and the
+# sender number written as SenderAddress's own text, as some MMSCs' VASP samples do.
+SUBMIT_REQ_REL6 = envelope(f"""<SubmitReq xmlns="{NS14}"><MM7Version>6.8.0</MM7Version>
+  <SenderIdentification><VASPID>TNN</VASPID><VASID>News</VASID>
+  <SenderAddress>0212345678</SenderAddress></SenderIdentification>
+  <Recipients><To><Number>01012345678</Number></To></Recipients>
+  <ServiceCode>gold-sp33-im42</ServiceCode><ExpiryDate>P90D</ExpiryDate>
+  <DeliveryReport>true</DeliveryReport><Priority>Normal</Priority>
+  <Subject>News for today</Subject><ContentClass>video-rich</ContentClass>
+  <DRMContent>true</DRMContent><ChargedParty>Recipient</ChargedParty>
+  <ChargedPartyID>01012345678</ChargedPartyID></SubmitReq>""", ns=NS14)

@@ -101,6 +101,14 @@ def test_annex_answers_and_reports_decode(body: bytes, expected: Message) -> Non
     assert d.schema is SchemaVersion.REL_5_MM7_1_2
 
 
+def test_rel6_submit_with_content_class_drm_and_a_bare_sender_address_decodes() -> None:
+    d = ok(codec.decode(XML, s.SUBMIT_REQ_REL6))
+    m = d.message
+    assert isinstance(m, SubmitReq) and d.schema is SchemaVersion.REL_6_MM7_1_4
+    assert m.sender == Address("0212345678") and m.expiry == "P90D"
+    assert m.charged_party == "Recipient" and m.content == ()
+
+
 def test_annex_replace_req_carries_its_new_content() -> None:
     m = ok(codec.decode(s.REPLACE_REQ_CTYPE, s.REPLACE_REQ)).message
     assert isinstance(m, ReplaceReq)

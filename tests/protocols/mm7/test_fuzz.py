@@ -27,6 +27,7 @@ SEEDS = [
     (s.SUBMIT_REQ_CTYPE, s.SUBMIT_REQ), ('text/xml', s.SUBMIT_RSP),
     ('text/xml', s.DELIVERY_REPORT_REQ), ('text/xml', s.FAULT),
     ('text/xml', s.BARE_RSERROR), (s.REPLACE_REQ_CTYPE, s.REPLACE_REQ),
+    ('text/xml', s.SUBMIT_REQ_REL6),
 ]
 FUZZ = settings(max_examples=400, deadline=None,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
