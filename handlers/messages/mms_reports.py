@@ -161,7 +161,7 @@ class ReportListener:
         return _answer(codec.encode(rsp, _schema(decoded, schema), decoded.mm7_version), 200)
 
     async def _store(self, carrier: str, report: DeliveryReportReq) -> None:
-        log.info("mm7_report", carrier=carrier, message_id=report.message_id,
+        log.debug("mm7_report", carrier=carrier, message_id=report.message_id,
                  status=report.mm_status.value)
         if not report.mm_status.final:
             return  # Deferred / Indeterminate: the final report follows
