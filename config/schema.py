@@ -31,7 +31,9 @@ class ApiConfig:
     host: str = field(default="127.0.0.1", metadata=_help("address the control API binds to"))
     port: int = field(default=8080, metadata=_help("TCP port of the control API", min=1, max=65535))
     max_body_bytes: int = field(
-        default=1_048_576, metadata=_help("largest JSON request body; larger answers 413", min=1024)
+        default=2_097_152,
+        metadata=_help("largest JSON request body (an MMS with three 300 KB JPEGs in base64 "
+                       "is ~1.3 MB); larger answers 413", min=1024)
     )
     max_upload_bytes: int = field(
         default=20_971_520, metadata=_help("largest multipart upload (spreadsheets); 413 beyond", min=1024)
@@ -173,6 +175,76 @@ class SmppConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class Mm7CarrierConfig:
+    """One carrier's MMSC, reached over MM7 (SOAP over HTTP) for MMS."""
+
+    name: str = field(metadata=_help("carrier name used in routes, logs, metrics and reports"))
+    url: str = field(metadata=_help("the MMSC's MM7 endpoint (http:// or https:// URL)"))
+    vasp_id: str = field(metadata=_help("SenderIdentification/VASPID: our account at the carrier"))
+    vas_id: str = field(default="", metadata=_help("SenderIdentification/VASID (service id)"))
+    username: str = field(default="", metadata=_help("HTTP basic user name; empty: no auth"))
+    password: str = field(default="", metadata=_help("HTTP basic password", secret=True))
+    schema_version: Literal["REL-5-MM7-1-0", "REL-5-MM7-1-1", "REL-5-MM7-1-2",
+                            "REL-5-MM7-1-3", "REL-6-MM7-1-4"] = field(
+        default="REL-5-MM7-1-2", metadata=_help("MM7 XML schema (namespace) the MMSC speaks"))
+    mm7_version: str = field(
+        default="", metadata=_help("MM7Version sent; empty: 5.3.0 for REL-5, 6.8.0 for REL-6"))
+    charset: str = field(
+        default="ks_c_5601-1987",
+        metadata=_help("charset of the text part (ks_c_5601-1987 = EUC-KR, or utf-8)"))
+    text_transfer_encoding: Literal["8bit", "base64"] = field(
+        default="8bit", metadata=_help("Content-Transfer-Encoding of text and SMIL parts"))
+    smil: bool = field(default=True, metadata=_help("send a SMIL presentation part first"))
+    service_code: str = field(default="", metadata=_help("SubmitReq ServiceCode (billing code)"))
+    sender_address: Literal["Number", "ShortCode"] = field(
+        default="Number", metadata=_help("how the sender number is written in SenderAddress"))
+    soap_headers: dict[str, str] = field(
+        default_factory=dict,
+        metadata=_help("extra SOAP header elements in the MM7 namespace, e.g. the KISA origin "
+                       "code: {OriginCode = \"...\"}"))
+    http_headers: dict[str, str] = field(
+        default_factory=dict, metadata=_help("extra HTTP headers on every request"))
+    message_class: str = field(
+        default="", metadata=_help("MessageClass (Personal|Informational|Advertisement); empty: "
+                                   "Advertisement for ads, else omitted"))
+    expiry: str = field(default="", metadata=_help("ExpiryDate, e.g. P3D; empty: omitted"))
+    tps: float = field(default=0.0, metadata=_help("SubmitReq per second; 0 = unlimited", min=0))
+    connections: int = field(
+        default=10, metadata=_help("concurrent HTTP requests toward the MMSC", min=1, max=1000))
+    timeout_seconds: float = field(
+        default=30.0, metadata=_help("how long a SubmitReq may wait for its answer", min=0.1))
+    prefixes: list[str] = field(
+        default_factory=lambda: [""],
+        metadata=_help('destination prefixes routed here ("" = every destination)'))
+    priority: int = field(
+        default=0, metadata=_help("lower is tried first among carriers matching a prefix"))
+    retry_status_codes: list[int] = field(
+        default_factory=lambda: [3000, 3001, 4006],
+        metadata=_help("MM7 status codes retried with back-off (others fail the recipient)"))
+    report_username: str = field(
+        default="", metadata=_help("HTTP basic user the MMSC pushes delivery reports with"))
+    report_password: str = field(
+        default="", metadata=_help("its password; empty user and password: reports refused",
+                                   secret=True))
+
+
+@dataclass(frozen=True, slots=True)
+class Mm7Config:
+    """Carriers reached over MM7 for MMS, and the listener their delivery reports reach."""
+
+    carriers: list[Mm7CarrierConfig] = field(
+        default_factory=list, metadata=_help("[[mm7.carriers]] tables, one per carrier"))
+    report_host: str = field(
+        default="127.0.0.1", metadata=_help("address the delivery-report listener binds to"))
+    report_port: int = field(
+        default=8082, metadata=_help("its TCP port (0: any free port)", min=0, max=65535))
+    report_path: str = field(
+        default="/mm7", metadata=_help("its URL path: the MMSC posts DeliveryReportReq here"))
+    max_body_bytes: int = field(
+        default=2_097_152, metadata=_help("largest MM7 request the listener reads", min=1024))
+
+
+@dataclass(frozen=True, slots=True)
 class MessagingConfig:
     """The message queue, dispatcher and delivery reports."""
 
@@ -239,5 +311,6 @@ class Config:
     lifecycle: LifecycleConfig = field(default_factory=LifecycleConfig)
     smpp: SmppConfig = field(default_factory=SmppConfig)
     messaging: MessagingConfig = field(default_factory=MessagingConfig)
+    mm7: Mm7Config = field(default_factory=Mm7Config)
     sip: SipConfig = field(default_factory=SipConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)

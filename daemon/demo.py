@@ -14,6 +14,7 @@ import os
 import socket
 import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import structlog
 
@@ -22,6 +23,7 @@ from daemon.app import Runtime, Stopper
 from handlers import tenants
 from handlers.errors import DomainError
 from handlers.registry import senders
+from sim.mmsc import MmscConfig, MmscSimulator
 from sim.sip.demo import start_demo
 from sim.smsc import SmscConfig, SmscSimulator
 
@@ -84,19 +86,43 @@ def check_ports(config: Config) -> None:
 
 
 async def start_simulators(runtime: Runtime) -> Stopper | None:
-    """Start the SMSC simulator where the demo configuration's carrier points."""
+    """Start the SMSC and MMSC simulators where the demo configuration's carriers point."""
+    stoppers: list[Stopper] = []
     carriers = [c for c in runtime.config.smpp.carriers if c.host in ("127.0.0.1", "localhost")]
-    if not carriers:
+    if carriers:
+        first = carriers[0]
+        smsc = SmscSimulator(SmscConfig(
+            host=first.host, port=first.port,
+            accounts={c.system_id: c.password for c in carriers},
+            receipt_delay_ms=500, record_submits=False,
+            received_log=runtime.config.state_dir / SMS_RECEIVED_LOG))
+        await smsc.start()
+        stoppers.append(smsc.stop)
+        log.info("demo_smsc_started", port=smsc.port,
+                 received_log=str(runtime.config.state_dir / SMS_RECEIVED_LOG))
+    mm7 = runtime.config.mm7
+    local = [c for c in mm7.carriers if urlsplit(c.url).hostname in ("127.0.0.1", "localhost")]
+    if local:
+        first_mms = local[0]
+        url = urlsplit(first_mms.url)
+        mmsc = MmscSimulator(MmscConfig(
+            host=url.hostname or "127.0.0.1", port=url.port or 80, path=url.path or "/",
+            accounts={c.username: c.password for c in local if c.username},
+            report_url=f"http://{mm7.report_host}:{mm7.report_port}{mm7.report_path}",
+            report_username=first_mms.report_username,
+            report_password=first_mms.report_password, report_delay_ms=500,
+            record_messages=False))
+        await mmsc.start()
+        stoppers.append(mmsc.stop)
+        log.info("demo_mmsc_started", url=mmsc.url)
+    if not stoppers:
         return None
-    first = carriers[0]
-    smsc = SmscSimulator(SmscConfig(
-        host=first.host, port=first.port, accounts={c.system_id: c.password for c in carriers},
-        receipt_delay_ms=500, record_submits=False,
-        received_log=runtime.config.state_dir / SMS_RECEIVED_LOG))
-    await smsc.start()
-    log.info("demo_smsc_started", port=smsc.port,
-             received_log=str(runtime.config.state_dir / SMS_RECEIVED_LOG))
-    return smsc.stop
+
+    async def stop() -> None:
+        for s in reversed(stoppers):
+            await s()
+
+    return stop
 
 
 async def start_demo_phone(runtime: Runtime) -> Stopper | None:
@@ -141,6 +167,11 @@ async def announce_demo(runtime: Runtime) -> None:
         -d '{{"from":"02-1234-5678","to":["010-1234-5678"],"text":"안녕하세요 {{오늘날짜}}"}}' \\
         {api}/v1/messages
    curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/messages/<id>
+ MMS (the MMSC simulator, MM7): add "images": ["<base64 of a JPEG under 300 KB>"], e.g.
+   jq -n --arg img "$(base64 -w0 photo.jpg)" \
+      '{{from:"0212345678",to:["01012345678"],text:"사진입니다",images:[$img]}}' |
+   curl -s -H "Authorization: Bearer $TELGATE_KEY" -H 'Content-Type: application/json' \
+        -d @- {api}/v1/messages
 
  SMSC simulator on {smsc}; the key is kept in {key_file} across restarts.
  SIP on {sip} (UDP/TCP): the trunk accepts 127.0.0.1, DID 0212345678 rings

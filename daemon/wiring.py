@@ -6,6 +6,8 @@ from config.schema import Config
 from daemon.app import Runtime, Starter, Stopper
 from handlers.calls.service import start_calls
 from handlers.messages.dispatch import Dispatcher
+from handlers.messages.mms_dispatch import MmsDispatcher
+from handlers.messages.mms_reports import ReportListener
 from handlers.outage import LoopMetrics
 from handlers.registry.index import IndexFollower
 from handlers.webhooks.delivery import WebhookDeliverer
@@ -30,6 +32,23 @@ async def start_dispatcher(runtime: Runtime) -> Stopper:
 
     async def stop() -> None:
         await dispatcher.stop(runtime.config.lifecycle.drain_seconds)
+
+    return stop
+
+
+async def start_mms_dispatcher(runtime: Runtime) -> Stopper | None:
+    """MMS over MM7: the delivery-report listener, then the dispatcher (if carriers exist)."""
+    if not runtime.config.mm7.carriers:
+        return None
+    listener = ReportListener(runtime.config.mm7, runtime.pool)
+    await listener.start()
+    dispatcher = MmsDispatcher(runtime.config, runtime.pool, runtime.dsn, runtime.context.metrics)
+    await dispatcher.start()
+    runtime.context.readiness["mm7"] = dispatcher.readiness
+
+    async def stop() -> None:
+        await dispatcher.stop(runtime.config.lifecycle.drain_seconds)
+        await listener.stop()
 
     return stop
 
@@ -60,7 +79,7 @@ def starters(config: Config, *, demo: bool) -> list[Starter]:
         from daemon.demo import start_simulators
 
         found.append(start_simulators)
-    found += [start_registry_index, start_dispatcher, start_webhook_deliverer,
+    found += [start_registry_index, start_dispatcher, start_mms_dispatcher, start_webhook_deliverer,
               start_calls_service]
     if demo:
         from daemon.demo import start_demo_phone

@@ -22,6 +22,7 @@ import asyncpg
 from handlers import numbers
 from handlers.errors import DomainError
 from handlers.messages import compose as c
+from handlers.messages import mms_store
 from handlers.registry.index import NumberIndex
 from handlers.registry.senders import canonical_sender
 from handlers.tenants import Principal
@@ -203,11 +204,17 @@ class Prepared:
     test: bool
     template_id: uuid.UUID | None
     duplicates: int
+    images: tuple[bytes, ...] = ()  # an MMS's JPEGs, as sent
 
 
 async def prepare(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
-                  index: NumberIndex, now: datetime, *, has_mms_route: bool) -> Prepared:
-    """Validate a request body completely; raises DomainError naming the field at fault."""
+                  index: NumberIndex, now: datetime, *, has_mms_route: bool | None = None
+                  ) -> Prepared:
+    """Validate a request body completely; raises DomainError naming the field at fault.
+
+    `has_mms_route` None: whether the MM7 dispatcher runs with a carrier."""
+    if has_mms_route is None:
+        has_mms_route = mms_store.route_available()
     sender = canonical_sender(body.get("from"), field="from")
     if not index.may_send(who.tenant_id, sender):
         raise DomainError("sender_not_registered",
@@ -247,10 +254,11 @@ async def prepare(conn: asyncpg.Connection, who: Principal, body: dict[str, Any]
     policy_row = await tenant_policy(conn, who.tenant_id)
     policy = c.ComposePolicy(sms_max_bytes=policy_row.sms_max_bytes,
                              optout_line=policy_row.optout_line)
+    images = tuple(decode_images(body.get("images")))
     request = c.ComposeRequest(
         text=text,
         recipients=[c.Recipient(r.name, r.vars) for r in recipients],
-        type=kind, subject=subject, images=decode_images(body.get("images")), ad=ad,
+        type=kind, subject=subject, images=images, ad=ad,
         night_consent=_bool(body, "night_consent"))
     try:
         composed = c.compose(request, policy, now=send_at)
@@ -264,7 +272,7 @@ async def prepare(conn: asyncpg.Connection, who: Principal, body: dict[str, Any]
     rejected = {r.number for r in recipients
                 if index.is_opted_out(who.tenant_id, r.number, advertising=ad)}
     return Prepared(sender, composed, recipients, rejected, send_at, ad, test, template_id,
-                    duplicates)
+                    duplicates, images if composed.type is c.MessageType.MMS else ())
 
 
 def _request_field(field: str, recipients: list[ParsedRecipient]) -> str:
@@ -375,7 +383,7 @@ def accepted_json(message_id: uuid.UUID, p: Prepared, now: datetime) -> dict[str
 
 async def accept(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
                  index: NumberIndex, now: datetime, *, idempotency_key: str | None,
-                 has_mms_route: bool = False) -> tuple[int, dict[str, object]]:
+                 has_mms_route: bool | None = None) -> tuple[int, dict[str, object]]:
     """Accept a send request; returns (HTTP status, answer). Idempotent per key for 24 h."""
     digest = request_hash(body)
     if idempotency_key is not None:
@@ -390,11 +398,14 @@ async def accept(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
     answer = accepted_json(message_id, prepared, now)
     idempotency = (idempotency_key, digest) if idempotency_key is not None else None
     try:
-        if len(prepared.recipients) <= SMALL_SEND:
+        if len(prepared.recipients) <= SMALL_SEND and not prepared.images:
             await store_at_once(conn, who, prepared, message_id, answer, idempotency)
         else:
             async with conn.transaction():
                 await store(conn, who, prepared, message_id)
+                if prepared.images:
+                    await mms_store.attach(conn, message_id, prepared.images,
+                                           prepared.composed.images)
                 if idempotency_key is not None:
                     await conn.execute(
                         """INSERT INTO idempotency_keys

@@ -383,6 +383,7 @@ class Dispatcher:
                        SELECT r.message_id, r.idx FROM recipients r
                        JOIN messages m ON m.id = r.message_id
                        WHERE r.state = 'queued' AND r.next_attempt_at <= now()
+                         AND NOT r.mms  -- MMS recipients are the MM7 dispatcher's
                        ORDER BY r.lane, r.next_attempt_at
                        LIMIT $1
                        FOR UPDATE OF r SKIP LOCKED

@@ -171,7 +171,7 @@ def totals(rows: Sequence[StatsRow]) -> StatsRow:
 
 EXPORT_COLUMNS: tuple[str, ...] = (
     "send_at", "message_id", "type", "sp_id", "from", "to", "name", "state", "reason",
-    "submitted_at", "done_at", "subject", "text", "test")
+    "submitted_at", "done_at", "subject", "text", "test", "images", "image_bytes")
 
 
 async def count_history(conn: asyncpg.Connection, f: HistoryFilter) -> int:
@@ -190,7 +190,7 @@ async def history_rows(conn: asyncpg.Connection, f: HistoryFilter,
     query = f"""SELECT m.send_at, m.id, m.type, m.sp_id, m.sender, r.number, r.name, r.state,
                        r.reason, r.submitted_at, r.done_at, m.subject,
                        CASE WHEN m.verification_id IS NULL THEN coalesce(r.text, m.text)
-                            ELSE m.text END AS text, m.test
+                            ELSE m.text END AS text, m.test, m.image_count, m.image_bytes
                 FROM messages m JOIN recipients r ON r.message_id = m.id
                 WHERE {where}
                 ORDER BY m.send_at, m.id, r.idx"""
@@ -199,7 +199,7 @@ async def history_rows(conn: asyncpg.Connection, f: HistoryFilter,
         yield (_kst(r["send_at"]), str(r["id"]), r["type"], r["sp_id"] or "", r["sender"],
                r["number"], r["name"] or "", state, r["reason"] or "",
                _kst(r["submitted_at"]), _kst(r["done_at"]), r["subject"] or "", r["text"],
-               "true" if r["test"] else "")
+               "true" if r["test"] else "", str(r["image_count"]), str(r["image_bytes"]))
 
 
 def _kst(when: datetime | None) -> str:
