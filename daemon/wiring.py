@@ -8,8 +8,9 @@ from handlers.calls.service import start_calls
 from handlers.messages.dispatch import Dispatcher
 from handlers.messages.mms_dispatch import MmsDispatcher
 from handlers.messages.mms_reports import ReportListener
-from handlers.outage import LoopMetrics
+from handlers.outage import LoopMetrics, LoopTracker
 from handlers.registry.index import IndexFollower
+from handlers.verify.service import Sweeper, Verifier
 from handlers.webhooks.delivery import WebhookDeliverer
 
 
@@ -65,6 +66,16 @@ async def start_webhook_deliverer(runtime: Runtime) -> Stopper:
     return stop
 
 
+async def start_verification_sweeper(runtime: Runtime) -> Stopper:
+    """Expire verification codes and erase the codes of closed verifications."""
+    tracker = LoopTracker("verification-sweeper",
+                          runtime.context.metrics.group("loops", LoopMetrics), runtime.context.db)
+    sweeper = Sweeper(Verifier(runtime.config.verification, runtime.context.index),
+                      runtime.pool, tracker)
+    sweeper.start()
+    return sweeper.stop
+
+
 async def start_calls_service(runtime: Runtime) -> Stopper | None:
     """The SIP B2BUA toward trunks and extensions (unless sip.enabled is false)."""
     if not runtime.config.sip.enabled:
@@ -80,7 +91,7 @@ def starters(config: Config, *, demo: bool) -> list[Starter]:
 
         found.append(start_simulators)
     found += [start_registry_index, start_dispatcher, start_mms_dispatcher, start_webhook_deliverer,
-              start_calls_service]
+              start_verification_sweeper, start_calls_service]
     if demo:
         from daemon.demo import start_demo_phone
 

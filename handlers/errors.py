@@ -46,10 +46,11 @@ _ALL: tuple[ErrorCode, ...] = (
     _r("invalid_field", 422, "A body field breaks its declared schema (type, range, pattern, "
                              "length, enum, unknown field)."),
     _r("malformed_multipart", 400, "The multipart/form-data body does not parse."),
-    _r("forbidden_character", 422, "Text cannot contain NUL (U+0000) or lone surrogates "
-                                   "(U+D800-U+DFFF); `field` names where."),
+    _x("forbidden_character", 422, "Text cannot contain NUL (U+0000) or lone surrogates "
+                                   "(U+D800-U+DFFF), which PostgreSQL cannot store; `field` "
+                                   "names where."),
     _r("json_too_deep", 400, "The JSON body nests deeper than 32 levels."),
-    _r("body_timeout", 408, "The request body did not arrive within api.body_timeout_seconds."),
+    _x("body_timeout", 408, "The request body did not arrive within api.body_timeout_seconds."),
     _x("client_closed_request", 499, "The client closed the connection before the answer "
                                      "(never sent; counted apart from server errors)."),
     _r("missing_file", 400, "A multipart upload has no `file` part."),
@@ -104,6 +105,8 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("invalid_template", 422, "The template text does not parse."),
     _x("template_exists", 409, "A template with this name exists."),
     _x("invalid_send_at", 422, "`send_at` is not an RFC 3339 time with a time zone offset."),
+    _x("send_at_in_past", 422, "`send_at` is in the past by more than a minute; omit it to send "
+                               "now."),
     _x("send_at_too_far", 422, "`send_at` is more than 6 months ahead."),
     _x("invalid_images", 422, "An image is not valid base64."),
     _x("no_route", 422, "No carrier route for this message type is configured for the tenant."),

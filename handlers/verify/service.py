@@ -9,10 +9,12 @@ handed to a carrier is withdrawn.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 import uuid
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import asyncpg
@@ -21,6 +23,7 @@ import structlog
 from config.schema import VerificationConfig
 from handlers.errors import DomainError
 from handlers.messages.accept import DISPATCH_CHANNEL, LANE_VERIFICATION, prepare
+from handlers.outage import LoopTracker, describe
 from handlers.registry.index import NumberIndex
 from handlers.tenants import Principal
 from handlers.verify import rules
@@ -377,3 +380,45 @@ def _verification(row: asyncpg.Record) -> Verification:
     return Verification(row["id"], Status(row["status"]),
                         None if row["code_hash"] is None else bytes(row["code_hash"]),
                         row["expires_at"], row["last_sent_at"])
+
+
+class Sweeper:
+    """Expires old verifications and erases codes that were on the wire when theirs closed,
+    every `every` seconds; survives database errors with the loops' back-off."""
+
+    def __init__(self, verifier: Verifier, pool: asyncpg.Pool, tracker: LoopTracker,
+                 every: float = 30.0) -> None:
+        self.verifier = verifier
+        self.pool = pool
+        self.tracker = tracker
+        self.every = every
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="verification-sweeper")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    async def _run(self) -> None:
+        delay = 0.0
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return
+            try:
+                async with self.pool.acquire() as conn:
+                    expired = await self.verifier.sweep(conn, datetime.now(UTC))
+            except Exception as exc:  # the next round tries again
+                delay = self.tracker.failed(exc)
+                log.error("verification_sweep_failed", error=describe(exc))
+                continue
+            self.tracker.ok()
+            if expired:
+                log.info("verifications_expired", count=expired)
+            delay = self.every

@@ -359,6 +359,7 @@ class SmscSimulator:
         )
         self.port = self._server.sockets[0].getsockname()[1]
         if self.config.received_log is not None:
+            self.config.received_log.parent.mkdir(parents=True, exist_ok=True)
             self._received_log = self.config.received_log.open("a", encoding="utf-8")
 
     async def stop(self) -> None:

@@ -64,6 +64,7 @@ def daemon() -> Iterator[Daemon]:
         os.chmod(d, 0o755)
         port = _free_port()
         env = {**os.environ, "TELGATE_STATE_DIR": d, "TELGATE_API__PORT": str(port),
+               "TELGATE_SIP__PORT": "0",  # free ports only: `make test` runs beside `make run`
                "TELGATE_LOG__FORMAT": "json", "TELGATE_LOG__LEVEL": "warning",
                "TELGATE_LIFECYCLE__DRAIN_SECONDS": "1"}
         env.pop("TELGATE_TEST_DSN", None)

@@ -14,7 +14,8 @@ from config.schema import VerificationConfig
 from handlers.errors import DomainError
 from handlers.tenants import Principal
 from handlers.verify import rules
-from handlers.verify.service import StartRequest, Verifier
+from handlers.outage import LoopTracker
+from handlers.verify.service import StartRequest, Sweeper, Verifier
 from tests.conftest import Api, Tenant
 from tests.integration.test_messaging import running, sim_config, until
 
@@ -375,3 +376,26 @@ async def test_the_api_refuses_malformed_requests_naming_the_field(api: Api) -> 
     assert r.status == 422 and (await r.json())["code"] == "sender_not_registered"
     r = await t.call("POST", f"/v1/verifications/{uuid.uuid4()}/check", json={"code": "12a"})
     assert r.status == 422 and (await r.json())["field"] == "code"
+
+
+async def test_the_daemon_sweeper_expires_old_codes(api: Api) -> None:
+    t = await tenant_with_sender(api)
+    verifier = Verifier(VerificationConfig(), api.context.index)
+    async with api.context.pool.acquire() as conn:
+        started = await verifier.start(conn, principal(t), StartRequest(to=PHONE, sender=SENDER),
+                                       utcnow() - timedelta(minutes=6))
+    sweeper = Sweeper(verifier, api.context.pool, LoopTracker("verification-sweeper"),
+                      every=0.05)
+    sweeper.start()
+    try:
+        async def expired() -> bool:
+            r = await t.call("GET", f"/v1/verifications/{started['id']}")
+            body = await r.json()
+            async with api.context.pool.acquire() as conn:
+                kept = await conn.fetchval("SELECT code_hash FROM verifications WHERE id = $1",
+                                           uuid.UUID(str(started["id"])))
+            return body["status"] == "expired" and kept is None
+
+        await until(expired)
+    finally:
+        await sweeper.stop()
