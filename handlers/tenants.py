@@ -296,6 +296,8 @@ class TenantSettings(BaseModel):
     default_rid: str | None = Field(
         None, description="representative number presented on outgoing calls; must be a "
                           "registered sender number")
+    mms_lms_fallback: bool = Field(
+        False, description="an MMS whose image the carrier refuses goes out as LMS (text only)")
 
 
 class SettingsPatch(Body):
@@ -310,18 +312,20 @@ class SettingsPatch(Body):
     business_hours: BusinessHours | None = None
     recording_policy: Literal["all", "none", "exclude_internal"] | None = None
     default_rid: Annotated[str, StringConstraints(pattern=RID_PATTERN)] | None = None
+    mms_lms_fallback: bool | None = None
 
 
 SETTING_COLUMNS = {"sms_max_bytes": "sms_max_bytes", "optout_number": "optout_number",
-                   "ad_optout_line": "optout_line"}
+                   "ad_optout_line": "optout_line", "mms_lms_fallback": "mms_lms_fallback"}
 _DEFAULTS = TenantSettings.model_validate({})
-_NOT_NULL = {"sms_max_bytes", "timezone", "recording_policy"}
+_NOT_NULL = {"sms_max_bytes", "timezone", "recording_policy", "mms_lms_fallback"}
 
 
 async def get_settings(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> TenantSettings:
     """The tenant's settings, defaults filled in."""
     row = await conn.fetchrow(
-        "SELECT sms_max_bytes, optout_number, optout_line, settings FROM tenants WHERE id = $1",
+        "SELECT sms_max_bytes, optout_number, optout_line, mms_lms_fallback, settings "
+        "FROM tenants WHERE id = $1",
         tenant_id)
     if row is None:
         raise DomainError("tenant_not_found", "no such tenant", field="tenant")
@@ -385,8 +389,9 @@ async def update_settings(
         try:
             await conn.execute(
                 "UPDATE tenants SET sms_max_bytes = $2, optout_number = $3, optout_line = $4, "
-                "settings = $5 WHERE id = $1", tenant_id, merged["sms_max_bytes"],
-                merged["optout_number"], merged["ad_optout_line"], stored)
+                "mms_lms_fallback = $5, settings = $6 WHERE id = $1", tenant_id,
+                merged["sms_max_bytes"], merged["optout_number"], merged["ad_optout_line"],
+                merged["mms_lms_fallback"], stored)
         except asyncpg.UniqueViolationError:
             raise DomainError("optout_number_taken", "another tenant uses this 080 number",
                               field="optout_number") from None

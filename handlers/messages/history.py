@@ -67,6 +67,8 @@ class StatsRow:
     recipients: int
     sent: int  # reached the carrier (submit accepted)
     states: dict[str, int]
+    images: int = 0  # JPEGs attached to the bucket's messages (MMS)
+    image_bytes: int = 0
 
     @property
     def delivered(self) -> int:
@@ -151,6 +153,9 @@ async def message_stats(conn: asyncpg.Connection, f: HistoryFilter,
                    m.type, m.sp_id, count(DISTINCT m.id) AS messages, count(*) AS recipients,
                    count(*) FILTER (WHERE r.submitted_at IS NOT NULL) AS sent,
                    count(*) FILTER (WHERE r.state IN ('queued', 'claimed')) AS queued,
+                   -- each message's images once: on its first recipient's row
+                   coalesce(sum(m.image_count) FILTER (WHERE r.idx = 0), 0) AS images,
+                   coalesce(sum(m.image_bytes) FILTER (WHERE r.idx = 0), 0) AS image_bytes,
                    {state_counts}
             FROM messages m JOIN recipients r ON r.message_id = m.id
             WHERE {where} AND NOT m.test
@@ -159,14 +164,16 @@ async def message_stats(conn: asyncpg.Connection, f: HistoryFilter,
         *args)
     fmt = "%Y-%m-%d" if granularity is Granularity.DAY else "%Y-%m"
     return [StatsRow(r["period"].strftime(fmt), r["type"], r["sp_id"], r["messages"],
-                     r["recipients"], r["sent"], {s: r[s] for s in STATES}) for r in rows]
+                     r["recipients"], r["sent"], {s: r[s] for s in STATES}, int(r["images"]),
+                     int(r["image_bytes"])) for r in rows]
 
 
 def totals(rows: Sequence[StatsRow]) -> StatsRow:
     """All buckets added up (period "total")."""
     states = {s: sum(r.states[s] for r in rows) for s in STATES}
     return StatsRow("total", "all", None, sum(r.messages for r in rows),
-                    sum(r.recipients for r in rows), sum(r.sent for r in rows), states)
+                    sum(r.recipients for r in rows), sum(r.sent for r in rows), states,
+                    sum(r.images for r in rows), sum(r.image_bytes for r in rows))
 
 
 EXPORT_COLUMNS: tuple[str, ...] = (

@@ -59,6 +59,8 @@ class Counts(BaseModel):
     delivered: int
     not_delivered: int = Field(description="failed + expired + rejected")
     pending: int = Field(description="queued + submitted (no receipt yet)")
+    images: int = Field(description="JPEGs attached to these messages (MMS)")
+    image_bytes: int = Field(description="their total size in bytes")
     states: dict[str, int]
 
 
@@ -94,7 +96,8 @@ def _filter(request: web.Request, q: PeriodQuery, *, sender: str | None = None,
 def _counts(r: h.StatsRow) -> Counts:
     return Counts(period=r.period, type=r.type, sp_id=r.sp_id, messages=r.messages,
                   recipients=r.recipients, sent=r.sent, delivered=r.delivered,
-                  not_delivered=r.not_delivered, pending=r.pending, states=r.states)
+                  not_delivered=r.not_delivered, pending=r.pending, images=r.images,
+                  image_bytes=r.image_bytes, states=r.states)
 
 
 async def message_stats(request: web.Request) -> web.Response:

@@ -131,6 +131,8 @@ class MessageOut(BaseModel):
     send_at: datetime
     created_at: datetime
     recipients: int
+    images: int = Field(description="attached JPEGs (MMS)")
+    image_bytes: int = Field(description="their total size in bytes")
     counts: dict[State, int]
     in_doubt: int
 
@@ -223,7 +225,8 @@ async def _message_json(conn: asyncpg.Connection, m: asyncpg.Record) -> MessageO
         id=m["id"], type=m["type"], status=status_of(m, counts, _now()), sender=m["sender"],
         sp_id=m["sp_id"], subject=m["subject"], text=m["text"], ad=m["ad"], test=m["test"],
         send_at=m["send_at"], created_at=m["created_at"], recipients=m["recipient_count"],
-        counts=shown, in_doubt=sum(int(r["doubt"]) for r in rows))
+        images=m["image_count"], image_bytes=m["image_bytes"], counts=shown,
+        in_doubt=sum(int(r["doubt"]) for r in rows))
 
 
 async def get_message(request: web.Request) -> web.Response:

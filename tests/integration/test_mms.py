@@ -159,9 +159,10 @@ async def test_mms_with_jpegs_is_delivered_and_the_mmsc_has_them_byte_for_byte(
     assert m.delivery_report is True
     (row,) = await recipients(t, answer["id"])
     assert row["receipt_stat"] == "Retrieved" and row["carrier"] == "mmsc"
-    stored = await api.context.pool.fetchrow(
-        "SELECT image_count, image_bytes FROM messages WHERE id = $1::uuid", answer["id"])
-    assert dict(stored) == {"image_count": 2, "image_bytes": len(big) + len(small)}
+    shown = await (await t.call("GET", f"/v1/messages/{answer['id']}")).json()
+    assert (shown["images"], shown["image_bytes"]) == (2, len(big) + len(small))
+    stats = await (await t.call("GET", "/v1/stats/messages")).json()
+    assert (stats["totals"]["images"], stats["totals"]["image_bytes"]) == (2, len(big) + len(small))
     today = datetime.now(KST).date()
     resp = await t.call("GET", "/v1/messages/export", params={
         "format": "csv", "since": str(today - timedelta(days=1)),
@@ -236,8 +237,8 @@ async def test_a_refused_image_fails_with_the_mmsc_status_code(
 async def test_a_tenant_asking_for_lms_fallback_gets_the_text_as_lms_when_the_image_is_refused(
         api: Api, db_dsn: str, state_root: Path) -> None:
     t = await sender_tenant(api)
-    await api.context.pool.execute("UPDATE tenants SET mms_lms_fallback = true WHERE id = $1",
-                                   t.id)
+    resp = await t.call("PATCH", "/v1/tenant/settings", json={"mms_lms_fallback": True})
+    assert resp.status == 200 and (await resp.json())["mms_lms_fallback"] is True
     async with SmscSimulator(SmscConfig(port=0, accounts={"tg": "pw"})) as smsc, \
             mms_running(api, db_dsn, state_root, smsc=smsc, max_image_bytes=1000) as _r:
         status, answer = await send(t, to=["01012345678"], text="사진이 안 되면 글자로",

@@ -12,9 +12,9 @@ import pytest
 
 from config.schema import VerificationConfig
 from handlers.errors import DomainError
+from handlers.outage import LoopTracker
 from handlers.tenants import Principal
 from handlers.verify import rules
-from handlers.outage import LoopTracker
 from handlers.verify.service import StartRequest, Sweeper, Verifier
 from tests.conftest import Api, Tenant
 from tests.integration.test_messaging import running, sim_config, until
