@@ -55,10 +55,13 @@ def percentile(sorted_values: list[float], q: float) -> float:
 
 
 async def verifications_during(http: aiohttp.ClientSession, base: str, key: str, rate: float,
-                               until_done: asyncio.Event) -> dict[str, float]:
-    """POST verifications at `rate` per second until `until_done`; number → send time."""
+                               until_done: asyncio.Event
+                               ) -> tuple[dict[str, float], list[float]]:
+    """POST verifications at `rate` per second until `until_done`: number → send time, and the
+    API's answer times (ms, sorted)."""
     headers = {"Authorization": f"Bearer {key}"}
     sent: dict[str, float] = {}
+    answered: list[float] = []
     errors: list[str] = []
 
     async def one(number: str) -> None:
@@ -69,6 +72,7 @@ async def verifications_during(http: aiohttp.ClientSession, base: str, key: str,
             if r.status != 201:
                 errors.append(f"{r.status} {body[:200]}")
                 return
+        answered.append((time.time() - t0) * 1000)
         sent[number] = t0
 
     tasks: list[asyncio.Task[None]] = []
@@ -83,7 +87,7 @@ async def verifications_during(http: aiohttp.ClientSession, base: str, key: str,
     await asyncio.gather(*tasks)
     if errors:
         raise RuntimeError(f"{len(errors)} verification requests refused, e.g. {errors[0]}")
-    return sent
+    return sent, sorted(answered)
 
 
 async def first_arrival(log: Path, seconds: float = 60.0) -> None:
@@ -93,6 +97,15 @@ async def first_arrival(log: Path, seconds: float = 60.0) -> None:
             return
         await asyncio.sleep(0.01)
     raise RuntimeError("the bulk send did not reach the simulator")
+
+
+async def all_arrived(log: Path, numbers: dict[str, float], seconds: float = 30.0) -> None:
+    """Wait (bounded) until every verification's submit_sm is in the simulator's log."""
+    for _ in range(int(seconds * 10)):
+        seen = await asyncio.to_thread(arrivals, log)
+        if all(n in seen for n in numbers):
+            return
+        await asyncio.sleep(0.1)
 
 
 def arrivals(log: Path) -> dict[str, float]:
@@ -122,7 +135,8 @@ async def one_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             # The bench's own rate of codes to distinct numbers stays within the caps.
             env = {**os.environ, "TELGATE_STATE_DIR": str(work / "state"),
                    "TELGATE_DATABASE__DSN": json.dumps(pg.dsn), "PYTHONPATH": str(ROOT),
-                   "TELGATE_VERIFICATION__TENANT_SENDS_PER_HOUR": "1000000"}
+                   "TELGATE_VERIFICATION__TENANT_SENDS_PER_HOUR": "1000000",
+                   "TELGATE_SIP__ENABLED": "false"}
             base = f"http://127.0.0.1:{api_port}"
             async with child([sys.executable, "-m", "daemon.cli", "run", "--config", str(cfg)],
                              env=env, log=work / "daemon.log", cwd=ROOT) as proc, \
@@ -141,8 +155,9 @@ async def one_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     http, base, key, pg.dsn, second, args.per_request, args.in_flight))
                 bulk.add_done_callback(lambda _t: done.set())
                 await first_arrival(received)
-                sent = await verifications_during(http, base, key, args.rate, done)
+                sent, api_ms = await verifications_during(http, base, key, args.rate, done)
                 with_codes = await bulk
+                await all_arrived(received, sent)
         finally:
             await pg.stop()
     came = arrivals(received)
@@ -155,6 +170,8 @@ async def one_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "code_p50_ms": round(statistics.median(latencies), 1),
         "code_p99_ms": round(percentile(latencies, 0.99), 1),
         "code_max_ms": round(latencies[-1], 1),
+        "api_answer_p50_ms": round(statistics.median(api_ms), 1),
+        "api_answer_p99_ms": round(percentile(api_ms, 0.99), 1),
         "bulk_alone_msg_per_s": alone["msg_per_s"],
         "bulk_with_codes_msg_per_s": with_codes["msg_per_s"],
         "bulk_throughput_change_pct": round(

@@ -34,7 +34,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from config.schema import Config
 from handlers.messages import carrier_ids
-from handlers.messages.accept import DISPATCH_CHANNEL, LANES
+from handlers.messages.accept import DISPATCH_CHANNEL, LANE_BULK, LANE_SINGLE, LANES
 from handlers.messages.carriers import (
     Bind,
     Carrier,
@@ -332,20 +332,29 @@ class Dispatcher:
 
     # -- claiming and submitting -----------------------------------------------------------
 
-    def _capacity(self) -> int:
+    def _capacity(self) -> tuple[int, int]:
+        """How many recipients may be claimed and not yet stored: of any lane, and of bulk.
+
+        Claimed rows beyond the binds' windows wait for a window slot in arrival order, so bulk
+        keeps only half a window of such rows: a verification code or a single send claimed
+        next passes all the rest of the bulk send and waits behind that half window at most.
+        """
         window = sum(c.capacity() for c in self.carriers)
-        return 0 if window == 0 else window * 2
+        return (window * 2, window + window // 2)
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
-            room = min(self._capacity() - self._inflight, self.mcfg.dispatch_batch)
+            any_lane, bulk = self._capacity()
+            room = min(any_lane - self._inflight, self.mcfg.dispatch_batch)
+            bulk_room = min(bulk - self._inflight, self.mcfg.dispatch_batch)
             if room <= 0 or not self._can_record or not self._locked:
                 # Nothing is claimed while outcomes cannot be stored or the lock is not held
                 # (another instance could take our claims for a dead instance's).
                 await self._sleep_until_woken(0.5)
                 continue
-            try:
-                rows = await self._claim(room)
+            try:  # with no room left for bulk, only codes and small sends are claimed
+                rows = await self._claim(room if bulk_room <= 0 else bulk_room,
+                                         max_lane=LANE_SINGLE if bulk_room <= 0 else LANE_BULK)
             except Exception as exc:  # any single failure: log, back off, claim again
                 delay = self._claims.failed(exc)
                 if is_outage(exc):
@@ -376,7 +385,7 @@ class Dispatcher:
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
 
-    async def _claim(self, limit: int) -> list[Claimed]:
+    async def _claim(self, limit: int, max_lane: int = LANE_BULK) -> list[Claimed]:
         async with self.pool.acquire() as conn:
             rows = await conn.fetch(
                 """WITH due AS (
@@ -384,6 +393,7 @@ class Dispatcher:
                        JOIN messages m ON m.id = r.message_id
                        WHERE r.state = 'queued' AND r.next_attempt_at <= now()
                          AND NOT r.mms  -- MMS recipients are the MM7 dispatcher's
+                         AND r.lane <= $3
                        ORDER BY r.lane, r.next_attempt_at
                        LIMIT $1
                        FOR UPDATE OF r SKIP LOCKED
@@ -396,7 +406,7 @@ class Dispatcher:
                    )
                    SELECT c.*, m.sender, m.text AS message_text
                    FROM claimed c JOIN messages m ON m.id = c.message_id""",
-                limit, self.key)
+                limit, self.key, max_lane)
         return [Claimed(r["message_id"], r["idx"], r["tenant_id"], r["number"],
                         r["text"] or r["message_text"], r["sender"], r["attempts"]) for r in rows]
 
