@@ -86,37 +86,77 @@ class Verifier:
 
     async def start(self, conn: asyncpg.Connection, who: Principal, req: StartRequest,
                     now: datetime) -> dict[str, object]:
-        """Send a new code; an open verification of the same number and purpose is superseded."""
+        """Send a new code; an open verification of the same number and purpose is superseded.
+
+        Five round trips: the message is composed first, then in one transaction one statement
+        locks the number and reads its lock, its recent codes and the hash key, and one writes
+        everything (supersede, withdraw, message, recipient, verification, send, wake-up).
+        """
         if not 1 <= len(req.purpose) <= MAX_PURPOSE:
             raise DomainError("invalid_field", f"purpose must be 1-{MAX_PURPOSE} characters",
                               field="purpose")
-        key = await self._hash_key(conn)
-        vid = uuid.uuid4()
+        vid, message_id = uuid.uuid4(), uuid.uuid4()
         code = rules.new_code(self.limits.digits)
+        text = await self._template_text(conn, who, req.template_id)
+        prepared = await self._prepare(conn, who, req.sender, req.to, text, code, now)
+        number = prepared.recipients[0].number
+        expires_at = now + self.limits.ttl
         async with conn.transaction():
-            text = await self._template_text(conn, who, req.template_id)
-            prepared = await self._prepare(conn, who, req.sender, req.to, text, code, now)
-            number = prepared.recipients[0].number
-            await self._lock_subject_row(conn, who.tenant_id, number)
-            rules.refuse_locked_subject(await self._subject(conn, who.tenant_id, number), now)
-            await self._check_caps(conn, who.tenant_id, number, now)
-            superseded = await conn.fetch(
-                """UPDATE verifications SET status = 'canceled', reason = 'superseded',
-                          code_hash = NULL, closed_at = $4
-                   WHERE tenant_id = $1 AND number = $2 AND purpose = $3 AND status = 'pending'
-                   RETURNING id""", who.tenant_id, number, req.purpose, now)
-            for row in superseded:
-                await self._withdraw_code(conn, row["id"])
-            expires_at = now + self.limits.ttl
-            message_id = await self._queue_sms(conn, who, vid, prepared, now)
+            state = await conn.fetchrow(
+                """WITH s AS (
+                       INSERT INTO verification_subjects AS vs (tenant_id, number) VALUES ($1, $2)
+                       ON CONFLICT (tenant_id, number) DO UPDATE SET failures = vs.failures
+                       RETURNING failures, locked_until)
+                   SELECT s.failures, s.locked_until,
+                          ARRAY(SELECT sent_at FROM verification_sends
+                                WHERE tenant_id = $1 AND number = $2 AND sent_at > $3) AS sends,
+                          (SELECT count(*) FROM verification_sends
+                           WHERE tenant_id = $1 AND sent_at > $4) AS tenant_hour,
+                          (SELECT key FROM server_keys WHERE name = 'verification') AS key
+                   FROM s""",
+                who.tenant_id, number, now - self.limits.sends_window, now - timedelta(hours=1))
+            assert state is not None
+            rules.refuse_locked_subject(Subject(state["failures"], state["locked_until"]), now)
+            rules.check_send_caps(list(state["sends"]), state["tenant_hour"], self.limits, now)
+            key = bytes(state["key"]) if state["key"] is not None else await server_key(conn)
+            composed = prepared.composed
             await conn.execute(
-                """INSERT INTO verifications (id, tenant_id, sp_id, number, sender, purpose, status,
-                                              code_hash, expires_at, last_sent_at, message_id,
-                                              created_at)
-                   VALUES ($1, $2, $3, $4, $5, $6, 'pending', $7, $8, $9, $10, $9)""",
-                vid, who.tenant_id, who.sp_id, number, prepared.sender, req.purpose,
-                rules.code_hash(key, vid, code), expires_at, now, message_id)
-            await self._record_send(conn, who.tenant_id, number, now)
+                """WITH sup AS (
+                       UPDATE verifications SET status = 'canceled', reason = 'superseded',
+                              code_hash = NULL, closed_at = $7
+                       WHERE tenant_id = $1 AND number = $2 AND purpose = $3 AND status = 'pending'
+                       RETURNING id
+                   ), withdrawn AS (
+                       UPDATE recipients r SET
+                           state = CASE WHEN r.state = 'queued' THEN 'canceled' ELSE r.state END,
+                           reason = CASE WHEN r.state = 'queued' THEN 'code_withdrawn'
+                                         ELSE r.reason END,
+                           text = CASE WHEN r.state = 'claimed' THEN r.text ELSE NULL END
+                       FROM messages m
+                       WHERE m.verification_id IN (SELECT id FROM sup) AND r.message_id = m.id
+                         AND (r.text IS NOT NULL OR r.state = 'queued')
+                   ), msg AS (
+                       INSERT INTO messages (id, tenant_id, sp_id, sender, type, subject, text,
+                                             send_at, recipient_count, verification_id)
+                       VALUES ($5, $1, $6, $8, $9, $10, $11, $7, 1, $4)
+                   ), rcp AS (
+                       INSERT INTO recipients (message_id, idx, tenant_id, number, text, state,
+                                               next_attempt_at, lane)
+                       VALUES ($5, 0, $1, $2, $12, 'queued', $7, $13)
+                   ), ver AS (
+                       INSERT INTO verifications (id, tenant_id, sp_id, number, sender, purpose,
+                                                  status, code_hash, expires_at, last_sent_at,
+                                                  message_id, created_at)
+                       VALUES ($4, $1, $6, $2, $8, $3, 'pending', $14, $15, $7, $5, $7)
+                   ), snd AS (
+                       INSERT INTO verification_sends (tenant_id, number, sent_at)
+                       VALUES ($1, $2, $7)
+                   )
+                   SELECT pg_notify($16, '')""",
+                who.tenant_id, number, req.purpose, vid, message_id, who.sp_id, now,
+                prepared.sender, composed.type.value, composed.subject, composed.template,
+                composed.texts[0], LANE_VERIFICATION, rules.code_hash(key, vid, code),
+                expires_at, DISPATCH_CHANNEL)
         log.info("verification_sent", verification_id=str(vid), sends=1)
         return {"id": str(vid), "status": Status.PENDING.value, "to": number,
                 "expires_at": expires_at.isoformat(), "message_id": str(message_id)}
