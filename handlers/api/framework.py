@@ -141,9 +141,10 @@ _FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$|^[A-Z][a-z]*(-[A-Z][a-z]*)+$")
 _UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
-def _invalid(exc: ValidationError, code: str, prefix: str = "") -> DomainError:
+def _invalid(exc: ValidationError, code: str) -> DomainError:
+    """The first validation error as a problem naming its field."""
     first = exc.errors(include_url=False)[0]
-    where = _field_path(first["loc"]) or prefix
+    where = _field_path(first["loc"])
     return DomainError(code, f"{where}: {first['msg']}" if where else first["msg"],
                        field=where or None)
 
@@ -165,8 +166,11 @@ def _bind(route: Route) -> Handler:
                 inputs[route.path_params] = route.path_params.model_validate(
                     dict(request.match_info))
             except ValidationError:
-                if request.app[CTX].routes.allowed(request.path):  # e.g. DELETE …/check
-                    raise web.HTTPMethodNotAllowed(request.method, []) from None
+                # `DELETE /v1/sender-numbers/check` reaches `{number}`, but `check` is no
+                # number: that path exists, with other methods.
+                offered = request.app[CTX].routes.allowed(request.path)
+                if offered and request.method not in offered:
+                    raise web.HTTPMethodNotAllowed(request.method, offered) from None
                 raise DomainError("not_found", "no such resource") from None
         if route.query is not None:
             inputs[route.query] = _validate(route.query, _query_dict(request),
@@ -213,11 +217,13 @@ class RouteTable:
     """All routes of the API, mounted on an aiohttp app and rendered as OpenAPI 3.1."""
 
     routes: list[Route] = field(default_factory=list)
+    _document: dict[str, Any] | None = None
 
     def add(self, route: Route) -> None:
         if any(r.method == route.method and r.path == route.path for r in self.routes):
             raise ValueError(f"route declared twice: {route.method} {route.path}")
         self.routes.append(route)
+        self._document = None
 
     def mount(self, app: web.Application) -> None:
         for r in self.routes:
@@ -250,7 +256,10 @@ class RouteTable:
         )
 
     def openapi(self, version: str) -> dict[str, Any]:
-        return _openapi(self.routes, version)
+        """The OpenAPI 3.1 document of every route (rendered once)."""
+        if self._document is None or self._document["info"]["version"] != version:
+            self._document = _openapi(self.routes, version)
+        return self._document
 
 
 def _openapi(routes: list[Route], version: str) -> dict[str, Any]:
@@ -449,9 +458,19 @@ async def read_json(request: web.Request) -> dict[str, Any]:
         raise DomainError("malformed_json", f"body is not valid JSON: {exc}") from None
     if not isinstance(data, dict):
         raise DomainError("malformed_json", "body must be a JSON object")
-    if b"\\u0000" in raw:  # PostgreSQL text cannot hold NUL
+    if b"\\u0000" in raw and _has_nul(data):  # PostgreSQL text cannot hold NUL
         raise DomainError("nul_character", "text cannot contain NUL (\\u0000)")
     return data
+
+
+def _has_nul(value: object) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_has_nul(k) or _has_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_has_nul(v) for v in value)
+    return False
 
 
 async def read_limited(request: web.Request, limit: int) -> bytes:

@@ -65,7 +65,7 @@ def daemon() -> Iterator[Daemon]:
         port = _free_port()
         env = {**os.environ, "TELGATE_STATE_DIR": d, "TELGATE_API__PORT": str(port),
                "TELGATE_LOG__FORMAT": "json", "TELGATE_LOG__LEVEL": "warning",
-               "TELGATE_LIFECYCLE__DRAIN_SECONDS": "1"}
+               "TELGATE_LIFECYCLE__DRAIN_SECONDS": "1", "TELGATE_SIP__PORT": "0"}
         env.pop("TELGATE_TEST_DSN", None)
         proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run"], env=env,
                                 stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
