@@ -95,9 +95,7 @@ class Route:
             implied.append("invalid_parameter")
         if isinstance(self.body, Upload):
             implied += ["body_too_large", "unsupported_media_type", "missing_file",
-                        "malformed_multipart"]
-            if self.body.fields is not None:
-                implied.append("invalid_field")
+                        "malformed_multipart", "invalid_field"]
         elif self.body is not None:
             implied += ["malformed_json", "invalid_field", "body_too_large",
                         "unsupported_media_type", "nul_character"]
@@ -109,6 +107,7 @@ class Route:
 
 _INPUTS = web.RequestKey("telgate_inputs", dict)
 _UPLOAD = web.RequestKey("telgate_upload", bytes)
+_RAW_BODY = web.RequestKey("telgate_raw_body", dict)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -117,6 +116,12 @@ def arg(request: web.Request, model: type[M]) -> M:
     found = request[_INPUTS][model]
     assert isinstance(found, model)
     return found
+
+
+def accepted_json(request: web.Request) -> dict[str, Any]:
+    """The JSON body exactly as sent, once its model accepted it (strict models coerce
+    nothing, so it holds the same values; only the fields the client sent)."""
+    return request[_RAW_BODY]
 
 
 def uploaded_file(request: web.Request) -> bytes:
@@ -183,10 +188,17 @@ def _bind(route: Route) -> Handler:
         if isinstance(route.body, Upload):
             data, fields = await read_upload(request)
             request[_UPLOAD] = data
+            known = set(route.body.fields.model_fields) if route.body.fields else set()
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                raise DomainError("invalid_field", f"no such form field: {unknown[0]!r}",
+                                  field=unknown[0] or None)
             if route.body.fields is not None:
                 inputs[route.body.fields] = _validate(route.body.fields, fields, "invalid_field")
         elif route.body is not None:
-            inputs[route.body] = _validate(route.body, await read_json(request), "invalid_field")
+            sent = await read_json(request)
+            inputs[route.body] = _validate(route.body, sent, "invalid_field")
+            request[_RAW_BODY] = sent
         request[_INPUTS] = inputs
         return await route.handler(request)
 
@@ -614,8 +626,8 @@ async def _read_parts(request: web.Request, limit: int) -> tuple[bytes, dict[str
             chunks.append(chunk)
         if part.name == "file":
             data = b"".join(chunks)
-        elif part.name:
-            fields[part.name] = b"".join(chunks).decode("utf-8", errors="replace")
+        else:  # a nameless part is an unknown field too
+            fields[part.name or ""] = b"".join(chunks).decode("utf-8", errors="replace")
     if data is None:
         raise DomainError("missing_file", "multipart field 'file' is required", field="file")
     return data, fields

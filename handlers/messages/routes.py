@@ -11,7 +11,7 @@ from aiohttp import web
 from pydantic import BaseModel, Field, StringConstraints
 
 from handlers.api.context import CTX
-from handlers.api.framework import Route, RouteTable, arg, principal, respond
+from handlers.api.framework import Route, RouteTable, accepted_json, arg, principal, respond
 from handlers.api.models import (
     DIGITS_PATTERN,
     Body,
@@ -177,7 +177,7 @@ def _now() -> datetime:
 async def send(request: web.Request) -> web.Response:
     who = principal(request)
     ctx = request.app[CTX]
-    body = arg(request, SendBody).model_dump(mode="json", by_alias=True, exclude_unset=True)
+    body = accepted_json(request)  # valid per SendBody; accept() applies the rules beyond
     async with ctx.pool.acquire() as conn:
         status, answer = await acc.accept(
             conn, who, body, ctx.index, _now(),
@@ -356,7 +356,7 @@ async def change(request: web.Request) -> web.Response:
     who = principal(request)
     ctx = request.app[CTX]
     message_id = arg(request, MessagePath).message_id
-    patch = arg(request, ChangeBody).model_dump(mode="json", exclude_unset=True)
+    patch = accepted_json(request)  # valid per ChangeBody: only the fields to change
     async with ctx.pool.acquire() as conn, conn.transaction():
         m = await _lock_unstarted(conn, who, message_id)
         current = await conn.fetch(

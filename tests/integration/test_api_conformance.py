@@ -213,3 +213,15 @@ async def test_nul_characters_and_broken_multipart_are_refused_not_crashed(api: 
     resp = await t.call("POST", "/v1/sender-numbers/imports", data=b"--x\r\n",
                         headers={"Content-Type": "multipart/form-data"})
     assert (resp.status, (await _json(resp))["code"]) == (400, "malformed_multipart")
+
+
+async def test_an_upload_with_an_unknown_form_field_is_refused_naming_it(api: Api) -> None:
+    from aiohttp import FormData
+
+    t = await api.new_tenant()
+    form = FormData()
+    form.add_field("file", b"01012345678\n", filename="n.csv", content_type="text/csv")
+    form.add_field("colour", "blue")
+    resp = await t.call("POST", "/v1/opt-outs/imports", data=form)
+    problem = await _json(resp)
+    assert (resp.status, problem["code"], problem["field"]) == (422, "invalid_field", "colour")
