@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, cast, get_args
 
 import asyncpg
 from aiohttp import web
@@ -34,10 +34,9 @@ from handlers.webhooks import emit
 
 # Recipient states as answers show them. The dispatcher's internal `claimed` (taken, not yet
 # submitted) is shown as `queued`: to a portal the recipient is still waiting.
-STATES = ("queued", "submitted", "delivered", "failed", "expired", "rejected", "canceled")
-FINAL = frozenset({"delivered", "failed", "expired", "rejected", "canceled"})
-MESSAGE_STATUSES = ("scheduled", "queued", "sending", "done", "canceled")
 State = Literal["queued", "submitted", "delivered", "failed", "expired", "rejected", "canceled"]
+STATES: tuple[State, ...] = get_args(State)
+FINAL = frozenset({"delivered", "failed", "expired", "rejected", "canceled"})
 Status = Literal["scheduled", "queued", "sending", "done", "canceled"]
 MessageKind = Literal["sms", "lms", "mms"]
 
@@ -216,7 +215,7 @@ async def _message_json(conn: asyncpg.Connection, m: asyncpg.Record) -> MessageO
         "SELECT state, count(*) AS n, count(*) FILTER (WHERE in_doubt) AS doubt "
         "FROM recipients WHERE message_id = $1 GROUP BY state", m["id"])
     counts = {r["state"]: int(r["n"]) for r in rows}
-    shown: dict[State, int] = dict.fromkeys(cast(tuple[State, ...], STATES), 0)
+    shown: dict[State, int] = dict.fromkeys(STATES, 0)
     for state, n in counts.items():
         shown[_shown(state)] += n
     return MessageOut(
