@@ -1,6 +1,6 @@
-"""Schemathesis hooks of the contract test (loaded with SCHEMATHESIS_HOOKS=tests.contract_hooks).
+"""Schemathesis checks of the contract run (schemathesis.toml loads them: `hooks`).
 
-tests/schemathesis.toml accepts 422 as an answer to schema-valid data, because business rules
+schemathesis.toml accepts 422 as an answer to schema-valid data, because business rules
 answer it. This check takes back what that loosening would hide: a schema-valid request must
 never be refused with a code of kind `request` (handlers.errors.Kind), which would mean the
 published document allows what the route refuses for its form.
