@@ -15,8 +15,9 @@ from handlers.errors import DomainError
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 # Patterns of the cursors, as published in the OpenAPI document.
-TIME_UUID = r"^[0-9]{1,17}\.[0-9a-f]{32}$"
-TIME_DIGITS = r"^[0-9]{1,17}\.[0-9]{1,20}$"
+TIME_UUID = r"^[0-9]{1,18}\.[0-9a-f]{32}$"
+TIME_DIGITS = r"^[0-9]{1,18}\.[0-9]{1,20}$"
+_LAST = datetime.max.replace(tzinfo=UTC)
 INDEX = r"^[0-9]{1,9}$"
 
 
@@ -31,4 +32,7 @@ def split_time_cursor(cursor: str) -> tuple[datetime, str]:
     micros, sep, key = cursor.partition(".")
     if not sep or not micros.isdigit() or not key:
         raise DomainError("invalid_cursor", "cursor is not one this list gave", field="cursor")
-    return _EPOCH + timedelta(microseconds=int(micros)), key
+    try:
+        return _EPOCH + timedelta(microseconds=int(micros)), key
+    except OverflowError:  # past year 9999: after every item
+        return _LAST, key

@@ -159,12 +159,17 @@ async def create_key(
     return key, _key(row)
 
 
-async def list_keys(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> list[ApiKey]:
-    """The tenant's keys, newest first."""
+async def list_keys(
+    conn: asyncpg.Connection, tenant_id: uuid.UUID, *,
+    before: tuple[datetime, uuid.UUID] | None = None, limit: int | None = None,
+) -> list[ApiKey]:
+    """The tenant's keys, newest first; `before` continues after (created_at, id)."""
     rows = await conn.fetch(
         """SELECT id, tenant_id, sp_id, prefix, label, created_at, revoked_at
-           FROM api_keys WHERE tenant_id = $1 ORDER BY created_at DESC, id""",
-        tenant_id,
+           FROM api_keys WHERE tenant_id = $1
+             AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
+           ORDER BY created_at DESC, id DESC LIMIT $4""",
+        tenant_id, before[0] if before else None, before[1] if before else None, limit,
     )
     return [_key(r) for r in rows]
 

@@ -96,9 +96,7 @@ class Route:
             implied.append("invalid_parameter")
         if isinstance(self.body, Upload):
             implied += ["body_too_large", "unsupported_media_type", "missing_file",
-                        "malformed_multipart"]
-            if self.body.fields is not None:
-                implied.append("invalid_field")
+                        "malformed_multipart", "invalid_field"]
         elif self.body is not None:
             implied += ["malformed_json", "invalid_field", "body_too_large",
                         "unsupported_media_type", "json_too_deep", "forbidden_character",
@@ -111,6 +109,7 @@ class Route:
 
 _INPUTS = web.RequestKey("telgate_inputs", dict)
 _UPLOAD = web.RequestKey("telgate_upload", bytes)
+_RAW_BODY = web.RequestKey("telgate_raw_body", dict)
 M = TypeVar("M", bound=BaseModel)
 
 
@@ -119,6 +118,12 @@ def arg(request: web.Request, model: type[M]) -> M:
     found = request[_INPUTS][model]
     assert isinstance(found, model)
     return found
+
+
+def accepted_json(request: web.Request) -> dict[str, Any]:
+    """The JSON body exactly as sent, once its model accepted it (strict models coerce
+    nothing, so it holds the same values; only the fields the client sent)."""
+    return request[_RAW_BODY]
 
 
 def uploaded_file(request: web.Request) -> bytes:
@@ -143,9 +148,10 @@ _FIELD_NAME = re.compile(r"^[a-z_][a-z0-9_-]*$|^[A-Z][a-z]*(-[A-Z][a-z]*)+$")
 _UNION_TAGS = frozenset({"str", "int", "float", "bool", "list", "dict", "none"})
 
 
-def _invalid(exc: ValidationError, code: str, prefix: str = "") -> DomainError:
+def _invalid(exc: ValidationError, code: str) -> DomainError:
+    """The first validation error as a problem naming its field."""
     first = exc.errors(include_url=False)[0]
-    where = _field_path(first["loc"]) or prefix
+    where = _field_path(first["loc"])
     return DomainError(code, f"{where}: {first['msg']}" if where else first["msg"],
                        field=where or None)
 
@@ -167,8 +173,11 @@ def _bind(route: Route) -> Handler:
                 inputs[route.path_params] = route.path_params.model_validate(
                     dict(request.match_info))
             except ValidationError:
-                if request.app[CTX].routes.allowed(request.path):  # e.g. DELETE …/check
-                    raise web.HTTPMethodNotAllowed(request.method, []) from None
+                # `DELETE /v1/sender-numbers/check` reaches `{number}`, but `check` is no
+                # number: that path exists, with other methods.
+                offered = request.app[CTX].routes.allowed(request.path)
+                if offered and request.method not in offered:
+                    raise web.HTTPMethodNotAllowed(request.method, offered) from None
                 raise DomainError("not_found", "no such resource") from None
         if route.query is not None:
             inputs[route.query] = _validate(route.query, _query_dict(request),
@@ -181,10 +190,17 @@ def _bind(route: Route) -> Handler:
         if isinstance(route.body, Upload):
             data, fields = await read_upload(request)
             request[_UPLOAD] = data
+            known = set(route.body.fields.model_fields) if route.body.fields else set()
+            unknown = sorted(set(fields) - known)
+            if unknown:
+                raise DomainError("invalid_field", f"no such form field: {unknown[0]!r}",
+                                  field=unknown[0] or None)
             if route.body.fields is not None:
                 inputs[route.body.fields] = _validate(route.body.fields, fields, "invalid_field")
         elif route.body is not None:
-            inputs[route.body] = _validate(route.body, await read_json(request), "invalid_field")
+            sent = await read_json(request)
+            inputs[route.body] = _validate(route.body, sent, "invalid_field")
+            request[_RAW_BODY] = sent
         request[_INPUTS] = inputs
         return await route.handler(request)
 
@@ -215,11 +231,13 @@ class RouteTable:
     """All routes of the API, mounted on an aiohttp app and rendered as OpenAPI 3.1."""
 
     routes: list[Route] = field(default_factory=list)
+    _document: dict[str, Any] | None = None
 
     def add(self, route: Route) -> None:
         if any(r.method == route.method and r.path == route.path for r in self.routes):
             raise ValueError(f"route declared twice: {route.method} {route.path}")
         self.routes.append(route)
+        self._document = None
 
     def mount(self, app: web.Application) -> None:
         for r in self.routes:
@@ -252,7 +270,10 @@ class RouteTable:
         )
 
     def openapi(self, version: str) -> dict[str, Any]:
-        return _openapi(self.routes, version)
+        """The OpenAPI 3.1 document of every route (rendered once)."""
+        if self._document is None or self._document["info"]["version"] != version:
+            self._document = _openapi(self.routes, version)
+        return self._document
 
 
 def _openapi(routes: list[Route], version: str) -> dict[str, Any]:
@@ -597,8 +618,8 @@ async def _read_parts(request: web.Request, limit: int) -> tuple[bytes, dict[str
             chunks.append(chunk)
         if part.name == "file":
             data = b"".join(chunks)
-        elif part.name:
-            fields[part.name] = b"".join(chunks).decode("utf-8", errors="replace")
+        else:  # a nameless part is an unknown field too
+            fields[part.name or ""] = b"".join(chunks).decode("utf-8", errors="replace")
     if data is None:
         raise DomainError("missing_file", "multipart field 'file' is required", field="file")
     return data, fields

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from datetime import datetime
 from typing import Annotated
 
@@ -81,12 +82,12 @@ async def list_keys(request: web.Request) -> web.Response:
     """The tenant's keys, newest first."""
     who = principal(request)
     q = arg(request, TimeUuidPage)
-    after = split_time_cursor(q.cursor) if q.cursor else None
+    before = None
+    if q.cursor:
+        at, key = split_time_cursor(q.cursor)
+        before = (at, uuid.UUID(key))
     async with request.app[CTX].pool.acquire() as conn:
-        keys = await tenants.list_keys(conn, who.tenant_id)
-    if after is not None:
-        at, key = after
-        keys = [k for k in keys if (k.created_at, k.id.hex) < (at, key)]
+        keys = await tenants.list_keys(conn, who.tenant_id, before=before, limit=q.limit + 1)
     page = keys[:q.limit]
     nxt = (time_cursor(page[-1].created_at, page[-1].id.hex)
            if len(keys) > q.limit and page else None)

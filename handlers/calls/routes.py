@@ -73,7 +73,7 @@ class ExtensionPath(Params):
 
 
 class ExtensionPage(Params):
-    limit: Limit = 100
+    limit: Limit = 50
     cursor: ExtensionNumber | None = Field(None, description="the `next_cursor` of the "
                                                              "previous page")
 

@@ -164,7 +164,8 @@ async def _xlsx(conn: asyncpg.Connection, f: h.HistoryFilter, name: str) -> web.
 
 # -- declarations ------------------------------------------------------------------------------
 
-_PERIOD_CODES = ("invalid_time", "invalid_period", "period_too_long")
+# not_found: an sp_id other than the one a narrowed key acts for.
+_PERIOD_CODES = ("invalid_time", "invalid_period", "period_too_long", "not_found")
 
 
 def add_routes(t: RouteTable) -> None:

@@ -4,14 +4,14 @@ from __future__ import annotations
 
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Annotated, Any, Literal, cast
+from typing import Annotated, Any, Literal, cast, get_args
 
 import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field, StringConstraints
 
 from handlers.api.context import CTX
-from handlers.api.framework import Route, RouteTable, arg, principal, respond
+from handlers.api.framework import Route, RouteTable, accepted_json, arg, principal, respond
 from handlers.api.models import (
     DIGITS_PATTERN,
     Body,
@@ -34,10 +34,9 @@ from handlers.webhooks import emit
 
 # Recipient states as answers show them. The dispatcher's internal `claimed` (taken, not yet
 # submitted) is shown as `queued`: to a portal the recipient is still waiting.
-STATES = ("queued", "submitted", "delivered", "failed", "expired", "rejected", "canceled")
-FINAL = frozenset({"delivered", "failed", "expired", "rejected", "canceled"})
-MESSAGE_STATUSES = ("scheduled", "queued", "sending", "done", "canceled")
 State = Literal["queued", "submitted", "delivered", "failed", "expired", "rejected", "canceled"]
+STATES: tuple[State, ...] = get_args(State)
+FINAL = frozenset({"delivered", "failed", "expired", "rejected", "canceled"})
 Status = Literal["scheduled", "queued", "sending", "done", "canceled"]
 MessageKind = Literal["sms", "lms", "mms"]
 
@@ -179,7 +178,7 @@ def _now() -> datetime:
 async def send(request: web.Request) -> web.Response:
     who = principal(request)
     ctx = request.app[CTX]
-    body = arg(request, SendBody).model_dump(mode="json", by_alias=True, exclude_unset=True)
+    body = accepted_json(request)  # valid per SendBody; accept() applies the rules beyond
     async with ctx.pool.acquire() as conn:
         status, answer = await acc.accept(
             conn, who, body, ctx.index, _now(),
@@ -218,7 +217,7 @@ async def _message_json(conn: asyncpg.Connection, m: asyncpg.Record) -> MessageO
         "SELECT state, count(*) AS n, count(*) FILTER (WHERE in_doubt) AS doubt "
         "FROM recipients WHERE message_id = $1 GROUP BY state", m["id"])
     counts = {r["state"]: int(r["n"]) for r in rows}
-    shown: dict[State, int] = dict.fromkeys(cast(tuple[State, ...], STATES), 0)
+    shown: dict[State, int] = dict.fromkeys(STATES, 0)
     for state, n in counts.items():
         shown[_shown(state)] += n
     return MessageOut(
@@ -360,7 +359,7 @@ async def change(request: web.Request) -> web.Response:
     who = principal(request)
     ctx = request.app[CTX]
     message_id = arg(request, MessagePath).message_id
-    patch = arg(request, ChangeBody).model_dump(mode="json", exclude_unset=True)
+    patch = accepted_json(request)  # valid per ChangeBody: only the fields to change
     async with ctx.pool.acquire() as conn, conn.transaction():
         m = await _lock_unstarted(conn, who, message_id)
         current = await conn.fetch(

@@ -401,7 +401,7 @@ def add_routes(t: RouteTable) -> None:
     t.add(Route("POST", "/v1/sender-numbers/delete", delete_many, "Delete selected numbers",
                 tag, body=DeleteMany, responses={200: Deleted}, errors=NUMBER_CODES))
     t.add(Route("DELETE", "/v1/sender-numbers/{number}", delete_one, "Delete one number", tag,
-                path_params=NumberPath, responses={204: None}))
+                path_params=NumberPath, responses={204: None}, errors=NUMBER_CODES))
     tag = "opt-outs"
     t.add(Route("POST", "/v1/opt-outs", optout_add, "Flag a customer as opted out", tag,
                 body=NumberBody, responses={201: OptoutAdded, 200: OptoutAdded},

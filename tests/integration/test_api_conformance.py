@@ -203,3 +203,26 @@ async def test_the_document_lists_codes_and_media_types_per_operation(api: Api) 
     assert (limit["schema"]["minimum"], limit["schema"]["maximum"]) == (1, 1000)
     settings = doc["components"]["schemas"]["SettingsPatch"]["properties"]
     assert {"enum": [80, 90], "type": "integer"} in settings["sms_max_bytes"]["anyOf"]
+
+
+async def test_nul_characters_and_broken_multipart_are_refused_not_crashed(api: Api) -> None:
+    t = await api.new_tenant()
+    resp = await t.call("POST", "/v1/templates", json={"name": "a\u0000b", "text": "x"})
+    assert (resp.status, (await _json(resp))["code"]) == (422, "forbidden_character")
+    resp = await t.call("POST", "/v1/templates", json={"name": "a\\u0000b", "text": "x"})
+    assert resp.status == 201  # the six characters \u0000, not a NUL
+    resp = await t.call("POST", "/v1/sender-numbers/imports", data=b"--x\r\n",
+                        headers={"Content-Type": "multipart/form-data"})
+    assert (resp.status, (await _json(resp))["code"]) == (400, "malformed_multipart")
+
+
+async def test_an_upload_with_an_unknown_form_field_is_refused_naming_it(api: Api) -> None:
+    from aiohttp import FormData
+
+    t = await api.new_tenant()
+    form = FormData()
+    form.add_field("file", b"01012345678\n", filename="n.csv", content_type="text/csv")
+    form.add_field("colour", "blue")
+    resp = await t.call("POST", "/v1/opt-outs/imports", data=form)
+    problem = await _json(resp)
+    assert (resp.status, problem["code"], problem["field"]) == (422, "invalid_field", "colour")

@@ -31,6 +31,9 @@ def _literal_codes() -> set[str]:
         assert 'DomainError(f"' not in text, f"{path}: a code built at run time"
         found.update(re.findall(r'DomainError\(\s*"([a-z_]+)"', text))
         found.update(re.findall(r'super\(\).__init__\(\s*"([a-z_]+)"', text))
+        for status, code in re.findall(r'problem\(\s*(\d{3}),\s*"([a-z_]+)"', text):
+            assert CODES[code].status == int(status), f"{path}: {code} answered as {status}"
+            found.add(code)
     return found
 
 
