@@ -32,6 +32,10 @@ def is_outage(exc: BaseException) -> bool:
             return True
         if isinstance(cur, asyncpg.InterfaceError):
             return "closed" in str(cur)  # "connection is closed"; others are our own mistakes
+        if isinstance(cur, asyncpg.exceptions.InternalClientError):
+            # "cannot switch to state …; another operation is in progress": a connection
+            # whose operation was cut by the server going away.
+            return True
         if isinstance(cur, asyncpg.PostgresError):
             state = getattr(cur, "sqlstate", None) or ""
             return state.startswith(_OUTAGE_SQLSTATES)

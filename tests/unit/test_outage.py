@@ -16,6 +16,8 @@ from handlers.outage import Backoff, DatabaseHealth, is_outage
     asyncpg.exceptions.ConnectionDoesNotExistError("connection was closed"),
     asyncpg.exceptions.TooManyConnectionsError("too many clients"),
     asyncpg.InterfaceError("cannot call Transaction.__aexit__(): the underlying connection is closed"),
+    asyncpg.exceptions.InternalClientError("cannot switch to state 12; another operation (2) is "
+                                           "in progress"),
 ])
 def test_connection_losses_and_restarts_are_outages(exc: BaseException) -> None:
     assert is_outage(exc)
