@@ -56,7 +56,6 @@ class DatabaseHealth:
     clock: Callable[[], float] = time.monotonic
     down_since: float | None = None
     last_error: str = ""
-    restarts: int = 0  # embedded-server restarts by the supervisor
     supervisor_state: str = ""  # what the embedded server's supervisor is doing, if any
 
     def ok(self) -> None:
