@@ -193,3 +193,14 @@ async def test_a_nul_in_a_form_field_is_refused_not_a_server_error(api: Api) -> 
     form.add_field("sheet", "S\x00")
     resp = await t.call("POST", "/v1/recipient-imports", data=form)
     assert resp.status < 500, await resp.text()
+
+
+async def test_a_broken_chunked_body_is_a_400_not_a_500(
+        api: Api, served: tuple[int, AppContext]) -> None:
+    port, _ = served
+    t = await _sender(api)
+    answer = await _exchange(port, (
+        "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {t.key}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        '5\r\n{"tex\r\nzz\r\n').encode())
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer[:120]
