@@ -90,7 +90,6 @@ async def _watch_database(pool: asyncpg.Pool, health: DatabaseHealth,
             tracker.ok()
         health.supervisor_state = (
             "" if embedded is None or embedded.status == "running" else embedded.status)
-        health.restarts = embedded.restarts if embedded is not None else 0
         await asyncio.sleep(DB_PROBE_SECONDS)
 
 

@@ -50,6 +50,7 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from daemon.app import run_daemon
+    from daemon.db import DatabaseUnreachable
     from daemon.embedded_pg import EmbeddedPostgresError
     from daemon.logs import configure_logging
     from daemon.wiring import starters
@@ -72,6 +73,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                       on_ready=on_ready))
     except EmbeddedPostgresError as exc:
         print(f"error: embedded database: {exc}", file=sys.stderr)
+        return 1
+    except DatabaseUnreachable as exc:
+        print(f"error: database unreachable: {exc}", file=sys.stderr)
         return 1
     except OSError as exc:
         if exc.errno not in (errno.EADDRINUSE, errno.EADDRNOTAVAIL, errno.EACCES):

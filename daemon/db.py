@@ -21,12 +21,17 @@ import structlog
 
 from config.schema import Config
 from daemon.embedded_pg import EmbeddedPostgres, running_dsn
+from handlers.outage import Backoff, describe, is_outage
 
 log = structlog.get_logger("telgate.db")
 
 # An arbitrary constant shared by every telgate instance: "telgate migrations".
 MIGRATION_LOCK_ID = 0x7E16A7E_0001
 _NAME = re.compile(r"^(\d{4})_([a-z0-9_]+)\.sql$")
+
+
+class DatabaseUnreachable(Exception):
+    """The database did not answer within lifecycle.database_outage_seconds of the start."""
 
 
 class MigrationError(Exception):
@@ -146,6 +151,25 @@ async def close_pool(pool: asyncpg.Pool, timeout: float = 5.0) -> None:
         pool.terminate()
 
 
+async def _pool_when_reachable(dsn: str, config: Config) -> asyncpg.Pool:
+    """The daemon's pool, waiting (with back-off) up to lifecycle.database_outage_seconds for a
+    database that is restarting or not up yet, as it would while running."""
+    backoff = Backoff(base=0.2, cap=5.0)
+    loop = asyncio.get_running_loop()
+    until = loop.time() + config.lifecycle.database_outage_seconds
+    while True:
+        try:
+            return await create_pool(dsn, config)
+        except Exception as exc:
+            delay = backoff.next()
+            if not is_outage(exc):
+                raise
+            if loop.time() + delay > until:
+                raise DatabaseUnreachable(describe(exc)) from exc
+            log.warning("database_waiting", error=describe(exc), retry_s=round(delay, 2))
+            await asyncio.sleep(delay)
+
+
 @contextlib.asynccontextmanager
 async def open_database(
     config: Config, *, migrate_schema: bool = True, attach: bool = True
@@ -177,7 +201,7 @@ async def open_database_server(
         await embedded.start()
         dsn = embedded.dsn
     try:
-        pool = await create_pool(dsn, config)
+        pool = await (_pool_when_reachable(dsn, config) if not attach else create_pool(dsn, config))
         try:
             if migrate_schema:
                 async with pool.acquire() as conn:

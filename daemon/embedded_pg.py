@@ -497,11 +497,15 @@ async def running_dsn(state_dir: Path) -> str | None:
 async def _acquire_lock(path: Path, timeout: float) -> int:
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
     deadline = time.monotonic() + timeout
+    waited = False
     while True:
         try:
             fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
             return fd
         except BlockingIOError:
+            if not waited:  # an admin command finishing, or a second daemon: say so at once
+                log.warning("embedded_pg_owner_busy", lock=str(path), wait_s=timeout)
+                waited = True
             if time.monotonic() > deadline:
                 os.close(fd)
                 raise EmbeddedPostgresError(

@@ -113,11 +113,13 @@ def configure_logging(config: LogConfig, *, force_json: bool | None = None) -> N
                         format="%(levelname)s %(name)s %(message)s")
     logging.getLogger("aiohttp.access").setLevel(logging.WARNING)
     logging.getLogger("asyncpg.pool").addFilter(_without_traceback)
+    logging.getLogger("aiohttp.server").addFilter(_without_traceback)
 
 
 def _without_traceback(record: logging.LogRecord) -> bool:
-    """asyncpg logs a whole traceback each time it fails to refill the pool while the database
-    is away; the daemon reports the outage itself (database_unreachable), so one line is enough."""
+    """One line instead of a traceback: asyncpg logs one each time it fails to refill the pool
+    while the database is away (the daemon reports the outage itself), aiohttp one for each
+    malformed request it answers 400 (a client's fault, not ours)."""
     if record.exc_info:
         record.msg = f"{record.msg}: {record.exc_info[1]!r}"
         record.exc_info = None

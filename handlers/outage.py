@@ -32,6 +32,10 @@ def is_outage(exc: BaseException) -> bool:
             return True
         if isinstance(cur, asyncpg.InterfaceError):
             return "closed" in str(cur)  # "connection is closed"; others are our own mistakes
+        if isinstance(cur, asyncpg.exceptions.InternalClientError):
+            # "cannot switch to state …; another operation is in progress": a connection
+            # whose operation was cut by the server going away.
+            return True
         if isinstance(cur, asyncpg.PostgresError):
             state = getattr(cur, "sqlstate", None) or ""
             return state.startswith(_OUTAGE_SQLSTATES)
@@ -52,7 +56,6 @@ class DatabaseHealth:
     clock: Callable[[], float] = time.monotonic
     down_since: float | None = None
     last_error: str = ""
-    restarts: int = 0  # embedded-server restarts by the supervisor
     supervisor_state: str = ""  # what the embedded server's supervisor is doing, if any
 
     def ok(self) -> None:

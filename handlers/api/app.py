@@ -9,6 +9,7 @@ from aiohttp import web
 from handlers.api import keys, service
 from handlers.api.context import CTX, AppContext
 from handlers.api.framework import RouteTable, request_middleware
+from handlers.api.hostile import hostile_guard
 from handlers.api.outage import outage_errors, outage_headers
 from handlers.calls import routes as calls_routes
 from handlers.messages import history_routes, imports
@@ -33,7 +34,7 @@ def build_app(ctx: AppContext) -> web.Application:
         provide(ctx.routes)
     # The per-route JSON limit is enforced by read_json; this is the ceiling for uploads.
     app = web.Application(
-        middlewares=[outage_headers, request_middleware, outage_errors],
+        middlewares=[outage_headers, request_middleware, outage_errors, hostile_guard],
         client_max_size=max(ctx.config.api.max_upload_bytes, ctx.config.api.max_body_bytes),
     )
     app[CTX] = ctx

@@ -1,12 +1,21 @@
-"""Hostile JSON: values PostgreSQL cannot store or that cost unbounded work are refused (4xx)
-with the field at fault, before any handler sees them."""
+"""Hostile input: values PostgreSQL cannot store or that cost unbounded work are refused (4xx)
+with the field at fault, before any handler sees them — in JSON bodies (`check_json`, called by
+`read_json`) and in path and query parameters (`hostile_guard`); a text that still reaches
+PostgreSQL with a character it refuses answers 422, not 500."""
 
 from __future__ import annotations
 
 import re
+from collections.abc import Awaitable, Callable
 from typing import Any
 
+import asyncpg
+from aiohttp import web
+
 from handlers.errors import DomainError
+
+# The framework imports this module (read_json), so its Handler alias cannot be imported here.
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 MAX_DEPTH = 32  # our deepest request (to[].vars.{name}) is 4 levels; 32 leaves room
 _SURROGATE = re.compile("[\ud800-\udfff]")
@@ -45,3 +54,21 @@ def _check_text(text: str, path: str) -> None:
         raise DomainError("forbidden_character",
                           "text may not contain lone surrogates (U+D800..U+DFFF)",
                           field=path or None, status=422)
+
+
+@web.middleware
+async def hostile_guard(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Inside the framework's middleware: NUL/surrogates in the path or query are a 422 naming
+    the parameter; PostgreSQL's own refusal of a character (other inputs) is the same 422."""
+    for name, value in request.match_info.items():
+        _check_text(value, name)
+    for name, value in request.query.items():
+        _check_text(name, name)
+        _check_text(value, name)
+    try:
+        return await handler(request)
+    except (asyncpg.exceptions.CharacterNotInRepertoireError,
+            asyncpg.exceptions.UntranslatableCharacterError):
+        raise DomainError("forbidden_character",
+                          "the request holds a character that cannot be stored (NUL?)",
+                          status=422) from None

@@ -58,11 +58,13 @@ async def outage_errors(request: web.Request, handler: Handler) -> web.StreamRes
             status=408) from None
     except (ConnectionResetError, aiohttp.ClientPayloadError) as exc:
         if request.transport is not None and not request.transport.is_closing():
-            if is_outage(exc):
-                ctx.db.failed(exc)
-                request[_FAULT] = "database"
-                raise _database_unavailable() from exc
-            raise
+            if isinstance(exc, aiohttp.ClientPayloadError):  # bad chunking or compression
+                request[_FAULT] = "client_closed"  # close: the stream cannot be trusted
+                raise DomainError("malformed_body", f"the body could not be read: {exc}",
+                                  status=400) from None
+            ctx.db.failed(exc)  # the client is there: the reset came from the database
+            request[_FAULT] = "database"
+            raise _database_unavailable() from exc
         request[_FAULT] = "client_closed"
         raise DomainError("client_closed_request", "the client closed the connection",
                           status=CLIENT_CLOSED) from None

@@ -175,6 +175,7 @@ class Dispatcher:
         self._lock_conn: asyncpg.Connection | None = None
         self._lock_lost = asyncio.Event()
         self._held: set[tuple[Any, int]] = set()  # claimed rows whose outcome is not stored yet
+        self._match_pending = False  # receipts stored but a match round failed since
         self._ref = 0
         # False from the first failed store until a round trip succeeds again: no submits then.
         self._can_record = True
@@ -531,18 +532,27 @@ class Dispatcher:
             await conn.fetchval("SELECT 1", timeout=2)
 
     async def _flush(self) -> bool:
-        """Store the buffered outcomes and receipts; False when there was nothing to store."""
+        """Store the buffered outcomes and receipts, then match receipts; False when there was
+        nothing to do.
+
+        Each part is put back for the next round only if it was not committed: re-applying
+        stored outcomes later could requeue a row that has been claimed again meanwhile.
+        """
         outcomes, self._outcomes = self._outcomes, []
         delivers, self._delivers = self._delivers, []
-        if not outcomes and not delivers:
+        if not outcomes and not delivers and not self._match_pending:
             return False
+        self._match_pending = True
         try:
             async with self.pool.acquire() as conn:
                 if outcomes:
                     await self._store_outcomes(conn, outcomes)
+                    outcomes = []
                 if delivers:
                     await self._store_delivers(conn, delivers)
+                    delivers = []
                 await self._match_receipts(conn)
+                self._match_pending = False
         except BaseException:
             self._outcomes[:0] = outcomes
             self._delivers[:0] = delivers

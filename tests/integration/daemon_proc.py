@@ -25,6 +25,20 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_udp_tcp_port() -> int:
+    """A port free for both UDP and TCP right now (SIP listens on both)."""
+    while True:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+            udp.bind(("127.0.0.1", 0))
+            port = int(udp.getsockname()[1])
+            with socket.socket() as tcp:
+                try:
+                    tcp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+                return port
+
+
 def start_daemon(env: dict[str, str], port: int, log: Path,
                  timeout: float = 90) -> subprocess.Popen[bytes]:
     """`telgate run` with `env`; returns once /readyz answers 200."""

@@ -187,7 +187,7 @@ async def test_external_database_restart_mid_send_finishes_without_daemon_restar
                     request, port, "POST", "/v1/messages", key,
                     {"from": SENDER, "to": ["01099990001"], "text": "장애 중"})
                 ready, _, readiness = await asyncio.to_thread(request, port, "GET", "/readyz")
-                await asyncio.sleep(3)
+                await asyncio.sleep(10)  # as the probe did: pg_ctl stop, 10 s, start
                 at_restart = smsc.stats["accepted"]
                 await server.start()
 

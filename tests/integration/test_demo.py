@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.integration.daemon_proc import free_port
+from tests.integration.daemon_proc import free_port, free_udp_tcp_port
 
 pytestmark = pytest.mark.slow
 
@@ -61,7 +61,7 @@ def _key(banner: str) -> str:
 
 
 def test_demo_uses_the_given_ports_and_keeps_its_key(state_dir: Path) -> None:
-    api, sip, smsc = free_port(), free_port(), free_port()
+    api, sip, smsc = free_port(), free_udp_tcp_port(), free_port()
     ports = ("--api-port", str(api), "--sip-port", str(sip), "--smsc-port", str(smsc))
     first = _demo(state_dir, *ports)
     try:
@@ -85,7 +85,7 @@ def test_a_port_in_use_is_one_line_naming_it_and_the_fix(state_dir: Path) -> Non
         taken.listen()
         port = taken.getsockname()[1]
         proc = _demo(state_dir, "--api-port", str(free_port()), "--sip-port",
-                     str(free_port()), "--smsc-port", str(port))
+                     str(free_udp_tcp_port()), "--smsc-port", str(port))
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     lines = err.strip().splitlines()

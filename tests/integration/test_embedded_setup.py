@@ -15,7 +15,7 @@ import asyncpg
 import pytest
 
 from config.schema import EmbeddedDatabaseConfig
-from daemon.embedded_pg import EmbeddedPostgres, find_bin_dir, running_dsn
+from daemon.embedded_pg import EmbeddedPostgres, find_bin_dir, relocated_root, running_dsn
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0, reason="the private-folder problem is root's")
 
@@ -44,7 +44,7 @@ async def test_server_runs_from_a_private_folder_without_opening_it(private: Pat
     state = private / "clone" / "var"
     server = EmbeddedPostgres(state, EmbeddedDatabaseConfig(bin_dir=bin_dir))
     try:
-        await server.start()
+        await _started_or_cleaned(server, relocated_root(state))
         conn = await asyncpg.connect(server.dsn)
         assert await conn.fetchval("SELECT 1") == 1
         await conn.close()
@@ -64,3 +64,11 @@ async def test_server_runs_from_a_private_folder_without_opening_it(private: Pat
         await again.stop()
     finally:
         shutil.rmtree(relocated, ignore_errors=True)
+
+
+async def _started_or_cleaned(server: EmbeddedPostgres, relocated: Path) -> None:
+    try:
+        await server.start()
+    except BaseException:
+        shutil.rmtree(relocated, ignore_errors=True)
+        raise

@@ -173,3 +173,34 @@ async def test_a_text_marked_as_ad_honours_ad_only_opt_outs(api: Api) -> None:
     message = await (await t.call("GET", f"/v1/messages/{body['id']}")).json()
     assert message["ad"] is True
     assert message["counts"].get("rejected") == 1  # the ad-scope opt-out held
+
+
+async def test_nul_in_a_query_or_path_parameter_is_a_422_naming_it(api: Api) -> None:
+    t = await _sender(api)
+    resp = await t.call("GET", "/v1/sender-numbers?q=02%00")
+    problem = await resp.json(content_type=None)
+    assert (resp.status, problem["code"], problem["field"]) == (422, "forbidden_character", "q")
+    resp = await t.call("DELETE", "/v1/opt-outs/010%001234")
+    problem = await resp.json(content_type=None)
+    assert (resp.status, problem["code"], problem["field"]) == (422, "forbidden_character",
+                                                                "number")
+
+
+async def test_a_nul_in_a_form_field_is_refused_not_a_server_error(api: Api) -> None:
+    t = await _sender(api)
+    form = aiohttp.FormData()
+    form.add_field("file", b"number\n01012345678\n", filename="a.csv", content_type="text/csv")
+    form.add_field("sheet", "S\x00")
+    resp = await t.call("POST", "/v1/recipient-imports", data=form)
+    assert resp.status < 500, await resp.text()
+
+
+async def test_a_broken_chunked_body_is_a_400_not_a_500(
+        api: Api, served: tuple[int, AppContext]) -> None:
+    port, _ = served
+    t = await _sender(api)
+    answer = await _exchange(port, (
+        "POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+        f"Authorization: Bearer {t.key}\r\nTransfer-Encoding: chunked\r\n\r\n"
+        '5\r\n{"tex\r\nzz\r\n').encode())
+    assert answer.split(b"\r\n", 1)[0].endswith(b" 400 Bad Request"), answer[:120]

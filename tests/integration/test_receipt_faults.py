@@ -63,27 +63,32 @@ async def test_done_at_never_precedes_submitted_at_and_the_carrier_date_is_kept(
                for r in rows)
 
 
-async def test_smsc_cut_every_few_seconds_loses_nobody(
+async def test_smsc_cut_every_600_submits_loses_nobody(
         api: Api, db_dsn: str, state_root: Path) -> None:
     t = await sender_tenant(api)
     numbers = [f"0107{i:07d}" for i in range(5_000)]
     sim = sim_config(record_submits=True, receipt_delay_ms=20, latency_ms=1)
-    async with running(api, db_dsn, state_root, sim) as (smsc, _d):
+    # Receipts must not expire meanwhile: the machine may be slow, the guarantee is not.
+    async with running(api, db_dsn, state_root, sim, receipt_timeout=3600) as (smsc, _d):
         ids = []
         for start in range(0, len(numbers), 1000):
             status, body = await send(t, to=numbers[start:start + 1000], text="절단 시험")
             assert status == 202, body
             ids.append(body["id"])
-        cuts = 0
         pool = api.context.pool
-        while True:
+        # A cut at every 600 accepted submits (not on a timer: the same cuts on any machine),
+        # while submits, responses and receipts are in flight.
+        for threshold in range(600, 5000, 600):
+            for _ in range(12_000):
+                if smsc.stats["accepted"] >= threshold:
+                    break
+                await asyncio.sleep(0.005)
+            smsc.disconnect_all()
+        for _ in range(1200):
             states = await counts_by_state(pool)
             if set(states) <= {"delivered", "failed", "expired"} and sum(states.values()) == 5000:
                 break
-            await asyncio.sleep(0.5)  # every half second: a cut while submits and receipts flow
-            smsc.disconnect_all()
-            cuts += 1
-            assert cuts < 400, f"not settled: {states}"
+            await asyncio.sleep(0.1)
         await asyncio.sleep(0.3)
         in_doubt = {r["number"] for r in await pool.fetch(
             "SELECT number FROM recipients WHERE in_doubt")}
@@ -92,7 +97,7 @@ async def test_smsc_cut_every_few_seconds_loses_nobody(
     assert states == {"delivered": 5000}
     assert set(sent) == set(numbers)
     assert duplicated <= in_doubt
-    assert cuts >= 2
+    assert smsc.stats["receipts_requeued"] or smsc.stats["accepted"] > 5000  # cuts bit
     # Redelivered receipts did not pile up: what is left is one receipt per duplicated copy,
     # whose carrier id we never learned (its submit_sm_resp was lost in a cut).
     left = await pool.fetch(
