@@ -113,9 +113,9 @@ async def mms_running(api: Api, db_dsn: str, state_root: Path, *, smsc: SmscSimu
             env["smpp__carriers"] = (f'[{{name = "sms", host = "127.0.0.1", port = {smsc.port},'
                                      ' system_id = "tg", password = "pw"}]')
         config = make_config(state_root, db_dsn, **env)
-        listener = ReportListener(config.mm7, api.context.pool)
-        await listener.start()
         dispatcher = MmsDispatcher(config, api.context.pool, db_dsn, api.context.metrics)
+        listener = ReportListener(config.mm7, api.context.pool, dispatcher.metrics.reports)
+        await listener.start()
         await dispatcher.start()
         sms: Dispatcher | None = None
         if smsc is not None:
@@ -198,6 +198,11 @@ async def test_report_outcomes_set_final_states_and_fire_webhooks(
         "SELECT event_type FROM webhook_outbox WHERE tenant_id = $1", t.id))
     assert hooks["message.recipient.delivered"] == final["delivered"]
     assert hooks["message.recipient.failed"] == final["failed"]
+    reports = {s.labels["status"]: s.value for m in api.context.metrics.registry.collect()
+               if m.name == "telgate_mm7_reports" for s in m.samples
+               if s.name.endswith("_total")}
+    assert reports == {"Retrieved": final["delivered"], "Expired": final["expired"],
+                       "Rejected": final["failed"]}
 
 
 async def test_timeouts_5xx_soap_faults_throttling_and_cuts_lose_nothing(
