@@ -94,7 +94,8 @@ def _inline(fields: dict[str, Any]) -> str:
 @asynccontextmanager
 async def mms_running(api: Api, db_dsn: str, state_root: Path, *, smsc: SmscSimulator | None = None,
                       carrier: dict[str, Any] | None = None,
-                      before: list[dict[str, Any]] | None = None, **sim: Any
+                      before: list[dict[str, Any]] | None = None,
+                      messaging: dict[str, str] | None = None, **sim: Any
                       ) -> AsyncIterator[tuple[MmscSimulator, MmsDispatcher, ReportListener]]:
     """The MMSC simulator, the report listener and an MM7 dispatcher on the API's database."""
     report_port = free_port()
@@ -108,7 +109,8 @@ async def mms_running(api: Api, db_dsn: str, state_root: Path, *, smsc: SmscSimu
         tables = [_inline(c) for c in [*(before or []), fields]]
         env = {"mm7__carriers": f"[{', '.join(tables)}]", "mm7__report_port": str(report_port),
                "messaging__recovery_seconds": "0.2", "messaging__retry_base_seconds": "0.05",
-               "messaging__retry_max_seconds": "0.2"}
+               "messaging__retry_max_seconds": "0.2",
+               **{f"messaging__{k}": v for k, v in (messaging or {}).items()}}
         if smsc is not None:
             env["smpp__carriers"] = (f'[{{name = "sms", host = "127.0.0.1", port = {smsc.port},'
                                      ' system_id = "tg", password = "pw"}]')
@@ -317,3 +319,18 @@ async def test_an_unreachable_mmsc_fails_over_to_the_next_carrier_without_losing
         answer["id"])
     assert {(r["carrier"], r["attempts"], r["in_doubt"]) for r in rows} == {("mmsc", 1, False)}
     assert len(mmsc.received) == 2
+
+
+async def test_a_last_attempt_left_unanswered_fails_and_stays_flagged_in_doubt(
+        api: Api, db_dsn: str, state_root: Path) -> None:
+    t = await sender_tenant(api)
+    async with mms_running(api, db_dsn, state_root, timeout_ms=2000,
+                           carrier={"timeout_seconds": 0.3},
+                           messaging={"max_attempts": "1"}) as (mmsc, _d, _l):
+        mmsc.inject("timeout")
+        status, answer = await send(t, to=["01012345678"], text="마지막", images=[b64(GOOD_JPEG)])
+        assert status == 202
+        assert await settled(t, answer["id"]) == {"failed": 1}
+    (row,) = await recipients(t, answer["id"])
+    assert row["reason"] == "no_answer" and row["in_doubt"] is True
+    assert len(mmsc.received) == 1  # the MMSC did take it: the flag tells the portal so
