@@ -95,10 +95,10 @@ async def announce_demo(runtime: Runtime) -> None:
         {api}/v1/messages
    curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/messages/<id>
  MMS (the MMSC simulator, MM7): add "images": ["<base64 of a JPEG under 300 KB>"], e.g.
-   jq -n --arg img "$(base64 -w0 photo.jpg)" \\
+   base64 -w0 photo.jpg > photo.b64; jq -n --rawfile img photo.b64 \\
       '{{from:"0212345678",to:["01012345678"],text:"사진입니다",images:[$img]}}' |
    curl -s -H "Authorization: Bearer $TELGATE_KEY" -H 'Content-Type: application/json' \\
-        -d @- {api}/v1/messages
+        --data-binary @- {api}/v1/messages
 
  SIP on 127.0.0.1:5060 (UDP/TCP): the trunk accepts 127.0.0.1, DID 0212345678 rings
  extension 1001 (a simulated phone that answers), e.g.
