@@ -30,7 +30,8 @@ from handlers.messages.mms_reports import ReportListener
 from handlers.metrics import Metrics
 from protocols.mm7 import codec
 from protocols.mm7.client import basic_auth
-from protocols.mm7.messages import Decoded, Fault, VASPErrorRsp
+from protocols.mm7.messages import Address, Decoded, Fault, SubmitReq, VASPErrorRsp
+from protocols.mm7.versions import SchemaVersion
 from sim.mmsc import MmscConfig, MmscSimulator
 from sim.smsc import SmscConfig, SmscSimulator
 from tests.conftest import Api, Tenant, make_config
@@ -272,9 +273,18 @@ async def test_the_report_listener_wants_the_carriers_credentials_and_valid_mm7(
                              ) as resp:
             assert resp.status == 500
             answer = codec.decode(resp.headers["Content-Type"], await resp.read())
+        wrong_op = codec.encode(SubmitReq("tx", "V", None, (Address("010"),)),
+                                SchemaVersion.REL_5_MM7_1_2)
+        async with http.post(url, data=wrong_op.body,
+                             headers={**wrong_op.headers,
+                                      "Authorization": basic_auth("mmsc", "rpw")}) as resp:
+            assert resp.status == 500
+            refused = codec.decode(resp.headers["Content-Type"], await resp.read())
     assert isinstance(answer, Decoded) and isinstance(answer.message, Fault)
     assert isinstance(answer.message.error, VASPErrorRsp)
     assert answer.message.status_code == 2007
+    assert isinstance(refused, Decoded) and isinstance(refused.message, Fault)
+    assert refused.message.status_code == 4003 and refused.message.transaction_id == "tx"
 
 
 async def test_a_report_arriving_while_the_database_is_away_is_sent_again_and_kept(
