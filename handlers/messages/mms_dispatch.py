@@ -215,7 +215,7 @@ class MmsDispatcher:
         self._lock_conn = await asyncpg.connect(self.dsn)
         await self._lock_conn.execute("SELECT pg_advisory_lock($1, $2)", INSTANCE_LOCK_CLASS,
                                       self.key)
-        await self._lock_conn.add_listener(DISPATCH_CHANNEL, lambda *_: self._wake.set())
+        await self._lock_conn.add_listener(mms_store.MMS_CHANNEL, lambda *_: self._wake.set())
         await self.recover()
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="mms-claim"),
