@@ -168,10 +168,10 @@ async def announce_demo(runtime: Runtime) -> None:
         {api}/v1/messages
    curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/messages/<id>
  MMS (the MMSC simulator, MM7): add "images": ["<base64 of a JPEG under 300 KB>"], e.g.
-   jq -n --arg img "$(base64 -w0 photo.jpg)" \
+   base64 -w0 photo.jpg > photo.b64; jq -n --rawfile img photo.b64 \\
       '{{from:"0212345678",to:["01012345678"],text:"사진입니다",images:[$img]}}' |
-   curl -s -H "Authorization: Bearer $TELGATE_KEY" -H 'Content-Type: application/json' \
-        -d @- {api}/v1/messages
+   curl -s -H "Authorization: Bearer $TELGATE_KEY" -H 'Content-Type: application/json' \\
+        --data-binary @- {api}/v1/messages
 
  SMSC simulator on {smsc}; the key is kept in {key_file} across restarts.
  SIP on {sip} (UDP/TCP): the trunk accepts 127.0.0.1, DID 0212345678 rings

@@ -41,9 +41,9 @@ async def start_mms_dispatcher(runtime: Runtime) -> Stopper | None:
     """MMS over MM7: the delivery-report listener, then the dispatcher (if carriers exist)."""
     if not runtime.config.mm7.carriers:
         return None
-    listener = ReportListener(runtime.config.mm7, runtime.pool)
-    await listener.start()
     dispatcher = MmsDispatcher(runtime.config, runtime.pool, runtime.dsn, runtime.context.metrics)
+    listener = ReportListener(runtime.config.mm7, runtime.pool, dispatcher.metrics.reports)
+    await listener.start()
     await dispatcher.start()
     runtime.context.readiness["mm7"] = dispatcher.readiness
 

@@ -215,7 +215,7 @@ class MmsDispatcher:
         self._lock_conn = await asyncpg.connect(self.dsn)
         await self._lock_conn.execute("SELECT pg_advisory_lock($1, $2)", INSTANCE_LOCK_CLASS,
                                       self.key)
-        await self._lock_conn.add_listener(DISPATCH_CHANNEL, lambda *_: self._wake.set())
+        await self._lock_conn.add_listener(mms_store.MMS_CHANNEL, lambda *_: self._wake.set())
         await self.recover()
         self._tasks = [
             asyncio.create_task(self._claim_loop(), name="mms-claim"),
@@ -449,7 +449,8 @@ class MmsDispatcher:
                     *[[getattr(o, n) for o in chosen] for n in names]]
 
         ok, failed, retry, fallback = (cols("submitted", "carrier", "message_id"),
-                                       cols("failed", "carrier", "status", "reason"),
+                                       cols("failed", "carrier", "status", "reason",
+                                            "in_doubt"),
                                        cols("retry", "delay", "in_doubt", "reason"),
                                        cols("fallback", "carrier", "status"))
         async with conn.transaction():
@@ -470,13 +471,14 @@ class MmsDispatcher:
                 await conn.execute(
                     """WITH u AS (
                            SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[],
-                                                $5::text[]) AS u(message_id, idx, carrier, status, reason)
+                                                $5::text[], $6::bool[])
+                                         AS u(message_id, idx, carrier, status, reason, doubt)
                        ), upd AS (
                            UPDATE recipients r SET state = 'failed', carrier = u.carrier,
                                   mm7_status = u.status, reason = u.reason, done_at = now(),
-                                  claimed_by = NULL
+                                  claimed_by = NULL, in_doubt = r.in_doubt OR u.doubt
                            FROM u WHERE r.message_id = u.message_id AND r.idx = u.idx
-                             AND r.state = 'claimed' AND r.claimed_by = $6
+                             AND r.state = 'claimed' AND r.claimed_by = $7
                            RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
                        )
                        INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)

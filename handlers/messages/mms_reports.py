@@ -17,6 +17,7 @@ from collections.abc import Sequence
 import asyncpg
 import structlog
 from aiohttp import web
+from prometheus_client import Counter
 
 from config.schema import Mm7CarrierConfig, Mm7Config
 from protocols.mm7 import codec
@@ -102,9 +103,11 @@ def _answer(encoded: Encoded, status: int) -> web.Response:
 class ReportListener:
     """The aiohttp listener MMSCs post DeliveryReportReq to."""
 
-    def __init__(self, config: Mm7Config, pool: asyncpg.Pool) -> None:
+    def __init__(self, config: Mm7Config, pool: asyncpg.Pool,
+                 reports: Counter | None = None) -> None:
         self.config = config
         self.pool = pool
+        self.counter = reports  # telgate_mm7_reports_total{status}
         self.runner: web.AppRunner | None = None
         self.port: int = config.report_port
         self.reports = 0
@@ -157,6 +160,8 @@ class ReportListener:
                                         decoded.schema or schema), 500)
         await self._store(carrier.name, report)  # raises → 500: the MMSC sends it again
         self.reports += 1
+        if self.counter is not None:
+            self.counter.labels(report.mm_status.value).inc()
         rsp = DeliveryReportRsp(report.transaction_id, Status(StatusCode.SUCCESS, "Success"))
         return _answer(codec.encode(rsp, _schema(decoded, schema), decoded.mm7_version), 200)
 

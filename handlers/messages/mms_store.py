@@ -10,6 +10,10 @@ import asyncpg
 
 from handlers.messages.compose import JpegInfo
 
+# The MM7 dispatcher listens here, not on the SMS channel: a burst of SMS sends must not cost
+# it a claim query each.
+MMS_CHANNEL = "telgate_dispatch_mms"
+
 # Set by the MM7 dispatcher when it starts with at least one carrier: until then an MMS
 # answers 422 no_route instead of waiting in a queue nobody serves.
 _route_available = False
@@ -40,6 +44,7 @@ async def attach(conn: asyncpg.Connection, message_id: uuid.UUID, images: Sequen
         message_id, len(images), sum(len(d) for d in images))
     await conn.execute(
         "UPDATE recipients SET mms = true WHERE message_id = $1", message_id)
+    await conn.execute("SELECT pg_notify($1, '')", MMS_CHANNEL)  # delivered on commit
 
 
 async def load_images(conn: asyncpg.Connection, message_id: uuid.UUID) -> list[bytes]:

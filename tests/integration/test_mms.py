@@ -3,7 +3,6 @@ delivery reports pushed back to the report listener, with faults that must lose 
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import csv
 import io
@@ -30,11 +29,12 @@ from handlers.messages.mms_reports import ReportListener
 from handlers.metrics import Metrics
 from protocols.mm7 import codec
 from protocols.mm7.client import basic_auth
-from protocols.mm7.messages import Decoded, Fault, VASPErrorRsp
+from protocols.mm7.messages import Address, Decoded, Fault, SubmitReq, VASPErrorRsp
+from protocols.mm7.versions import SchemaVersion
 from sim.mmsc import MmscConfig, MmscSimulator
 from sim.smsc import SmscConfig, SmscSimulator
 from tests.conftest import Api, Tenant, make_config
-from tests.integration.test_messaging import counts, send, sender_tenant, settled, until
+from tests.integration.test_messaging import send, sender_tenant, settled, until
 from tests.unit.test_compose import GOOD_JPEG
 
 KST = ZoneInfo("Asia/Seoul")
@@ -94,7 +94,8 @@ def _inline(fields: dict[str, Any]) -> str:
 @asynccontextmanager
 async def mms_running(api: Api, db_dsn: str, state_root: Path, *, smsc: SmscSimulator | None = None,
                       carrier: dict[str, Any] | None = None,
-                      before: list[dict[str, Any]] | None = None, **sim: Any
+                      before: list[dict[str, Any]] | None = None,
+                      messaging: dict[str, str] | None = None, **sim: Any
                       ) -> AsyncIterator[tuple[MmscSimulator, MmsDispatcher, ReportListener]]:
     """The MMSC simulator, the report listener and an MM7 dispatcher on the API's database."""
     report_port = free_port()
@@ -108,14 +109,15 @@ async def mms_running(api: Api, db_dsn: str, state_root: Path, *, smsc: SmscSimu
         tables = [_inline(c) for c in [*(before or []), fields]]
         env = {"mm7__carriers": f"[{', '.join(tables)}]", "mm7__report_port": str(report_port),
                "messaging__recovery_seconds": "0.2", "messaging__retry_base_seconds": "0.05",
-               "messaging__retry_max_seconds": "0.2"}
+               "messaging__retry_max_seconds": "0.2",
+               **{f"messaging__{k}": v for k, v in (messaging or {}).items()}}
         if smsc is not None:
             env["smpp__carriers"] = (f'[{{name = "sms", host = "127.0.0.1", port = {smsc.port},'
                                      ' system_id = "tg", password = "pw"}]')
         config = make_config(state_root, db_dsn, **env)
-        listener = ReportListener(config.mm7, api.context.pool)
-        await listener.start()
         dispatcher = MmsDispatcher(config, api.context.pool, db_dsn, api.context.metrics)
+        listener = ReportListener(config.mm7, api.context.pool, dispatcher.metrics.reports)
+        await listener.start()
         await dispatcher.start()
         sms: Dispatcher | None = None
         if smsc is not None:
@@ -199,6 +201,11 @@ async def test_report_outcomes_set_final_states_and_fire_webhooks(
         "SELECT event_type FROM webhook_outbox WHERE tenant_id = $1", t.id))
     assert hooks["message.recipient.delivered"] == final["delivered"]
     assert hooks["message.recipient.failed"] == final["failed"]
+    reports = {s.labels["status"]: s.value for m in api.context.metrics.registry.collect()
+               if m.name == "telgate_mm7_reports" for s in m.samples
+               if s.name.endswith("_total")}
+    assert reports == {"Retrieved": final["delivered"], "Expired": final["expired"],
+                       "Rejected": final["failed"]}
 
 
 async def test_timeouts_5xx_soap_faults_throttling_and_cuts_lose_nothing(
@@ -266,24 +273,33 @@ async def test_the_report_listener_wants_the_carriers_credentials_and_valid_mm7(
                              ) as resp:
             assert resp.status == 500
             answer = codec.decode(resp.headers["Content-Type"], await resp.read())
+        wrong_op = codec.encode(SubmitReq("tx", "V", None, (Address("010"),)),
+                                SchemaVersion.REL_5_MM7_1_2)
+        async with http.post(url, data=wrong_op.body,
+                             headers={**wrong_op.headers,
+                                      "Authorization": basic_auth("mmsc", "rpw")}) as resp:
+            assert resp.status == 500
+            refused = codec.decode(resp.headers["Content-Type"], await resp.read())
     assert isinstance(answer, Decoded) and isinstance(answer.message, Fault)
     assert isinstance(answer.message.error, VASPErrorRsp)
     assert answer.message.status_code == 2007
+    assert isinstance(refused, Decoded) and isinstance(refused.message, Fault)
+    assert refused.message.status_code == 4003 and refused.message.transaction_id == "tx"
 
 
 async def test_a_report_arriving_while_the_database_is_away_is_sent_again_and_kept(
         api: Api, db_dsn: str, state_root: Path) -> None:
     t = await sender_tenant(api)
-    async with mms_running(api, db_dsn, state_root, report_delay_ms=300) as (mmsc, _d, _l):
+    async with mms_running(api, db_dsn, state_root) as (mmsc, _d, _l):
+        # The inbox is away from the start: every report push answers 500 and is retried.
+        await api.context.pool.execute("ALTER TABLE mm7_report_inbox RENAME TO inbox_away")
         status, answer = await send(t, to=["01012345678"], text="재전송", images=[b64(GOOD_JPEG)])
         assert status == 202
 
-        async def submitted() -> bool:
-            return (await counts(t, answer["id"])).get("submitted", 0) == 1
-        await until(submitted)
-        # Break the inbox for a moment: the first pushes answer 500 and are retried.
-        await api.context.pool.execute("ALTER TABLE mm7_report_inbox RENAME TO inbox_away")
-        await until(lambda: asyncio.sleep(0, mmsc.stats["report_retries"] > 0))
+        async def retried() -> bool:
+            return mmsc.stats["report_retries"] > 0
+        await until(retried)
+        assert mmsc.stats["reports_sent"] == 0
         await api.context.pool.execute("ALTER TABLE inbox_away RENAME TO mm7_report_inbox")
         assert await settled(t, answer["id"], 20) == {"delivered": 1}
     assert mmsc.stats["reports_sent"] == 1
@@ -313,3 +329,18 @@ async def test_an_unreachable_mmsc_fails_over_to_the_next_carrier_without_losing
         answer["id"])
     assert {(r["carrier"], r["attempts"], r["in_doubt"]) for r in rows} == {("mmsc", 1, False)}
     assert len(mmsc.received) == 2
+
+
+async def test_a_last_attempt_left_unanswered_fails_and_stays_flagged_in_doubt(
+        api: Api, db_dsn: str, state_root: Path) -> None:
+    t = await sender_tenant(api)
+    async with mms_running(api, db_dsn, state_root, timeout_ms=2000,
+                           carrier={"timeout_seconds": 0.3},
+                           messaging={"max_attempts": "1"}) as (mmsc, _d, _l):
+        mmsc.inject("timeout")
+        status, answer = await send(t, to=["01012345678"], text="마지막", images=[b64(GOOD_JPEG)])
+        assert status == 202
+        assert await settled(t, answer["id"]) == {"failed": 1}
+    (row,) = await recipients(t, answer["id"])
+    assert row["reason"] == "no_answer" and row["in_doubt"] is True
+    assert len(mmsc.received) == 1  # the MMSC did take it: the flag tells the portal so
