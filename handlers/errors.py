@@ -49,6 +49,8 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("forbidden_character", 422, "Text cannot contain NUL (U+0000) or lone surrogates "
                                    "(U+D800-U+DFFF), which PostgreSQL cannot store; `field` "
                                    "names where."),
+    _r("malformed_body", 400, "The body could not be read (broken chunked encoding or "
+                              "compression)."),
     _r("json_too_deep", 400, "The JSON body nests deeper than 32 levels."),
     _x("body_timeout", 408, "The request body did not arrive within api.body_timeout_seconds."),
     _x("client_closed_request", 499, "The client closed the connection before the answer "
