@@ -119,13 +119,20 @@ def test_schemathesis_finds_no_contract_failure(daemon: Daemon, tmp_path: Path) 
     key = daemon.cli("admin", "key", "create", "--tenant", tenant["id"])["key"]
     st = Path(sys.executable).with_name("st")
     started = time.monotonic()
-    out = subprocess.run(
-        [str(st), "--config-file", str(ROOT / "schemathesis.toml"), "run",
-         daemon.base + "/v1/openapi.json", "--checks", "all",
-         "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
-         "--no-color", "-H", f"Authorization: Bearer {key}"],
-        cwd=ROOT, capture_output=True, text=True, timeout=300, check=False)
-    report = out.stdout + out.stderr
+    command = [
+        str(st), "--config-file", str(ROOT / "schemathesis.toml"), "run",
+        daemon.base + "/v1/openapi.json", "--checks", "all",
+        "--max-examples", str(MAX_EXAMPLES), "--seed", str(SEED), "--workers", "1",
+        "--no-color", "-H", f"Authorization: Bearer {key}"]
+    # About 1-2 minutes on two free cores; the bound only keeps a stuck run from hanging.
+    try:
+        out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
+                             check=False)
+        report, status = out.stdout + out.stderr, out.returncode
+    except subprocess.TimeoutExpired as exc:
+        partial = exc.stdout if isinstance(exc.stdout, str) else \
+            (exc.stdout or b"").decode(errors="replace")
+        report, status = partial + "\n(timed out)", -1
     Path(os.environ.get("CONTRACT_REPORT", tmp_path / "st.txt")).write_text(report)
-    assert out.returncode == 0, report[-20000:]
+    assert status == 0, report[-20000:]
     print(f"schemathesis: {time.monotonic() - started:.0f} s")

@@ -7,11 +7,7 @@ import asyncio
 import json
 import os
 import signal
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from collections import Counter
 from pathlib import Path
 
@@ -22,39 +18,9 @@ from daemon.db import init_connection
 from handlers import tenants
 from handlers.registry import senders
 from sim.smsc import SmscConfig, SmscSimulator
+from tests.integration.daemon_proc import FINAL, free_port, request, start_daemon
 
 pytestmark = pytest.mark.slow
-
-FINAL = ("delivered", "failed", "expired", "rejected", "canceled")
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-def _start(env: dict[str, str], port: int, log: Path) -> subprocess.Popen[bytes]:
-    proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run"], env=env,
-                            stdout=subprocess.DEVNULL, stderr=open(log, "ab"))  # noqa: SIM115
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=2) as r:
-                if r.status == 200:
-                    return proc
-        except OSError:
-            time.sleep(0.1)
-    proc.kill()
-    raise AssertionError(f"daemon not ready; log: {log.read_text()[-2000:]}")
-
-
-def _post(port: int, key: str, body: dict[str, object]) -> dict[str, object]:
-    req = urllib.request.Request(
-        f"http://127.0.0.1:{port}/v1/messages", data=json.dumps(body).encode(), method="POST",
-        headers={"Authorization": f"Bearer {key}", "Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=30) as resp:
-        return json.loads(resp.read())  # type: ignore[no-any-return]
 
 
 async def test_kill_9_mid_send_loses_nothing_and_counts_duplicates(
@@ -68,7 +34,7 @@ async def test_kill_9_mid_send_loses_nothing_and_counts_duplicates(
 
     async with SmscSimulator(SmscConfig(port=0, accounts={"tg": "pw"}, latency_ms=2,
                                         receipt_delay_ms=50, record_submits=True)) as smsc:
-        port = _free_port()
+        port = free_port()
         cfg = tmp_path / "telgate.toml"
         cfg.write_text(f"""
 [database]
@@ -87,13 +53,14 @@ window = 100
                "TELGATE_SIP__PORT": "0",
                "TELGATE_STATE_DIR": str(tmp_path / "state"), "TELGATE_LOG__FORMAT": "json"}
         log = tmp_path / "daemon.log"
-        daemon = await asyncio.to_thread(_start, env, port, log)
+        daemon = await asyncio.to_thread(start_daemon, env, port, log)
         numbers = [f"0103{i:07d}" for i in range(20_000)]
         ids = []
         for chunk in (numbers[:10_000], numbers[10_000:]):
-            answer = await asyncio.to_thread(_post, port, key, {
+            status, _, answer = await asyncio.to_thread(request, port, "POST", "/v1/messages", key, {
                 "from": "0212345678", "to": chunk, "text": "복구 시험"})
-            ids.append(answer["id"])
+            assert status == 202, answer
+            ids.append(answer["id"])  # type: ignore[index]
         # Let it get well into the send, then pull the plug.
         deadline = time.monotonic() + 60
         while smsc.stats["accepted"] < 4000:
@@ -103,7 +70,7 @@ window = 100
         daemon.wait()
         at_kill = smsc.stats["accepted"]
 
-        daemon = await asyncio.to_thread(_start, env, port, log)
+        daemon = await asyncio.to_thread(start_daemon, env, port, log)
         try:
             pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
             deadline = time.monotonic() + 120

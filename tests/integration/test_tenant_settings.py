@@ -3,13 +3,16 @@ set`), and SP IDs with display names."""
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import subprocess
+import sys
 from typing import Any
 
 import asyncpg
 import pytest
 
-from daemon.cli import main
 from tests.conftest import Api, Tenant
 
 
@@ -108,25 +111,25 @@ async def test_sms_max_bytes_80_sends_an_85_byte_text_as_lms(api: Api) -> None:
     assert await kind() == "lms"
 
 
-async def test_admin_tenant_set_takes_the_same_names(
-        api: Api, db_dsn: str, capsys: pytest.CaptureFixture[str],
-        monkeypatch: pytest.MonkeyPatch) -> None:
+async def test_admin_tenant_set_takes_the_same_names(api: Api, db_dsn: str) -> None:
     t = await api.new_tenant()
-    monkeypatch.setenv("TELGATE_DATABASE__DSN", f'"{db_dsn}"')
-    import asyncio
+    env = {**os.environ, "TELGATE_DATABASE__DSN": f'"{db_dsn}"'}
 
-    def run(*args: str) -> int:
-        return main(["admin", "tenant", "set", "--tenant", str(t.id), *args, "--json"])
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "daemon.cli", "admin", "tenant", "set", "--tenant",
+             str(t.id), *args, "--json"], env=env, capture_output=True, text=True,
+            timeout=120, check=False)
 
-    status = await asyncio.to_thread(run, "sms_max_bytes=80", "optout_number=080-123-4567",
-                                     "timezone=Asia/Seoul")
-    assert status == 0
-    shown = json.loads(capsys.readouterr().out)["settings"]
+    done = await asyncio.to_thread(run, "sms_max_bytes=80", "optout_number=080-123-4567",
+                                   "timezone=Asia/Seoul")
+    assert done.returncode == 0, done.stderr
+    shown = json.loads(done.stdout)["settings"]
     assert (shown["sms_max_bytes"], shown["ad_optout_line"]) == (80, "무료거부 080-123-4567")
     over_api = await (await t.call("GET", "/v1/tenant/settings")).json()
     assert over_api == shown
-    assert await asyncio.to_thread(run, "sms_max_bytes=85") == 1
-    assert "invalid_setting (sms_max_bytes)" in capsys.readouterr().err
+    refused = await asyncio.to_thread(run, "sms_max_bytes=85")
+    assert refused.returncode == 1 and "invalid_setting (sms_max_bytes)" in refused.stderr
 
 
 async def test_sp_ids_have_display_names_and_paginate(api: Api) -> None:
