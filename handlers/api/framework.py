@@ -87,7 +87,9 @@ class Route:
 
     def codes(self) -> list[ErrorCode]:
         """Every code this operation can answer: its own and those of its inputs."""
-        implied: list[str] = ["internal_error", "database_unavailable"]
+        # Any operation: a server fault, the database away, or NUL / a lone surrogate in a
+        # path, query or body string (refused before the handler, see handlers/api/hostile.py).
+        implied: list[str] = ["internal_error", "database_unavailable", "forbidden_character"]
         if self.auth:
             implied += ["unauthenticated", "invalid_key"]
         if self.path_params is not None:
@@ -96,11 +98,11 @@ class Route:
             implied.append("invalid_parameter")
         if isinstance(self.body, Upload):
             implied += ["body_too_large", "unsupported_media_type", "missing_file",
-                        "malformed_multipart", "invalid_field"]
+                        "malformed_multipart", "invalid_field", "body_timeout", "malformed_body"]
         elif self.body is not None:
             implied += ["malformed_json", "invalid_field", "body_too_large",
-                        "unsupported_media_type", "json_too_deep", "forbidden_character",
-                        "body_timeout"]
+                        "unsupported_media_type", "json_too_deep", "body_timeout",
+                        "malformed_body"]
         seen: dict[str, ErrorCode] = {}
         for code in (*implied, *self.errors):
             seen.setdefault(code, lookup(code))

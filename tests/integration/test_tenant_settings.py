@@ -27,7 +27,7 @@ async def test_a_fresh_tenant_shows_the_defaults(api: Api) -> None:
     assert await resp.json() == {
         "sms_max_bytes": 90, "optout_number": None, "ad_optout_line": None,
         "timezone": "Asia/Seoul", "business_hours": None, "recording_policy": "none",
-        "default_rid": None}
+        "default_rid": None, "mms_lms_fallback": False}
 
 
 async def test_patch_changes_only_the_named_settings_and_is_audited(
