@@ -48,8 +48,8 @@ def test_a_route_lists_the_codes_its_inputs_imply() -> None:
     r = Route("GET", "/v1/things/{thing_id}", _handler, "x", "t", path_params=_ThingPath,
               responses={200: _Out}, errors=("template_exists",))
     assert {e.code for e in r.codes()} == {"internal_error", "database_unavailable",
-                                           "forbidden_character", "unauthenticated", "invalid_key", "not_found",
-                                           "template_exists"}
+                                           "forbidden_character", "unauthenticated",
+                                           "invalid_key", "not_found", "template_exists"}
 
 
 @given(st.from_regex(pagination.TIME_UUID, fullmatch=True))
