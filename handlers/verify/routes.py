@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from handlers.api.context import CTX
 from handlers.api.framework import Route, RouteTable, arg, principal, respond
 from handlers.api.models import Body, Params, PhoneText, Timestamp, Uuid
+from handlers.registry.routes import NUMBER_CODES
 from handlers.verify.service import MAX_PURPOSE, StartRequest, Verifier
 
 Purpose = Annotated[str, StringConstraints(min_length=1, max_length=MAX_PURPOSE,
@@ -120,9 +121,11 @@ async def get(request: web.Request) -> web.Response:
     return respond(VerificationOut.model_validate(answer))
 
 
-_SEND_ERRORS = ("sender_not_registered", "opted_out", "invalid_number", "not_mobile",
-                "verification_send_limit", "verification_tenant_limit", "verification_locked",
-                "unencodable_character")
+# What composing the code's SMS can refuse (the same checks as every message), and the caps.
+_SEND_ERRORS = ("sender_not_registered", "opted_out", "invalid_recipients",
+                "unencodable_character", "too_long", "unknown_variable", "missing_variable",
+                "empty_text", "verification_send_limit", "verification_tenant_limit",
+                "verification_locked", *NUMBER_CODES)
 _OPEN_ERRORS = ("verification_expired", "verification_closed")
 
 
