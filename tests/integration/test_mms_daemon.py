@@ -23,12 +23,19 @@ from daemon.db import init_connection
 from handlers import tenants
 from handlers.registry import senders
 from sim.mmsc import MmscConfig, MmscSimulator
-from tests.integration.test_messaging_recovery import _free_port, _post, _start
+from tests.integration.daemon_proc import free_port, request, start_daemon
 from tests.integration.test_mms import jpeg_of
 
 pytestmark = pytest.mark.slow
 FINAL = ("delivered", "failed", "expired", "rejected", "canceled")
 REPO = Path(__file__).parents[2]
+
+
+def _post(port: int, key: str, body: dict[str, object]) -> dict[str, object]:
+    status, _headers, answer = request(port, "POST", "/v1/messages", key, body)
+    assert status == 202, answer
+    assert isinstance(answer, dict)
+    return answer
 
 
 def _get(port: int, key: str, path: str) -> dict[str, object]:
@@ -57,7 +64,7 @@ def _key_from(stdout: IO[bytes], deadline: float) -> str:
 
 async def test_the_demo_delivers_an_mms_through_its_mmsc_simulator(
         db_dsn: str, tmp_path: Path) -> None:
-    api, mmsc, report, smsc = (_free_port() for _ in range(4))
+    api, mmsc, report, smsc = (free_port() for _ in range(4))
     demo_carrier = (f'[{{name = "sim-mms", url = "http://127.0.0.1:{mmsc}/mm7", '
                     'vasp_id = "telgate", username = "telgate", password = "demo", '
                     'charset = "ks_c_5601-1987", report_username = "mmsc", '
@@ -98,7 +105,7 @@ async def test_kill_9_mid_mms_send_loses_nothing_and_counts_duplicates(
     key, _ = await tenants.create_key(conn, t.id, sp_id=None, label="", actor="test")
     await senders.register(conn, t.id, "0212345678", actor="test")
     await conn.close()
-    report_port, port = _free_port(), _free_port()
+    report_port, port = free_port(), free_port()
     numbers = [f"0104{i:07d}" for i in range(400)]
     sim = MmscConfig(accounts={"tg": "pw"}, latency_ms=20, report_delay_ms=50,
                      report_url=f"http://127.0.0.1:{report_port}/mm7", report_username="r",
@@ -126,7 +133,7 @@ report_password = "rpw"
                "TELGATE_STATE_DIR": str(tmp_path / "state"), "TELGATE_LOG__FORMAT": "json",
                "TELGATE_SIP__ENABLED": "false"}
         log = tmp_path / "daemon.log"
-        daemon = await asyncio.to_thread(_start, env, port, log)
+        daemon = await asyncio.to_thread(start_daemon, env, port, log)
         answer = await asyncio.to_thread(_post, port, key, {
             "from": "0212345678", "to": numbers, "text": "복구 시험",
             "images": [base64.b64encode(jpeg_of(30_000)).decode()]})
@@ -138,7 +145,7 @@ report_password = "rpw"
         daemon.wait()
         at_kill = mmsc.stats["accepted"]
 
-        daemon = await asyncio.to_thread(_start, env, port, log)
+        daemon = await asyncio.to_thread(start_daemon, env, port, log)
         try:
             pool = await asyncpg.create_pool(db_dsn, min_size=1, max_size=2)
             deadline = time.monotonic() + 120

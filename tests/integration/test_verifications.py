@@ -9,6 +9,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
+from structlog.testing import capture_logs
 
 from config.schema import VerificationConfig
 from handlers.errors import DomainError
@@ -330,7 +331,8 @@ async def test_a_code_sent_while_a_bulk_send_drains_overtakes_it(
 # -- through the control API ----------------------------------------------------------------
 
 
-async def test_the_api_flow_never_shows_the_code(api: Api) -> None:
+async def _api_flow(api: Api) -> str:
+    """Send, refuse a wrong code, approve; returns the code."""
     t = await tenant_with_sender(api)
     resp = await t.call("POST", "/v1/verifications",
                         json={"to": "010-1234-5678", "from": "02-1234-5678"})
@@ -365,6 +367,13 @@ async def test_the_api_flow_never_shows_the_code(api: Api) -> None:
     assert r.status == 404
     r = await other.call("GET", f"/v1/verifications/{started['id']}")
     assert r.status == 404
+    return code
+
+
+async def test_the_api_flow_never_shows_or_logs_the_code(api: Api) -> None:
+    with capture_logs() as logs:
+        code = await _api_flow(api)
+    assert logs and all(code not in repr(entry) for entry in logs)
 
 
 async def test_the_api_refuses_malformed_requests_naming_the_field(api: Api) -> None:
