@@ -40,6 +40,8 @@ class Recorder:
             self._writer = WavWriter(path.open("wb"), codec, sync_frames=int(sync_seconds * RATE))
         except OSError as exc:
             self._fail(exc)
+        except ValueError as exc:  # a path the OS cannot take (NUL byte)
+            self.error = f"bad recording path: {exc}"
 
     @property
     def failed(self) -> bool:

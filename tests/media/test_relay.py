@@ -18,6 +18,7 @@ from handlers.media.sdp import far_end
 from protocols.rtp.g711 import Codec
 from protocols.rtp.wav import read_wav
 from sim.media import RtpPeer, tone_pattern
+from tests.media.events import Events
 
 needs_sox = pytest.mark.skipif(shutil.which("sox") is None, reason="sox not installed")
 
@@ -44,27 +45,6 @@ async def connect(media: MediaProcess, codec: Codec = Codec.PCMA, *, record: Rec
 
 def relay_port(session: RelaySession, side: Side) -> tuple[str, int]:
     return (session.address, session.ports[side])
-
-
-class Events(list[MediaEvent]):
-    """The events of one session, awaitable."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self._changed = asyncio.Event()
-
-    def append(self, event: MediaEvent) -> None:
-        super().append(event)
-        self._changed.set()
-
-    async def wait_for(self, kind: EventKind, seconds: float = 10.0) -> MediaEvent:
-        async with asyncio.timeout(seconds):
-            while True:
-                for event in self:
-                    if event.kind is kind:
-                        return event
-                self._changed.clear()
-                await self._changed.wait()
 
 
 async def sox(*args: str) -> str:
