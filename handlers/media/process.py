@@ -15,6 +15,7 @@ import contextlib
 import json
 import os
 import re
+import resource
 import select
 import signal
 import socket
@@ -37,6 +38,7 @@ log = structlog.get_logger("media")
 SIDES = {"a": 0, "b": 1}
 _SAFE_NAME = re.compile(r"[^A-Za-z0-9._@-]")
 _READ_BURST = 64  # datagrams taken from one socket per wake-up before looking at the others
+_FLUSH_SLICES = 5  # each tick flushes one slice of the recorders, so no tick writes them all
 
 
 class ControlError(Exception):
@@ -106,6 +108,7 @@ class MediaLoop:
         self._epoll.register(self._server.fileno(), select.EPOLLIN)
         self._control_path = control_path
         self._running = True
+        self._ticks = 0
         # closes waiting for their recording's digest: (client fd, request id, result)
         self._pending: list[concurrent.futures.Future[tuple[int, Any, RecordingResult]]] = []
 
@@ -166,9 +169,11 @@ class MediaLoop:
                 call.digits.clear()
 
     def _flush_recorders(self, now: float) -> None:
-        for entry in self._calls.values():
+        self._ticks += 1
+        turn = self._ticks % _FLUSH_SLICES
+        for n, entry in enumerate(self._calls.values()):
             recorder = entry.call.recorder
-            if recorder is None:
+            if recorder is None or n % _FLUSH_SLICES != turn:
                 continue
             recorder.flush(now)
             if recorder.failed and not entry.failure_reported:
@@ -430,6 +435,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without RTP that end a call")
     parser.add_argument("--hold-timeout", type=float, default=3600.0)
     args = parser.parse_args(argv)
+    # Four sockets per call: the default soft limit (1024) would cap us near 250 calls.
+    _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    with contextlib.suppress(ValueError, OSError):
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
     low, _, high = args.ports.partition("-")
     pool = PortPool(args.address, int(low), int(high))
     loop = MediaLoop(args.control, pool, args.recordings, timeout=args.timeout,
