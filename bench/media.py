@@ -5,7 +5,9 @@ sender to receiver, side by side.
     .venv/bin/python -m bench.media [--steps 50,100,200,400] [--seconds 5] [--runs 3]
 
 Each call is two RTP streams (customer -> agent, agent -> customer), 20 ms PCMU packets of 160
-bytes, sent by a separate generator process whose streams are spread over the 20 ms period.
+bytes, sent by a separate generator process whose streams are spread over the 20 ms period:
+bench/rtpgen/rtpgen.c compiled with the system's cc (so the generator takes little of the CPU
+the relay needs), or the Python generator below without a compiler.
 Every payload carries its send time (CLOCK_MONOTONIC, shared by the processes), so delay is
 receive time minus send time; loss is packets sent minus received after a 0.5 s drain. For
 each system the steps are tried in order until a step loses packets. The relay's CPU time
@@ -35,6 +37,7 @@ import shutil
 import socket
 import statistics
 import struct
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
@@ -309,7 +312,22 @@ class Step:
         return self.calls / self.relay_cpu if self.relay_cpu else None
 
 
-async def one_step(system: Any, calls: int, seconds: float, run: int) -> Step:
+RTPGEN_SOURCE = Path(__file__).parent / "rtpgen" / "rtpgen.c"
+
+
+def build_rtpgen(root: Path) -> Path | None:
+    """The C generator (bench/rtpgen/rtpgen.c), compiled once; None without a C compiler."""
+    cc = shutil.which("cc") or shutil.which("gcc")
+    if cc is None:
+        return None
+    binary = root / "rtpgen"
+    subprocess.run([cc, "-O2", "-o", str(binary), str(RTPGEN_SOURCE)], check=True)
+    return binary
+
+
+async def one_step(system: Any, calls: int, seconds: float, run: int, rtpgen: Path | None) -> Step:
+    if rtpgen is not None:
+        return await one_step_c(system, calls, seconds, run, rtpgen)
     ctx = multiprocessing.get_context("spawn")
     parent, child = ctx.Pipe()
     proc = ctx.Process(target=generator, args=(child, 2 * calls, seconds))
@@ -323,6 +341,24 @@ async def one_step(system: Any, calls: int, seconds: float, run: int) -> Step:
     result = await loop.run_in_executor(None, parent.recv)
     cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) if pid else None
     await loop.run_in_executor(None, proc.join)
+    extra = await system.teardown()
+    return Step(system.name, calls, run, result["sent"], result["sent"] - result["received"],
+                result["p50_ms"], result["p99_ms"], result["max_ms"], cpu, result["generator_cpu"], extra)
+
+
+async def one_step_c(system: Any, calls: int, seconds: float, run: int, rtpgen: Path) -> Step:
+    proc = await asyncio.create_subprocess_exec(str(rtpgen), str(2 * calls), str(seconds),
+                                                stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE)
+    assert proc.stdin is not None and proc.stdout is not None
+    ports = [int(p) for p in (await proc.stdout.readline()).split()]
+    dests = await system.setup(ports)
+    pid = system.pid
+    cpu0, t0 = (cpu_seconds(pid) if pid else 0.0), time.monotonic()
+    proc.stdin.write((" ".join(str(port) for _, port in dests) + "\n").encode())
+    await proc.stdin.drain()
+    result = json.loads(await proc.stdout.readline())
+    cpu = (cpu_seconds(pid) - cpu0) / (time.monotonic() - t0) if pid else None
+    await proc.wait()
     extra = await system.teardown()
     return Step(system.name, calls, run, result["sent"], result["sent"] - result["received"],
                 result["p50_ms"], result["p99_ms"], result["max_ms"], cpu, result["generator_cpu"], extra)
@@ -345,6 +381,8 @@ async def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--systems", default="direct,telgate,rtpengine,rtpengine+rec")
+    parser.add_argument("--python-generator", action="store_true",
+                        help="use the Python generator even when a C compiler is present")
     args = parser.parse_args()
     raise_nofile()
     steps = [int(x) for x in args.steps.split(",")]
@@ -354,6 +392,9 @@ async def main() -> None:
     summary: dict[str, Any] = {}
     with tempfile.TemporaryDirectory(prefix="telgate-bench-media-") as tmp:
         root = Path(tmp)
+        rtpgen = None if args.python_generator else build_rtpgen(root)
+        print(f"# generator: {'bench/rtpgen/rtpgen.c' if rtpgen else 'Python (bench.media.generator)'}, "
+              f"own process")
         systems: list[Any] = []
         for name in args.systems.split(","):
             if name == "telgate":
@@ -376,7 +417,7 @@ async def main() -> None:
             best: dict[str, Any] | None = None
             try:
                 for calls in steps:
-                    runs = [await one_step(system, calls, args.seconds, r) for r in range(args.runs)]
+                    runs = [await one_step(system, calls, args.seconds, r, rtpgen) for r in range(args.runs)]
                     for r in runs:
                         print_step(r)
                     lossless = all(r.lost == 0 for r in runs)

@@ -63,7 +63,7 @@ class Recorder:
                 return  # comfort noise, telephone-events: not audio we store
             payload = transcode(other, self.codec, payload)
         position = self._timelines[channel].place(ssrc, sequence, timestamp, len(payload),
-                                                  self.position(now))
+                                                  int((now - self._start) * RATE))
         if position is not None:
             self._assembler.place(channel, position, payload)
 

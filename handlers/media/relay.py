@@ -8,13 +8,15 @@ they answer where to send it, or None to drop it.
 from __future__ import annotations
 
 import enum
+import struct
 from dataclasses import dataclass, field
 
 from handlers.media.recorder import Recorder
 from protocols.rtp.dtmf import DtmfDecoder
-from protocols.rtp.packet import RtpError, parse_rtp, rtp_header_fields, rtp_payload_offset
+from protocols.rtp.packet import RtpError, parse_rtp, rtp_payload_offset
 
 Address = tuple[str, int]
+_SEQ_TS_SSRC = struct.Struct("!HII")
 
 
 class LegState(enum.Enum):
@@ -92,25 +94,28 @@ class RelayCall:
         elif leg.rtp != source:
             leg.foreign += 1
             return None
-        try:
-            pt, seq, ts, ssrc = rtp_header_fields(data)
-        except RtpError:
-            return None
+        if len(data) < 12 or data[0] & 0xC0 != 0x80:
+            return None  # not RTP version 2
         leg.received += 1
         leg.last_packet = now
+        pt = data[1] & 0x7F
         if pt == self.telephone_event_pt:
             self._digit(leg_index, data)
-        elif self.recorder is not None and self.answered_at is not None:
-            try:
-                start, end = rtp_payload_offset(data)
-            except RtpError:
-                return None
-            channel = 0 if leg_index == self.customer else 1
-            self.recorder.feed(channel, pt, seq, ts, ssrc, data[start:end], now)
+        elif self.recorder is not None:  # set once answered
+            seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
+            if data[0] == 0x80:  # the usual packet: no CSRC, extension or padding
+                payload = data[12:]
+            else:
+                try:
+                    start, end = rtp_payload_offset(data)
+                except RtpError:
+                    return None
+                payload = data[start:end]
+            self.recorder.feed(0 if leg_index == self.customer else 1, pt, seq, ts, ssrc, payload, now)
         other = self.legs[1 - leg_index]
         if other.held:
             return None
-        destination = other.destination()
+        destination = other.rtp or other.signalled
         if destination is not None:
             other.forwarded += 1
         return destination

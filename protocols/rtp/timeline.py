@@ -11,14 +11,9 @@ clock); a new anchor never goes back over audio already placed.
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-
-def _signed_diff(a: int, b: int, bits: int) -> int:
-    """a - b on a `bits`-bit wrapping counter, in [-2^(bits-1), 2^(bits-1))."""
-    half = 1 << (bits - 1)
-    return ((a - b + half) % (1 << bits)) - half
+_WINDOW = (1 << 64) - 1  # duplicates are recognised among the last 64 sequence numbers
 
 
 @dataclass(slots=True)
@@ -29,11 +24,11 @@ class StreamTimeline:
     jump_samples: int = 8000
     ssrc: int | None = None
     anchors: int = 0  # how often the stream was (re)anchored
-    duplicates: int = 0
+    duplicates: int = 0  # duplicates, and packets more than 64 sequence numbers late
     _offset: int = 0  # recording position = extended timestamp + offset
-    _last_ts: int = 0  # extended timestamp of the newest packet
-    _last_seq: int = 0  # extended sequence number of the newest packet
-    _seen: deque[int] = field(default_factory=lambda: deque(maxlen=128))
+    _last_ts: int = 0  # highest extended timestamp seen
+    _last_seq: int = 0  # highest extended sequence number seen
+    _window: int = 0  # bit i set: sequence number _last_seq - i was seen
     _end: int = 0  # end of the latest audio placed (recording position)
 
     def place(self, ssrc: int, sequence: int, timestamp: int, samples: int, arrival: int) -> int | None:
@@ -41,22 +36,30 @@ class StreamTimeline:
         arrived at recording position `arrival`; None for a duplicate."""
         if ssrc != self.ssrc:
             self.ssrc = ssrc
-            self._seen.clear()
             self._last_seq = sequence
-            self._seen.append(sequence)
+            self._window = 1
             return self._anchor(timestamp, samples, arrival)
-        seq = self._last_seq + _signed_diff(sequence, self._last_seq & 0xFFFF, 16)
-        if seq in self._seen:
+        # Differences on the wrapping 16-bit sequence and 32-bit timestamp counters.
+        delta = ((sequence - self._last_seq + 0x8000) & 0xFFFF) - 0x8000
+        if delta > 0:
+            self._window = ((self._window << delta) | 1) & _WINDOW
+            self._last_seq += delta
+        elif delta > -64 and not self._window & (1 << -delta):
+            self._window |= 1 << -delta
+        elif delta < -1000:  # far behind: the sender restarted its sequence (same SSRC)
+            self._last_seq += delta
+            self._window = 1
+        else:
             self.duplicates += 1
             return None
-        self._seen.append(seq)
-        self._last_seq = max(self._last_seq, seq)
-        ts = self._last_ts + _signed_diff(timestamp, self._last_ts & 0xFFFFFFFF, 32)
+        ts = self._last_ts + ((timestamp - self._last_ts + 0x80000000) & 0xFFFFFFFF) - 0x80000000
         position = ts + self._offset
-        if abs(position - arrival) > self.jump_samples:
+        if position - arrival > self.jump_samples or arrival - position > self.jump_samples:
             return self._anchor(timestamp, samples, arrival)
-        self._last_ts = max(self._last_ts, ts)
-        self._end = max(self._end, position + samples)
+        if ts > self._last_ts:
+            self._last_ts = ts
+        if position + samples > self._end:
+            self._end = position + samples
         return position
 
     def _anchor(self, timestamp: int, samples: int, arrival: int) -> int:

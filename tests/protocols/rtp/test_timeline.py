@@ -70,3 +70,12 @@ def test_assembler_interleaves_with_silence_and_cuts_late_audio() -> None:
     assert asm.late_samples == 1
     assert asm.take(4) == bytes([5, 0xFF])
     assert asm.take(4) == b""
+
+
+def test_sequence_restart_under_the_same_ssrc_is_not_taken_for_duplicates() -> None:
+    line = StreamTimeline()
+    for i in range(5):
+        line.place(1, 40000 + i, 160 * i, 160, 160 * i)
+    assert line.place(1, 7, 800, 160, 800) == 800  # a PBX renumbering after a re-INVITE
+    assert line.place(1, 8, 960, 160, 960) == 960
+    assert line.place(1, 8, 960, 160, 970) is None
