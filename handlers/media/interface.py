@@ -106,8 +106,10 @@ class MediaSession(Protocol):
         ...
 
     async def repoint(self, side: Side, sdp: bytes) -> bytes:
-        """`side` now goes to another phone (transfer, pickup): its SDP is that phone's; latching
-        starts again, the recording file stays the same. Returns the body for that phone."""
+        """`side` now goes to another phone (transfer, pickup): `sdp` is that phone's; latching
+        starts again, the recording file stays the same. Returns the body for the other leg, as
+        `offer` does: our relay keeps that leg's port (no re-INVITE needed); rtpengine may move
+        it, and then the engine re-INVITEs the other leg with it."""
         ...
 
     async def close(self) -> RecordingResult:

@@ -126,8 +126,8 @@ async def test_transfer_to_another_phone_keeps_one_file_with_both_agents(media: 
     first_words = tone_pattern(Codec.PCMA, 0.4, frequencies=(500.0,))
     second_words = tone_pattern(Codec.PCMA, 0.4, frequencies=(800.0,))
     await first_agent.play(relay_port(session, Side.B), Codec.PCMA, first_words)
-    to_second = await session.repoint(Side.B, second_agent.sdp(Codec.PCMA))
-    assert far_end(to_second).port == session.ports[Side.A]
+    to_customer = await session.repoint(Side.B, second_agent.sdp(Codec.PCMA))
+    assert far_end(to_customer).port == session.ports[Side.A]  # unchanged: no re-INVITE of the customer
     for packet in first_agent.packets(Codec.PCMA, b"\x22" * 160):  # a straggler of the old phone
         first_agent.send(relay_port(session, Side.B), packet)
     await settle(0.1)
