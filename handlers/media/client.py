@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import itertools
 import json
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -165,6 +166,21 @@ class MediaProcess:
         handler(MediaEvent(message["call"], EventKind(message["event"]), side, message.get("detail", "")))
 
 
+async def _ipv4(host: str) -> str:
+    """`host` as an IPv4 literal (SDP may name a host; the media process takes addresses only)."""
+    try:
+        socket.inet_aton(host)
+        return host
+    except OSError:
+        pass
+    try:
+        infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET,
+                                                             type=socket.SOCK_DGRAM)
+    except OSError as exc:
+        raise DomainError("media_bad_sdp", f"cannot resolve the media host {host!r}", status=488) from exc
+    return str(infos[0][4][0])
+
+
 class RelaySession:
     """The media of one call in the embedded media process (a `MediaSession`)."""
 
@@ -222,6 +238,7 @@ class RelaySession:
         except SdpError as exc:
             raise DomainError("media_bad_sdp", str(exc), status=488) from exc
         if target.address != "0.0.0.0":
+            address = await _ipv4(target.address)
             await self._media.request("remote", call=self.call_id, side=side.value,
-                                      address=target.address, port=target.port, relatch=relatch)
+                                      address=address, port=target.port, relatch=relatch)
         return body

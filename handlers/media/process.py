@@ -281,7 +281,12 @@ class MediaLoop:
     def _op_remote(self, fd: int, request: dict[str, Any]) -> dict[str, Any]:
         entry = self._entry(request)
         leg = entry.call.legs[SIDES[str(request["side"])]]
-        leg.set_remote((str(request["address"]), int(request["port"])), relatch=bool(request.get("relatch")))
+        address = str(request["address"])
+        try:  # an IP literal only: a host name would be resolved again on every sendto
+            socket.inet_aton(address)
+        except OSError as exc:
+            raise ControlError("bad_address", f"not an IPv4 address: {address!r}") from exc
+        leg.set_remote((address, int(request["port"])), relatch=bool(request.get("relatch")))
         return {}
 
     def _op_answered(self, fd: int, request: dict[str, Any]) -> dict[str, Any]:

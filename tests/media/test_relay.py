@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from handlers.errors import DomainError
 from handlers.media.client import MediaProcess, RelaySession
 from handlers.media.interface import EventKind, MediaEvent, RecordingRequest, RecordingStatus, Side
 from handlers.media.sdp import far_end
@@ -190,3 +191,19 @@ async def test_killed_media_process_leaves_a_playable_recording(media: MediaProc
     await events.wait_for(EventKind.LOST)
     assert float(await sox("--i", "-D", str(path))) >= 1.0
     await sox(str(path), "-n", "stat")  # decodes the whole file
+
+
+async def test_sdp_naming_a_host_is_resolved_and_sdp_without_audio_is_refused(media: MediaProcess) -> None:
+    customer, agent = await RtpPeer.open(), await RtpPeer.open()
+    session = await media.create("call-host", Codec.PCMU, record=None)
+    await session.offer(Side.A, customer.sdp(Codec.PCMU))
+    await session.answer(Side.B, agent.sdp(Codec.PCMU).replace(b"IN IP4 127.0.0.1", b"IN IP4 localhost"))
+    await session.answered()
+    for packet in customer.packets(Codec.PCMU, b"\x33" * 320):
+        customer.send(relay_port(session, Side.A), packet)
+    await settle()
+    assert agent.received_payload() == b"\x33" * 320
+    with pytest.raises(DomainError) as refused:
+        await session.offer(Side.A, b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n")
+    assert (refused.value.code, refused.value.status) == ("media_bad_sdp", 488)
+    await session.close()
