@@ -306,6 +306,7 @@ class Step:
     relay_cpu: float | None  # share of one core
     generator_cpu: float
     extra: dict[str, Any]
+    load: float  # the machine's 1-minute load average at the end of the step
 
     @property
     def calls_per_core(self) -> float | None:
@@ -343,7 +344,8 @@ async def one_step(system: Any, calls: int, seconds: float, run: int, rtpgen: Pa
     await loop.run_in_executor(None, proc.join)
     extra = await system.teardown()
     return Step(system.name, calls, run, result["sent"], result["sent"] - result["received"],
-                result["p50_ms"], result["p99_ms"], result["max_ms"], cpu, result["generator_cpu"], extra)
+                result["p50_ms"], result["p99_ms"], result["max_ms"], cpu, result["generator_cpu"], extra,
+                os.getloadavg()[0])
 
 
 async def one_step_c(system: Any, calls: int, seconds: float, run: int, rtpgen: Path) -> Step:
@@ -361,7 +363,8 @@ async def one_step_c(system: Any, calls: int, seconds: float, run: int, rtpgen: 
     await proc.wait()
     extra = await system.teardown()
     return Step(system.name, calls, run, result["sent"], result["sent"] - result["received"],
-                result["p50_ms"], result["p99_ms"], result["max_ms"], cpu, result["generator_cpu"], extra)
+                result["p50_ms"], result["p99_ms"], result["max_ms"], cpu, result["generator_cpu"], extra,
+                os.getloadavg()[0])
 
 
 def print_step(s: Step) -> None:
@@ -369,7 +372,8 @@ def print_step(s: Step) -> None:
     per_core = f"{s.calls_per_core:6.0f}" if s.calls_per_core else "     -"
     print(f"{s.system:14} {s.calls:5} run{s.run} sent {s.sent:7} lost {s.lost:5} "
           f"p50 {s.p50_ms:6.2f} ms p99 {s.p99_ms:6.2f} ms max {s.max_ms:6.1f} ms  relay cpu {cpu} "
-          f"calls/core {per_core}  gen cpu {100 * s.generator_cpu:4.0f}% {s.extra or ''}", flush=True)
+          f"calls/core {per_core}  gen cpu {100 * s.generator_cpu:4.0f}% load {s.load:.1f} {s.extra or ''}",
+          flush=True)
     print(json.dumps({"bench": "media", **{k: v for k, v in s.__dict__.items()},
                       "calls_per_core": s.calls_per_core}), flush=True)
 
