@@ -109,6 +109,7 @@ class MediaLoop:
         self._control_path = control_path
         self._running = True
         self._ticks = 0
+        self._parent = os.getppid()
         # closes waiting for their recording's digest: (client fd, request id, result)
         self._pending: list[concurrent.futures.Future[tuple[int, Any, RecordingResult]]] = []
 
@@ -141,6 +142,11 @@ class MediaLoop:
                 if now >= next_second:
                     next_second = now + 1.0
                     self._check_timeouts(now)
+                    if os.getppid() != self._parent:
+                        # The daemon died (even by kill -9): finish every recording and exit
+                        # rather than linger as an orphan holding ports.
+                        log.warning("media_parent_gone", parent=self._parent)
+                        self._running = False
         self._close_everything()
 
     def stop(self) -> None:
@@ -440,6 +446,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without RTP that end a call")
     parser.add_argument("--hold-timeout", type=float, default=3600.0)
     args = parser.parse_args(argv)
+    # JSON log lines on stderr: stdout belongs to whoever started us.
+    structlog.configure(processors=[structlog.processors.add_log_level,
+                                    structlog.processors.TimeStamper(fmt="iso", utc=True),
+                                    structlog.processors.JSONRenderer()],
+                        logger_factory=structlog.PrintLoggerFactory(sys.stderr))
     # Four sockets per call: the default soft limit (1024) would cap us near 250 calls.
     _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     with contextlib.suppress(ValueError, OSError):

@@ -75,7 +75,8 @@ class Recorder:
         """Write everything up to `now` (pending audio included) and finish the header."""
         if self._writer is None:
             return
-        end = max(self.position(now), self._assembler.head)
+        # Up to now, and past it for audio already placed (a last packet's 20 ms, early packets).
+        end = max(self.position(now), self._assembler.head + self._assembler.pending)
         self._write_upto(end)
         if self._writer is not None:
             try:
