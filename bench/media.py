@@ -232,7 +232,8 @@ class Rtpengine:
 
     async def start(self) -> None:
         self.proc = await asyncio.create_subprocess_exec(
-            "rtpengine", *self.args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
+            "rtpengine", *self.args, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            cwd=self.root)  # rtpengine 10.5 has dumped core at shutdown: keep it out of the work tree
         for _ in range(50):
             await asyncio.sleep(0.1)
             with contextlib.suppress(OSError, TimeoutError):

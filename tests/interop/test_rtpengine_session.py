@@ -9,6 +9,7 @@ import contextlib
 import random
 import shutil
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import pytest
 
@@ -27,7 +28,7 @@ def port_of(body: bytes) -> int:
 
 
 @pytest.fixture
-async def rtpengine() -> AsyncIterator[RtpengineService]:
+async def rtpengine(tmp_path: Path) -> AsyncIterator[RtpengineService]:
     if RTPENGINE is None:
         pytest.skip("rtpengine not installed (apt-get install rtpengine-daemon)")
     ng = random.randrange(40000, 41000)
@@ -36,7 +37,7 @@ async def rtpengine() -> AsyncIterator[RtpengineService]:
         RTPENGINE, "--config-file=none", "--foreground", "--log-stderr", "--table=-1",
         "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{ng}", f"--port-min={low}",
         f"--port-max={low + 200}", "--log-level=4", "--delete-delay=0",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL)
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=tmp_path)
     service = RtpengineService("127.0.0.1", ng, timeout=0.3, retries=20)
     try:
         await service.start()
