@@ -48,10 +48,6 @@ class Leg:
             return LegState.LATCHED
         return LegState.SIGNALLED if self.signalled is not None else LegState.UNKNOWN
 
-    def destination(self) -> Address | None:
-        """Where RTP for this leg's far end is sent."""
-        return self.rtp or self.signalled
-
     def rtcp_destination(self) -> Address | None:
         if self.rtcp is not None:
             return self.rtcp

@@ -90,15 +90,6 @@ def is_rtcp(data: bytes) -> bool:
     return len(data) >= 2 and 192 <= data[1] <= 223
 
 
-def rtp_header_fields(data: bytes) -> tuple[int, int, int, int]:
-    """(payload type, sequence, timestamp, ssrc) of a datagram already known to be RTP, fast path
-    for the relay; raise RtpError if it is too short or not version 2."""
-    if len(data) < 12 or data[0] >> 6 != RTP_VERSION:
-        raise RtpError("not RTP")
-    _, second, seq, ts, ssrc = _HEADER.unpack_from(data)
-    return second & 0x7F, seq, ts, ssrc
-
-
 def rtp_payload_offset(data: bytes) -> tuple[int, int]:
     """(start, end) of the payload of a well-formed RTP packet, skipping CSRCs, extension and
     padding; raise RtpError if the header does not fit."""
