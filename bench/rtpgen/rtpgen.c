@@ -74,9 +74,10 @@ int main(int argc, char **argv) {
     struct epoll_event evs[256];
     int64_t start = now_ns() + 50000000LL;
     clock_t cpu0 = clock();
-    int64_t end_at = start + frames * PERIOD_NS + 500000000LL;
+    int64_t end_at = 0;  /* the final drain: 0.5 s after the last send, however late that was */
     for (long f = 0; ; ) {
         int phase_done = f >= frames;
+        if (phase_done && !end_at) end_at = now_ns() + 500000000LL;
         int64_t due = phase_done ? end_at : start + f * PERIOD_NS;
         for (int g = 0; g < PHASES; g++) {
             int64_t gdue = phase_done ? end_at : due + g * (PERIOD_NS / PHASES);
