@@ -66,13 +66,15 @@ async def test_kill_9_of_the_daemon_leaves_a_complete_recording_and_no_media_pro
         sys.executable, "-c", DAEMON, str(tmp_path), str(low), str(high), str(caller.address[1]),
         stdout=asyncio.subprocess.PIPE, cwd=Path(__file__).parents[2])
     assert daemon.stdout is not None
-    while not (line := await daemon.stdout.readline()).startswith(b'{"media_pid"'):
-        assert line, "the daemon stand-in died"
-    info = json.loads(line)
-    said = tone_pattern(Codec.PCMA, 1.5)
-    await caller.play(("127.0.0.1", info["port"]), Codec.PCMA, said)
-    daemon.send_signal(signal.SIGKILL)
-    await daemon.wait()
+    try:
+        while not (line := await daemon.stdout.readline()).startswith(b'{"media_pid"'):
+            assert line, "the daemon stand-in died"
+        info = json.loads(line)
+        said = tone_pattern(Codec.PCMA, 1.5)
+        await caller.play(("127.0.0.1", info["port"]), Codec.PCMA, said)
+    finally:
+        daemon.send_signal(signal.SIGKILL)
+        await daemon.wait()
     async with asyncio.timeout(10):
         while alive(info["media_pid"]):  # noqa: ASYNC110 - not our child: nothing to await
             await asyncio.sleep(0.1)
