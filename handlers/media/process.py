@@ -95,7 +95,9 @@ class MediaLoop:
         # fd -> (entry, leg index, is RTCP, socket)
         self._media: dict[int, tuple[Entry, int, bool, socket.socket]] = {}
         self._clients: dict[int, Client] = {}
-        self._hasher = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-close")
+        # One thread for all file work (recordings' writes, closes, digests), in order: a slow
+        # disk delays recordings, never the loop.
+        self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-disk")
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._epoll.register(self._wake_r, select.EPOLLIN)
@@ -110,8 +112,9 @@ class MediaLoop:
         self._running = True
         self._ticks = 0
         self._parent = os.getppid()
-        # closes waiting for their recording's digest: (client fd, request id, result)
-        self._pending: list[concurrent.futures.Future[tuple[int, Any, RecordingResult]]] = []
+        # recordings being finished: (call, (client fd, request id) to answer, result)
+        self._pending: list[concurrent.futures.Future[tuple[Entry, tuple[int, Any] | None,
+                                                            RecordingResult]]] = []
 
     # ---- loop -------------------------------------------------------------------------------
 
@@ -299,7 +302,8 @@ class MediaLoop:
         entry = self._entry(request)
         now = self._clock()
         if entry.call.answered_at is None:
-            recorder = Recorder(entry.record_path, entry.codec, now) if entry.record_path else None
+            recorder = (Recorder(entry.record_path, entry.codec, now, disk=self._disk.submit)
+                        if entry.record_path else None)
             entry.call.answered(now, recorder)
         return {}
 
@@ -328,19 +332,9 @@ class MediaLoop:
 
     def _op_close(self, fd: int, request: dict[str, Any]) -> dict[str, Any] | None:
         entry = self._entry(request)
-        recorder = self._release(entry)
-        if recorder is None:
-            return {"recording": _result_json(RecordingResult(RecordingStatus.NONE))}
-        # The digest reads the whole file: off the loop, so closing a long call adds no jitter.
-        request_id = request.get("id")
-
-        def digest() -> tuple[int, Any, RecordingResult]:
-            return fd, request_id, recorder.result()
-
-        future = self._hasher.submit(digest)
-        future.add_done_callback(lambda _: os.write(self._wake_w, b"x"))
-        self._pending.append(future)
-        return None
+        if self._release(entry, reply_to=(fd, request.get("id"))):
+            return None  # answered once the recording is finished and its digest taken
+        return {"recording": _result_json(RecordingResult(RecordingStatus.NONE))}
 
     def _op_shutdown(self, fd: int, request: dict[str, Any]) -> dict[str, Any]:
         self._running = False
@@ -354,12 +348,18 @@ class MediaLoop:
             if not future.done():
                 still.append(future)
                 continue
-            fd, request_id, result = future.result()
-            self._reply(fd, {"id": request_id, "ok": True, "recording": _result_json(result)})
+            entry, reply_to, result = future.result()
+            if result.status is RecordingStatus.FAILED and not entry.failure_reported:
+                entry.failure_reported = True
+                self.counters.recording_failures += 1
+                log.warning("recording_failed", call_id=entry.call.call_id, error=result.error)
+            if reply_to is not None:
+                self._reply(reply_to[0], {"id": reply_to[1], "ok": True, "recording": _result_json(result)})
         self._pending = still
 
-    def _release(self, entry: Entry) -> Recorder | None:
-        """Free the call's sockets and ports; finish its recording file."""
+    def _release(self, entry: Entry, reply_to: tuple[int, Any] | None = None) -> bool:
+        """Free the call's sockets and ports at once; finish its recording file on the disk
+        thread (True if there is one: its result comes through `_finish_closes`)."""
         self._calls.pop(entry.call.call_id, None)
         for sock in entry.sockets:
             self._media.pop(sock.fileno(), None)
@@ -369,13 +369,17 @@ class MediaLoop:
         self.pool.release(entry.sockets[2], entry.sockets[3])
         self.counters.calls_closed += 1
         recorder = entry.call.recorder
-        if recorder is not None:
-            recorder.close(self._clock())
-            if recorder.failed and not entry.failure_reported:
-                entry.failure_reported = True
-                self.counters.recording_failures += 1
-                log.warning("recording_failed", call_id=entry.call.call_id, error=recorder.error)
-        return recorder
+        if recorder is None:
+            return False
+        recorder.close(self._clock())
+
+        def digest() -> tuple[Entry, tuple[int, Any] | None, RecordingResult]:
+            return entry, reply_to, recorder.result()  # after the close job: same thread
+
+        future = self._disk.submit(digest)
+        future.add_done_callback(lambda _: os.write(self._wake_w, b"x"))
+        self._pending.append(future)
+        return True
 
     def _default_path(self, call_id: str) -> Path:
         day = time.strftime("%Y/%m/%d", time.gmtime())
@@ -422,7 +426,8 @@ class MediaLoop:
             self._release(entry)
         for fd in list(self._clients):
             self._drop_client(fd)
-        self._hasher.shutdown(wait=True)
+        self._disk.shutdown(wait=True)
+        self._finish_closes()  # count the failures among them (nobody is left to answer)
         self._server.close()
         with contextlib.suppress(FileNotFoundError):
             self._control_path.unlink()

@@ -5,6 +5,11 @@ Audio is held back `delay` seconds (a jitter window) before it is written, then 
 silence where nothing arrived, so the file is as long as the recorded time and both channels
 stay aligned through gaps, hold and re-pointed legs. Any OSError (disk full, I/O error) turns
 the recording into a failed one and stops writing; it never raises into the relay.
+
+File work (open, write, header rewrites, close, the digest) runs through `disk`, a function
+that queues a job: the media process passes one worker thread, so a stalled disk delays the
+recording, never a packet; in order, since one thread runs the jobs one after another.
+Without `disk` the jobs run at once (tests on an injected clock).
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from handlers.media.interface import RecordingResult, RecordingStatus
@@ -20,28 +26,30 @@ from protocols.rtp.timeline import StereoAssembler, StreamTimeline
 from protocols.rtp.wav import WavWriter
 
 RATE = 8000
+Job = Callable[[], None]
+
+
+def _run_now(job: Job) -> None:
+    job()
 
 
 class Recorder:
     """Records two channels from `start` (monotonic seconds) until `close`."""
 
     def __init__(self, path: Path, codec: Codec, start: float, *, delay: float = 0.2,
-                 sync_seconds: float = 1.0) -> None:
+                 sync_seconds: float = 1.0, disk: Callable[[Job], object] = _run_now) -> None:
         self.path = path
         self.codec = codec
-        self.error: str | None = None
+        self.error: str | None = None  # set by the disk jobs, read by the loop
         self._start = start
         self._delay = int(delay * RATE)
         self._timelines = (StreamTimeline(), StreamTimeline())
         self._assembler = StereoAssembler(codec.silence)
-        self._writer: WavWriter | None = None
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            self._writer = WavWriter(path.open("wb"), codec, sync_frames=int(sync_seconds * RATE))
-        except OSError as exc:
-            self._fail(exc)
-        except ValueError as exc:  # a path the OS cannot take (NUL byte)
-            self.error = f"bad recording path: {exc}"
+        self._writer: WavWriter | None = None  # touched by disk jobs only
+        self._closed = False
+        self._disk = disk
+        self._sync_frames = int(sync_seconds * RATE)
+        disk(self._open)
 
     @property
     def failed(self) -> bool:
@@ -54,7 +62,7 @@ class Recorder:
     def feed(self, channel: int, payload_type: int, sequence: int, timestamp: int, ssrc: int,
              payload: bytes, now: float) -> None:
         """One audio packet of `channel` (0 customer, 1 agent) that arrived at `now`."""
-        if self._writer is None:
+        if self.error is not None or self._closed:
             return
         if payload_type != self.codec.payload_type:
             try:
@@ -73,20 +81,15 @@ class Recorder:
 
     def close(self, now: float) -> None:
         """Write everything up to `now` (pending audio included) and finish the header."""
-        if self._writer is None:
+        if self._closed:
             return
         # Up to now, and past it for audio already placed (a last packet's 20 ms, early packets).
-        end = max(self.position(now), self._assembler.head + self._assembler.pending)
-        self._write_upto(end)
-        if self._writer is not None:
-            try:
-                self._writer.close()
-            except OSError as exc:
-                self._fail(exc)
-            self._writer = None
+        self._write_upto(max(self.position(now), self._assembler.head + self._assembler.pending))
+        self._closed = True
+        self._disk(self._finish)
 
     def result(self) -> RecordingResult:
-        """After `close`: the file's size, digest and duration (reads the file back)."""
+        """After `close` (and its disk jobs): the file's size, digest and duration."""
         if self.error is not None:
             return RecordingResult(RecordingStatus.FAILED, str(self.path), error=self.error)
         digest = hashlib.sha256()
@@ -106,15 +109,39 @@ class Recorder:
         return self._assembler.late_samples
 
     def _write_upto(self, upto: int) -> None:
-        if self._writer is None:
+        if self.error is not None or self._closed:
             return
         data = self._assembler.take(upto)
-        if not data:
+        if data:
+            self._disk(lambda: self._write(data))
+
+    # ---- disk jobs ----------------------------------------------------------------------------
+
+    def _open(self) -> None:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._writer = WavWriter(self.path.open("wb"), self.codec, sync_frames=self._sync_frames)
+        except OSError as exc:
+            self._fail(exc)
+        except ValueError as exc:  # a path the OS cannot take (NUL byte)
+            self.error = f"bad recording path: {exc}"
+
+    def _write(self, data: bytes) -> None:
+        if self._writer is None:
             return
         try:
             self._writer.write(data)
         except OSError as exc:
             self._fail(exc)
+
+    def _finish(self) -> None:
+        if self._writer is None:
+            return
+        try:
+            self._writer.close()
+        except OSError as exc:
+            self._fail(exc)
+        self._writer = None
 
     def _fail(self, exc: OSError) -> None:
         self.error = f"{type(exc).__name__}: {os.strerror(exc.errno) if exc.errno else exc}"

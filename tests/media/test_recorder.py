@@ -93,3 +93,22 @@ def test_other_law_is_transcoded_and_telephone_events_are_not_recorded(tmp_path:
     rec.close(0.02)
     left, right = frames(tmp_path / "t.wav")
     assert left == b"\xd5" * 160 and right == b"\xd5" * 160
+
+
+def test_file_work_waits_for_the_disk_and_lands_in_order(tmp_path: Path) -> None:
+    """With the disk stalled (its jobs held back), the relay's calls return at once and the
+    file appears complete when the disk catches up."""
+    held: list[object] = []
+    path = tmp_path / "stalled.wav"
+    rec = Recorder(path, Codec.PCMU, start=0.0, disk=held.append)
+    s = Stream(1, 0, 0)
+    for n in range(100):
+        rec.feed(0, 0, *s.next(0x42), n * 0.02)
+        rec.flush(n * 0.02)
+    rec.close(2.0)
+    assert not path.exists()  # nothing touched the disk yet
+    for job in held:
+        job()  # type: ignore[operator]
+    left, right = frames(path)
+    assert left == b"\x42" * 16000 and right == b"\xff" * 16000
+    assert rec.result().duration == 2.0
