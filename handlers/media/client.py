@@ -56,6 +56,7 @@ class MediaProcess:
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
         self._handlers: dict[str, EventHandler] = {}
+        self._lost = False  # the control connection ended
 
     @property
     def pid(self) -> int | None:
@@ -78,6 +79,7 @@ class MediaProcess:
                     self._reader, self._writer = await asyncio.open_unix_connection(str(s.control_path))
                     break
                 await asyncio.sleep(0.02)
+        self._lost = False
         self._read_task = asyncio.create_task(self._read_loop())
         log.info("media_process_started", pid=self._proc.pid, ports=f"{s.port_low}-{s.port_high}")
 
@@ -85,7 +87,7 @@ class MediaProcess:
         """Ask the child to finish every call and exit; kill it if it does not."""
         if self._proc is None:
             return
-        with contextlib.suppress(DomainError, ConnectionError):
+        with contextlib.suppress(DomainError):
             await self.request("shutdown")
         try:
             async with asyncio.timeout(wait):
@@ -121,13 +123,17 @@ class MediaProcess:
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
         """One control command; DomainError if refused or the process is gone."""
-        if self._writer is None or self._writer.is_closing():
+        if self._writer is None or self._writer.is_closing() or self._lost:
             raise DomainError("media_unavailable", "the media process is not running", status=503)
         request_id = next(self._ids)
         future: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = future
-        self._writer.write(json.dumps({"id": request_id, "op": op, **fields}).encode() + b"\n")
-        await self._writer.drain()
+        try:
+            self._writer.write(json.dumps({"id": request_id, "op": op, **fields}).encode() + b"\n")
+            await self._writer.drain()
+        except ConnectionError as exc:
+            self._waiting.pop(request_id, None)
+            raise DomainError("media_unavailable", "the media process went away", status=503) from exc
         reply = await future
         if not reply.get("ok"):
             code = str(reply.get("code"))
@@ -150,6 +156,7 @@ class MediaProcess:
                     if future is not None and not future.done():
                         future.set_result(message)
         finally:
+            self._lost = True
             for future in self._waiting.values():
                 if not future.done():
                     future.set_exception(DomainError("media_unavailable", "media process went away",
@@ -221,9 +228,13 @@ class RelaySession:
         try:
             reply = await self._media.request("close", call=self.call_id)
         except DomainError as exc:
-            if exc.code != "media_unknown_call":
+            # Every end path must be able to close: a lost media process is a failed recording.
+            if exc.code == "media_unknown_call":
+                self._closed = RecordingResult(RecordingStatus.NONE, error="session already gone")
+            elif exc.code == "media_unavailable":
+                self._closed = RecordingResult(RecordingStatus.FAILED, error="media process went away")
+            else:
                 raise
-            self._closed = RecordingResult(RecordingStatus.NONE, error="session already gone")
             return self._closed
         data = dict(reply["recording"])
         data["status"] = RecordingStatus(data["status"])

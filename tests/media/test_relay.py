@@ -189,6 +189,8 @@ async def test_killed_media_process_leaves_a_playable_recording(media: MediaProc
     assert media.pid is not None
     os.kill(media.pid, signal.SIGKILL)
     await events.wait_for(EventKind.LOST)
+    closed = await session.close()  # the engine's end path still completes
+    assert (closed.status, closed.error) == (RecordingStatus.FAILED, "media process went away")
     assert float(await sox("--i", "-D", str(path))) >= 1.0
     await sox(str(path), "-n", "stat")  # decodes the whole file
 
