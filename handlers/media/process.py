@@ -250,6 +250,10 @@ class MediaLoop:
             self._reply(fd, {"id": request.get("id"), "ok": False, "code": exc.code, "detail": str(exc)})
         except (ValueError, KeyError, TypeError) as exc:
             self._reply(fd, {"id": request.get("id"), "ok": False, "code": "bad_request", "detail": str(exc)})
+        except Exception as exc:  # a bug in one command must not stop every call's media
+            log.exception("media_command_failed", op=request.get("op"))
+            self._reply(fd, {"id": request.get("id"), "ok": False, "code": "internal_error",
+                             "detail": type(exc).__name__})
 
     def _entry(self, request: dict[str, Any]) -> Entry:
         entry = self._calls.get(str(request["call"]))
@@ -262,14 +266,7 @@ class MediaLoop:
         if call_id in self._calls:
             raise ControlError("call_exists", f"media session {call_id!r} exists")
         codec = Codec.from_name(str(request.get("codec", "PCMU")))
-        pairs = []
-        try:
-            for _ in range(2):
-                pairs.append(self.pool.allocate())
-        except PortsExhausted as exc:
-            for rtp, rtcp in pairs:
-                self.pool.release(rtp, rtcp)
-            raise ControlError("ports_exhausted", str(exc)) from exc
+        # Everything that can refuse the request is read before a port is taken.
         call = RelayCall(call_id, self._clock(), timeout=float(request.get("timeout", self.timeout)),
                          hold_timeout=float(request.get("hold_timeout", self.hold_timeout)))
         record = request.get("record")
@@ -277,6 +274,15 @@ class MediaLoop:
         if isinstance(record, dict):
             call.customer = SIDES[str(record.get("customer", "a"))]
             path = Path(record["path"]) if record.get("path") else self._default_path(call_id)
+        pairs = []
+        try:
+            for _ in range(2):
+                pairs.append(self.pool.allocate())
+        except (PortsExhausted, OSError) as exc:
+            for rtp, rtcp in pairs:
+                self.pool.release(rtp, rtcp)
+            code = "ports_exhausted" if isinstance(exc, PortsExhausted) else "ports_unavailable"
+            raise ControlError(code, str(exc)) from exc
         (a_rtp, a_rtcp), (b_rtp, b_rtcp) = pairs
         entry = Entry(call, (a_rtp, a_rtcp, b_rtp, b_rtcp), fd, codec, path)
         self._calls[call_id] = entry

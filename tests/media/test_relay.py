@@ -209,3 +209,12 @@ async def test_sdp_naming_a_host_is_resolved_and_sdp_without_audio_is_refused(me
         await session.offer(Side.A, b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n")
     assert (refused.value.code, refused.value.status) == ("media_bad_sdp", 488)
     await session.close()
+
+
+async def test_refused_create_takes_no_port(media: MediaProcess) -> None:
+    for bad in ({"record": {"customer": "c"}}, {"codec": "G729"}, {"timeout": "soon"}):
+        with pytest.raises(DomainError) as refused:
+            await media.request("create", call="bad", **bad)
+        assert refused.value.code == "media_bad_request"
+    stats = await media.stats()
+    assert (stats["calls"], stats["ports_in_use"], stats["media_sockets"]) == (0, 0, 0)
