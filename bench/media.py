@@ -16,6 +16,7 @@ one core would carry at that load. Prints a table and one JSON line per step, th
 
 Systems:
   telgate      handlers.media.process, every call recorded (stereo WAV) in a temporary directory
+  telgate-norec  the same, relay only (--systems telgate-norec; not in the default set)
   rtpengine    rtpengine-daemon --table=-1 (no kernel module), log level 4, relay only
   rtpengine+rec  the same with --recording-method=pcap and record-call=yes (its userspace recording)
   direct       no relay: the generator's own loopback floor
@@ -154,11 +155,12 @@ def cpu_seconds(pid: int) -> float:
 
 
 class Telgate:
-    name = "telgate"
-
-    def __init__(self, root: Path) -> None:
+    def __init__(self, root: Path, *, record: bool = True) -> None:
+        self.name = "telgate" if record else "telgate-norec"
+        self.record = record
         low = random.randrange(20000, 40000, 2)
-        self.media = MediaProcess(MediaSettings(control_path=root / "media.sock", recordings=root / "rec",
+        sock = root / f"media-{self.name}.sock"
+        self.media = MediaProcess(MediaSettings(control_path=sock, recordings=root / "rec",
                                                 port_low=low, port_high=low + 10000))
         self.sessions: list[Any] = []
 
@@ -176,7 +178,7 @@ class Telgate:
         dests: list[tuple[str, int]] = []
         for i in range(0, len(ports), 2):
             call = f"bench-{time.monotonic_ns()}-{i}"
-            s = await self.media.create(call, Codec.PCMU, record=RecordingRequest())
+            s = await self.media.create(call, Codec.PCMU, record=RecordingRequest() if self.record else None)
             await s.offer(Side.A, sdp(ports[i]))
             await s.answer(Side.B, sdp(ports[i + 1]))
             await s.answered()
@@ -402,8 +404,8 @@ async def main() -> None:
               f"own process")
         systems: list[Any] = []
         for name in args.systems.split(","):
-            if name == "telgate":
-                systems.append(Telgate(root))
+            if name in ("telgate", "telgate-norec"):
+                systems.append(Telgate(root, record=name == "telgate"))
             elif name.startswith("rtpengine"):
                 if shutil.which("rtpengine") is None:
                     print("# rtpengine: not installed (apt-get install rtpengine-daemon); skipped")
@@ -417,8 +419,8 @@ async def main() -> None:
                 print(f"# {system.name}: rtpengine {' '.join(system.args)}")
             if isinstance(system, Telgate):
                 s = system.media.settings
-                print(f"# telgate: python -m handlers.media.process --ports {s.port_low}-{s.port_high} "
-                      "(one process, epoll), recording every call")
+                print(f"# {system.name}: python -m handlers.media.process --ports {s.port_low}-{s.port_high} "
+                      f"(one process, epoll), {'recording every call' if system.record else 'no recording'}")
             best: dict[str, Any] | None = None
             try:
                 for calls in steps:
