@@ -98,6 +98,7 @@ class MediaLoop:
         # One thread for all file work (recordings' writes, closes, digests), in order: a slow
         # disk delays recordings, never the loop.
         self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-disk")
+        self._batch: list[Callable[[], None]] = []  # file jobs of this tick, handed over together
         self._wake_r, self._wake_w = os.pipe()
         os.set_blocking(self._wake_r, False)
         self._epoll.register(self._wake_r, select.EPOLLIN)
@@ -190,6 +191,14 @@ class MediaLoop:
                 self.counters.recording_failures += 1
                 log.warning("recording_failed", call_id=entry.call.call_id, error=recorder.error)
                 self._event(entry, "recording_failed", detail=recorder.error or "")
+        self._submit_batch()
+
+    def _submit_batch(self) -> None:
+        """Hand this tick's file jobs to the disk thread as one job (one wake-up, in order)."""
+        if self._batch:
+            jobs = self._batch.copy()
+            self._batch.clear()  # the same list: recorders hold its bound append
+            self._disk.submit(_run_all, jobs)
 
     def _check_timeouts(self, now: float) -> None:
         for entry in self._calls.values():
@@ -308,7 +317,7 @@ class MediaLoop:
         entry = self._entry(request)
         now = self._clock()
         if entry.call.answered_at is None:
-            recorder = (Recorder(entry.record_path, entry.codec, now, disk=self._disk.submit)
+            recorder = (Recorder(entry.record_path, entry.codec, now, disk=self._batch.append)
                         if entry.record_path else None)
             entry.call.answered(now, recorder)
         return {}
@@ -378,6 +387,7 @@ class MediaLoop:
         if recorder is None:
             return False
         recorder.close(self._clock())
+        self._submit_batch()  # the close's writes go before the digest
 
         def digest() -> tuple[Entry, tuple[int, Any] | None, RecordingResult]:
             return entry, reply_to, recorder.result()  # after the close job: same thread
@@ -440,6 +450,11 @@ class MediaLoop:
         self._epoll.close()
         os.close(self._wake_r)
         os.close(self._wake_w)
+
+
+def _run_all(jobs: list[Callable[[], None]]) -> None:
+    for job in jobs:
+        job()
 
 
 def _result_json(result: RecordingResult) -> dict[str, Any]:
