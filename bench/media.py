@@ -158,7 +158,7 @@ class Telgate:
     def __init__(self, root: Path, *, record: bool = True) -> None:
         self.name = "telgate" if record else "telgate-norec"
         self.record = record
-        low = random.randrange(20000, 40000, 2)
+        low = random.randrange(10000, 12000, 2)  # below the ephemeral range (32768-)
         sock = root / f"media-{self.name}.sock"
         self.media = MediaProcess(MediaSettings(control_path=sock, recordings=root / "rec",
                                                 port_low=low, port_high=low + 10000))
@@ -203,8 +203,8 @@ class Rtpengine:
         self.record = record
         self.root = root
         self.proc: asyncio.subprocess.Process | None = None
-        self.ng = ("127.0.0.1", random.randrange(40000, 41000))
-        low = random.randrange(42000, 50000, 2)
+        self.ng = ("127.0.0.1", random.randrange(9000, 10000))
+        low = random.randrange(20000, 22000, 2)
         self.args = ["--config-file=none", "--foreground", "--log-stderr", "--table=-1",
                      "--interface=127.0.0.1", f"--listen-ng={self.ng[0]}:{self.ng[1]}",
                      f"--port-min={low}", f"--port-max={low + 10000}", "--log-level=4",

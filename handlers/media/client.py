@@ -38,8 +38,8 @@ class MediaSettings:
     control_path: Path
     recordings: Path
     address: str = "127.0.0.1"
-    port_low: int = 30000
-    port_high: int = 39999
+    port_low: int = 16384  # below Linux's ephemeral range (32768-60999), so no port
+    port_high: int = 32767  # the kernel hands out for outgoing sockets collides with ours
     timeout: float = 60.0
     hold_timeout: float = 3600.0
 

@@ -4,7 +4,7 @@ It owns every RTP socket and recording file, and is driven over a Unix stream so
 JSON lines (`docs/media.md` lists the commands). A plain epoll loop rather than asyncio: each
 wake-up drains every ready socket, which keeps the per-packet cost to a few microseconds.
 
-Run: ``python -m handlers.media.process --control /path/media.sock --ports 30000-39999``.
+Run: ``python -m handlers.media.process --control /path/media.sock --ports 16384-32767``.
 """
 
 from __future__ import annotations
@@ -467,7 +467,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="telgate media process (RTP relay and recorder)")
     parser.add_argument("--control", required=True, type=Path, help="Unix socket to serve commands on")
     parser.add_argument("--address", default="127.0.0.1", help="address RTP sockets bind to")
-    parser.add_argument("--ports", default="30000-39999", help="RTP port range LOW-HIGH")
+    parser.add_argument("--ports", default="16384-32767", help="RTP port range LOW-HIGH")
     parser.add_argument("--recordings", type=Path, default=Path("var/recordings"))
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds without RTP that end a call")
     parser.add_argument("--hold-timeout", type=float, default=3600.0)

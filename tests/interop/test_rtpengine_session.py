@@ -31,8 +31,8 @@ def port_of(body: bytes) -> int:
 async def rtpengine(tmp_path: Path) -> AsyncIterator[RtpengineService]:
     if RTPENGINE is None:
         pytest.skip("rtpengine not installed (apt-get install rtpengine-daemon)")
-    ng = random.randrange(40000, 41000)
-    low = random.randrange(41000, 59000, 2)
+    ng = random.randrange(9000, 10000)  # below the ephemeral range, like our relay's ports
+    low = random.randrange(10000, 32000, 2)
     proc = await asyncio.create_subprocess_exec(
         RTPENGINE, "--config-file=none", "--foreground", "--log-stderr", "--table=-1",
         "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{ng}", f"--port-min={low}",
