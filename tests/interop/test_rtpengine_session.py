@@ -33,14 +33,19 @@ async def rtpengine(tmp_path: Path) -> AsyncIterator[RtpengineService]:
         pytest.skip("rtpengine not installed (apt-get install rtpengine-daemon)")
     ng = random.randrange(9000, 10000)  # below the ephemeral range, like our relay's ports
     low = random.randrange(10000, 32000, 2)
-    proc = await asyncio.create_subprocess_exec(
-        RTPENGINE, "--config-file=none", "--foreground", "--log-stderr", "--table=-1",
-        "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{ng}", f"--port-min={low}",
-        f"--port-max={low + 200}", "--log-level=4", "--delete-delay=0",
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL, cwd=tmp_path)
-    service = RtpengineService("127.0.0.1", ng, timeout=0.3, retries=20)
+    log = tmp_path / "rtpengine.log"
+    with log.open("wb") as err:
+        proc = await asyncio.create_subprocess_exec(
+            RTPENGINE, "--config-file=none", "--foreground", "--log-stderr", "--table=-1",
+            "--interface=127.0.0.1", f"--listen-ng=127.0.0.1:{ng}", f"--port-min={low}",
+            f"--port-max={low + 200}", "--log-level=4", "--delete-delay=0",
+            stdout=asyncio.subprocess.DEVNULL, stderr=err, cwd=tmp_path)
+    service = RtpengineService("127.0.0.1", ng, timeout=0.3, retries=50)  # a busy machine starts it slowly
     try:
-        await service.start()
+        try:
+            await service.start()
+        except DomainError:
+            pytest.fail(f"rtpengine did not answer (exit {proc.returncode}): {log.read_text()[-1000:]}")
         yield service
     finally:
         await service.stop()
