@@ -1,0 +1,86 @@
+"""SDP rewriting for anchoring: the body one leg sent, pointed at our port for the other leg.
+
+Only the first active audio stream is anchored; other streams are refused (port 0) since the
+relay carries audio only. ICE candidates and a=rtcp lines are dropped: they name the far end's
+addresses, which the other side must not use.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from protocols.rtp.g711 import Codec
+from protocols.sip.errors import SipSyntaxError
+from protocols.sip.sdp import SessionDescription
+
+_DROPPED = ("rtcp", "candidate", "ice-ufrag", "ice-pwd", "ice-options", "end-of-candidates",
+            "remote-candidates", "rtcp-mux")
+
+
+class SdpError(ValueError):
+    """A body with no audio stream the relay can anchor."""
+
+
+@dataclass(frozen=True, slots=True)
+class FarEnd:
+    """What a leg's SDP says about its media: where it receives, in which direction, codecs."""
+
+    address: str
+    port: int
+    direction: str
+    payload_types: tuple[int, ...]
+
+    @property
+    def on_hold(self) -> bool:
+        """sendonly/inactive or the RFC 2543 hold address 0.0.0.0."""
+        return self.direction in ("sendonly", "inactive") or self.address == "0.0.0.0"
+
+    @property
+    def codec(self) -> Codec | None:
+        """The first G.711 law offered, if any."""
+        for pt in self.payload_types:
+            if pt in (0, 8):
+                return Codec.from_payload_type(pt)
+        return None
+
+
+def far_end(body: bytes) -> FarEnd:
+    """The audio far end a body describes."""
+    try:
+        sdp = SessionDescription.parse(body)
+    except SipSyntaxError as exc:
+        raise SdpError(str(exc)) from exc
+    for media in sdp.media:
+        if media.media == "audio" and media.port != 0:
+            address = sdp.address_for(media)
+            if address is None:
+                raise SdpError("audio stream without a c= address")
+            pts = tuple(int(f) for f in media.formats if f.isdigit())
+            return FarEnd(address, media.port, media.direction, pts)
+    raise SdpError("no active audio stream")
+
+
+def anchor(body: bytes, address: str, port: int) -> tuple[bytes, FarEnd]:
+    """`body` rewritten to send audio to `address`:`port`, and the far end it described."""
+    target = far_end(body)
+    sdp = SessionDescription.parse(body)
+    anchored = False
+    for media in sdp.media:
+        if media.media == "audio" and media.port != 0 and not anchored:
+            media.port = port
+            media.lines = [(k, v) for k, v in media.lines
+                           if not (k == "a" and v.split(":", 1)[0] in _DROPPED)]
+            anchored = True
+        else:
+            media.port = 0
+    sdp.rewrite_address(address)
+    sdp.lines = [(k, v) for k, v in sdp.lines if not (k == "a" and v.split(":", 1)[0] in _DROPPED)]
+    sdp.lines = [(k, _origin(v, address) if k == "o" else v) for k, v in sdp.lines]
+    return sdp.encode(), target
+
+
+def _origin(value: str, address: str) -> str:
+    parts = value.split()
+    if len(parts) == 6:
+        parts[5] = address
+    return " ".join(parts)
