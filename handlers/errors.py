@@ -155,6 +155,19 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("verification_send_limit", 429, "This number received as many codes as allowed in the "
                                        "window; wait `Retry-After` seconds."),
     _x("verification_tenant_limit", 429, "The account sent as many codes this hour as allowed."),
+    # -- media (handlers.media) -----------------------------------------------------------------
+    _x("media_unavailable", 503, "The media process (or rtpengine) is not running or did not "
+                                 "answer."),
+    _x("media_bad_request", 422, "The media process refused a malformed command."),
+    _x("media_unknown_call", 404, "The media process has no session for this call."),
+    _x("media_call_exists", 409, "The media process already has a session for this call."),
+    _x("media_ports_exhausted", 503, "No free RTP port pair in the configured range."),
+    _x("media_bad_sdp", 422, "An SDP body the media side cannot anchor (no audio, an "
+                             "unresolvable host); the call engine answers SIP 488."),
+    _x("media_refused", 503, "rtpengine refused an NG command or answered without SDP (its "
+                             "reason in `detail`)."),
+    _x("recording_not_found", 404, "No such recording for this tenant."),
+    _x("invalid_recording_policy", 422, "`recording_policy` is all, none or exclude_internal."),
     # -- webhooks -------------------------------------------------------------------------------
     _x("invalid_url", 422, "A webhook URL is an absolute http(s) URL without credentials."),
     _x("too_many_webhooks", 409, "The tenant has as many webhooks as allowed (20)."),

@@ -31,6 +31,15 @@ from protocols.rtp.g711 import Codec
 log = structlog.get_logger("media")
 
 
+# The media process's refusal codes (handlers/media/process.py ControlError) as registered codes.
+_REFUSALS = {
+    "bad_request": "media_bad_request", "unknown_op": "media_bad_request",
+    "bad_address": "media_bad_request", "unknown_call": "media_unknown_call",
+    "call_exists": "media_call_exists", "ports_exhausted": "media_ports_exhausted",
+    "ports_unavailable": "media_ports_exhausted", "internal_error": "media_unavailable",
+}
+
+
 @dataclass(frozen=True, slots=True)
 class MediaSettings:
     """How the media process is started (docs/media.md)."""
@@ -136,9 +145,8 @@ class MediaProcess:
             raise DomainError("media_unavailable", "the media process went away", status=503) from exc
         reply = await future
         if not reply.get("ok"):
-            code = str(reply.get("code"))
-            status = 503 if code == "ports_exhausted" else 422
-            raise DomainError(f"media_{code}", str(reply.get("detail")), status=status)
+            code = _REFUSALS.get(str(reply.get("code")), "media_bad_request")
+            raise DomainError(code, str(reply.get("detail")))
         return reply
 
     def forget(self, call_id: str) -> None:
@@ -184,7 +192,7 @@ async def _ipv4(host: str) -> str:
         infos = await asyncio.get_running_loop().getaddrinfo(host, None, family=socket.AF_INET,
                                                              type=socket.SOCK_DGRAM)
     except OSError as exc:
-        raise DomainError("media_bad_sdp", f"cannot resolve the media host {host!r}", status=488) from exc
+        raise DomainError("media_bad_sdp", f"cannot resolve the media host {host!r}", status=422) from exc
     return str(infos[0][4][0])
 
 
@@ -247,7 +255,7 @@ class RelaySession:
         try:
             body, target = anchor(sdp, self.address, self.ports[side.other])
         except SdpError as exc:
-            raise DomainError("media_bad_sdp", str(exc), status=488) from exc
+            raise DomainError("media_bad_sdp", str(exc), status=422) from exc
         if target.address != "0.0.0.0":
             address = await _ipv4(target.address)
             await self._media.request("remote", call=self.call_id, side=side.value,

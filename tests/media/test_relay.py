@@ -207,7 +207,7 @@ async def test_sdp_naming_a_host_is_resolved_and_sdp_without_audio_is_refused(me
     assert agent.received_payload() == b"\x33" * 320
     with pytest.raises(DomainError) as refused:
         await session.offer(Side.A, b"v=0\r\no=- 1 1 IN IP4 127.0.0.1\r\ns=-\r\nt=0 0\r\n")
-    assert (refused.value.code, refused.value.status) == ("media_bad_sdp", 488)
+    assert (refused.value.code, refused.value.status) == ("media_bad_sdp", 422)
     await session.close()
 
 
