@@ -186,6 +186,17 @@ class MessagingConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    """Where tenants' webhooks may point (handlers/webhooks/targets.py)."""
+
+    allow_networks: list[str] = field(
+        default_factory=list,
+        metadata=_help("CIDR ranges webhooks may reach although not public (loopback, private, "
+                       "link-local...), e.g. [\"10.20.0.0/16\"]; empty: public addresses only"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -200,3 +211,4 @@ class Config:
     smpp: SmppConfig = field(default_factory=SmppConfig)
     messaging: MessagingConfig = field(default_factory=MessagingConfig)
     sip: SipConfig = field(default_factory=SipConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
