@@ -33,11 +33,17 @@ _ACTING: contextvars.ContextVar[Acting | None] = contextvars.ContextVar("telgate
                                                                         default=None)
 
 
-def acting(key_id: uuid.UUID | None, key_label: str | None, address: str | None) -> Acting:
-    """Bind the acting key and client address to the current request (task)."""
+def acting(key_id: uuid.UUID | None, key_label: str | None,
+           address: str | None) -> tuple[Acting, contextvars.Token[Acting | None]]:
+    """Bind the acting key and client address to the current request; `release` the token
+    when the request is answered (a keep-alive connection serves the next one in this task)."""
     now = Acting(key_id, key_label, _inet(address))
-    _ACTING.set(now)
-    return now
+    return now, _ACTING.set(now)
+
+
+def release(token: contextvars.Token[Acting | None]) -> None:
+    """Unbind what `acting` bound."""
+    _ACTING.reset(token)
 
 
 def current() -> Acting | None:

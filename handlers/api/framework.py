@@ -609,13 +609,18 @@ async def _authenticate_then(
         raise DomainError("missing_scope", f"this operation needs a key with scope "
                           f"{route.scope.value!r} (or above); this key's scope is "
                           f"{who.scope.value!r}", extra={"required_scope": route.scope.value})
-    acting = audit.acting(who.key_id, who.key_label, request.remote)
-    response = await handler(request)
-    if request.method not in ("GET", "HEAD") and response.status < 300 and not acting.recorded:
-        # A change its handler did not describe itself still leaves who, what and where.
-        async with ctx.pool.acquire() as conn:
-            await audit.record(conn, who.tenant_id, who.actor, f"{request.method} {template}",
-                               request.path, {"status": response.status})
+    acting, token = audit.acting(who.key_id, who.key_label, request.remote)
+    try:
+        response = await handler(request)
+        if request.method not in ("GET", "HEAD") and response.status < 300 \
+                and not acting.recorded:
+            # A change its handler did not describe itself still leaves who, what and where.
+            async with ctx.pool.acquire() as conn:
+                await audit.record(conn, who.tenant_id, who.actor,
+                                   f"{request.method} {template}", request.path,
+                                   {"status": response.status})
+    finally:
+        audit.release(token)
     return response
 
 

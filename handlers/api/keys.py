@@ -266,6 +266,7 @@ def add_routes(table: RouteTable) -> None:
             scope=Scope.ADMIN))
     t(Route("POST", "/v1/api-keys", create_key, "Create an API key with a scope", TAG,
             body=KeyCreate, responses={201: KeyCreated}, scope=Scope.ADMIN,
+            errors=("not_found",),
             description="The answer shows the secret once; keep it in the portal's "
                         "configuration."))
     t(Route("GET", "/v1/api-keys/{key_id}", get_key, "One API key", TAG,
