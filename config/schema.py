@@ -36,6 +36,11 @@ class ApiConfig:
     max_upload_bytes: int = field(
         default=20_971_520, metadata=_help("largest multipart upload (spreadsheets); 413 beyond", min=1024)
     )
+    trusted_proxies: list[str] = field(
+        default_factory=list,
+        metadata=_help("CIDR ranges of the reverse proxies in front of the API; from them, the "
+                       "audit trail takes the client address from X-Forwarded-For"),
+    )
 
 
 @dataclass(frozen=True, slots=True)

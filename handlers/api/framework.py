@@ -23,6 +23,7 @@ from pydantic import BaseModel, Field, ValidationError
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
 from handlers import audit
+from handlers.api.client_address import client_address
 from handlers.api.context import CTX, KEY_CACHE_MAX, KEY_CACHE_SECONDS, PRINCIPAL, AppContext
 from handlers.api.models import Body, Params
 from handlers.api.ratelimit import RateLimited
@@ -609,7 +610,7 @@ async def _authenticate_then(
         raise DomainError("missing_scope", f"this operation needs a key with scope "
                           f"{route.scope.value!r} (or above); this key's scope is "
                           f"{who.scope.value!r}", extra={"required_scope": route.scope.value})
-    acting, token = audit.acting(who.key_id, who.key_label, request.remote)
+    acting, token = audit.acting(who.key_id, who.key_label, client_address(request))
     try:
         response = await handler(request)
         if request.method not in ("GET", "HEAD") and response.status < 300 \

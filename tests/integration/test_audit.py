@@ -4,6 +4,7 @@ cannot rewrite or erase it."""
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -17,7 +18,7 @@ from handlers.api.context import CTX
 from handlers.api.framework import Route, request_middleware
 from handlers.api.keys import WhoAmI
 from handlers.api.scopes import Scope
-from tests.conftest import Api
+from tests.conftest import Api, make_config, serve_api
 
 
 async def test_a_settings_change_and_a_key_creation_are_audited_with_who_and_where(
@@ -115,3 +116,22 @@ async def test_record_access_leaves_who_listened_to_a_recording(api: Api) -> Non
     entry = found["items"][0]
     assert (entry["subject"], entry["key_id"], entry["address"]) == (
         "rec-1", str(t.key_id), "127.0.0.1")
+
+
+async def test_behind_a_trusted_proxy_the_forwarded_client_address_is_recorded(
+        pool: asyncpg.Pool, db_dsn: str, state_root: Path) -> None:
+    config = make_config(state_root, db_dsn, api__trusted_proxies='["127.0.0.0/8"]')
+    async with serve_api(pool, config) as api:
+        t = await api.new_tenant()
+        # The client claims 10.9.9.9; the proxy appends the address it saw, 203.0.113.7.
+        forwarded = {"X-Forwarded-For": "10.9.9.9, 203.0.113.7"}
+        await t.call("PATCH", "/v1/tenant/settings", json={"sms_max_bytes": 80},
+                     headers=forwarded)
+    untrusted_config = make_config(state_root, db_dsn)
+    async with serve_api(pool, untrusted_config) as api:
+        await api.client.patch("/v1/tenant/settings", json={"sms_max_bytes": 90},
+                               headers={**t.auth, **forwarded})
+    addresses = [r["a"] for r in await pool.fetch(
+        "SELECT host(address) AS a FROM audit_log WHERE action = 'tenant.settings' "
+        "ORDER BY id")]
+    assert addresses == ["203.0.113.7", "127.0.0.1"]  # no proxy trusted: the peer itself
