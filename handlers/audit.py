@@ -46,11 +46,6 @@ def release(token: contextvars.Token[Acting | None]) -> None:
     _ACTING.reset(token)
 
 
-def current() -> Acting | None:
-    """The acting key and address of the current request, if any."""
-    return _ACTING.get()
-
-
 def _inet(address: str | None) -> str | None:
     if not address:
         return None

@@ -50,7 +50,6 @@ class RateLimited(DomainError):
         seconds = max(1, math.ceil(retry_after))
         super().__init__("rate_limited", detail, extra={"budget": budget,
                                                         "retry_after": seconds})
-        self.budget = budget
         self.headers = {
             "Retry-After": str(seconds),
             "RateLimit-Policy": f'"{budget}";q={_q(quota)};w={window}',

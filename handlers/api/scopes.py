@@ -28,4 +28,3 @@ class Scope(enum.StrEnum):
 
 
 _ORDER = (Scope.READ, Scope.SEND, Scope.MANAGE, Scope.ADMIN)
-SCOPE_NAMES: tuple[str, ...] = tuple(s.value for s in _ORDER)
