@@ -48,6 +48,11 @@ class ApiConfig:
         metadata=_help("a connection that has not sent a whole request head this long after "
                        "opening (or after its last answer) is closed", min=0.1),
     )
+    trusted_proxies: list[str] = field(
+        default_factory=list,
+        metadata=_help("CIDR ranges of the reverse proxies in front of the API; from them, the "
+                       "audit trail takes the client address from X-Forwarded-For"),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -298,6 +303,17 @@ class VerificationConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class WebhooksConfig:
+    """Where tenants' webhooks may point (handlers/webhooks/targets.py)."""
+
+    allow_networks: list[str] = field(
+        default_factory=list,
+        metadata=_help("CIDR ranges webhooks may reach although not public (loopback, private, "
+                       "link-local...), e.g. [\"10.20.0.0/16\"]; empty: public addresses only"),
+    )
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -314,3 +330,4 @@ class Config:
     mm7: Mm7Config = field(default_factory=Mm7Config)
     sip: SipConfig = field(default_factory=SipConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)

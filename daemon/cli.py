@@ -147,16 +147,18 @@ def cmd_tenant_list(args: argparse.Namespace) -> int:
 
 def cmd_key_create(args: argparse.Namespace) -> int:
     from handlers import tenants
+    from handlers.api.scopes import Scope
 
     async def work(conn: Any) -> int:
         tenant = await tenants.find_tenant(conn, args.tenant)
         secret, key = await tenants.create_key(
-            conn, tenant.id, sp_id=args.sp, label=args.label, actor=_cli_actor()
+            conn, tenant.id, sp_id=args.sp, label=args.label, actor=_cli_actor(),
+            scope=Scope(args.scope),
         )
         _emit(
             args,
             {"key": secret, "id": str(key.id), "prefix": key.prefix, "tenant_id": str(tenant.id),
-             "sp_id": key.sp_id},
+             "sp_id": key.sp_id, "scope": key.scope.value},
             f"{secret}\n(shown once; stored hashed. id {key.id}, tenant {tenant.name})",
         )
         return 0
@@ -172,7 +174,8 @@ def cmd_key_list(args: argparse.Namespace) -> int:
         tenant = await tenants.find_tenant(conn, args.tenant)
         keys = await tenants.list_keys(conn, tenant.id)
         text = "\n".join(
-            f"{k.id}  {k.prefix}…  sp={k.sp_id or '-'}  {'revoked' if k.revoked_at else 'active'}"
+            f"{k.id}  {k.prefix}…  sp={k.sp_id or '-'}  scope={k.scope.value}  "
+            f"{'revoked' if k.revoked_at else 'active'}"
             for k in keys
         ) or "(no keys)"
         _emit(args, {"items": [key_out(k).model_dump(mode="json") for k in keys]}, text)
@@ -208,7 +211,7 @@ def _settings_patch(pairs: Sequence[str]) -> Any:
     from pydantic import ValidationError
 
     from handlers.errors import DomainError
-    from handlers.tenants import SettingsPatch
+    from handlers.tenants import OperatorSettingsPatch
 
     values: dict[str, object] = {}
     for pair in pairs:
@@ -217,7 +220,7 @@ def _settings_patch(pairs: Sequence[str]) -> Any:
             raise DomainError("invalid_setting", f"{pair!r}: write NAME=VALUE", field=pair)
         values[name.strip()] = _setting_value(raw)
     try:
-        return SettingsPatch.model_validate(values)
+        return OperatorSettingsPatch.model_validate(values)
     except ValidationError as exc:
         first = exc.errors(include_url=False)[0]
         where = ".".join(str(p) for p in first["loc"])
@@ -395,6 +398,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--tenant", required=True, help="tenant id or name")
     s.add_argument("--sp", help="narrow the key to this SP ID (created under the tenant)")
     s.add_argument("--label", default="", help="a note for humans")
+    s.add_argument("--scope", choices=["read", "send", "manage", "admin"], default="admin",
+                   help="what the key may do: read < send < manage < admin (default admin)")
     s.set_defaults(func=cmd_key_create)
     s = with_config(key.add_parser("list", help="list a tenant's keys"))
     s.add_argument("--tenant", required=True, help="tenant id or name")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from config.schema import Config
 from daemon.app import Runtime, Starter, Stopper
+from handlers.api.ratelimit import InstanceHeartbeat, RateLimiter
 from handlers.calls.service import start_calls
 from handlers.messages.dispatch import Dispatcher
 from handlers.messages.mms_dispatch import MmsDispatcher
@@ -12,6 +13,7 @@ from handlers.outage import LoopMetrics, LoopTracker
 from handlers.registry.index import IndexFollower
 from handlers.verify.service import Sweeper, Verifier
 from handlers.webhooks.delivery import WebhookDeliverer
+from handlers.webhooks.targets import TargetPolicy
 
 
 async def start_registry_index(runtime: Runtime) -> Stopper:
@@ -56,8 +58,9 @@ async def start_mms_dispatcher(runtime: Runtime) -> Stopper | None:
 
 async def start_webhook_deliverer(runtime: Runtime) -> Stopper:
     """Deliver queued webhook events, signed, at least once."""
-    deliverer = WebhookDeliverer(runtime.pool, metrics=runtime.context.metrics,
-                                 health=runtime.context.db)
+    deliverer = WebhookDeliverer(
+        runtime.pool, metrics=runtime.context.metrics, health=runtime.context.db,
+        targets=TargetPolicy.of(runtime.config.webhooks.allow_networks))
     await deliverer.start()
 
     async def stop() -> None:
@@ -74,6 +77,15 @@ async def start_verification_sweeper(runtime: Runtime) -> Stopper:
                       runtime.pool, tracker)
     sweeper.start()
     return sweeper.stop
+async def start_instance_heartbeat(runtime: Runtime) -> Stopper:
+    """Count the live instances sharing the database, so that each one's rate buckets hold
+    its share of every tenant's limits."""
+    ctx = runtime.context
+    if ctx.limiter is None:
+        ctx.limiter = RateLimiter(ctx.pool, ctx.metrics)
+    heartbeat = InstanceHeartbeat(runtime.pool, ctx.limiter)
+    await heartbeat.start()
+    return heartbeat.stop
 
 
 async def start_calls_service(runtime: Runtime) -> Stopper | None:
@@ -90,8 +102,9 @@ def starters(config: Config, *, demo: bool) -> list[Starter]:
         from daemon.demo import start_simulators
 
         found.append(start_simulators)
-    found += [start_registry_index, start_dispatcher, start_mms_dispatcher, start_webhook_deliverer,
-              start_verification_sweeper, start_calls_service]
+    found += [start_registry_index, start_instance_heartbeat, start_dispatcher,
+              start_mms_dispatcher, start_webhook_deliverer, start_verification_sweeper,
+              start_calls_service]
     if demo:
         from daemon.demo import start_demo_phone
 

@@ -64,6 +64,11 @@ _ALL: tuple[ErrorCode, ...] = (
     _r("not_found", 404, "No such resource for this tenant (another tenant's answers the same)."),
     _r("unauthenticated", 401, "No `Authorization: Bearer` key was sent."),
     _r("invalid_key", 401, "The API key is unknown or revoked."),
+    _x("missing_scope", 403, "The API key's scope does not cover this operation; "
+                             "`required_scope` names the scope it needs (read < send < manage "
+                             "< admin)."),
+    _x("rate_limited", 429, "Over a rate limit of the key or the tenant; `budget` names it and "
+                            "`Retry-After` says when to retry (docs/security.md)."),
     _x("internal_error", 500, "A failure on our side; the log has the request id."),
     _x("database_unavailable", 503, "The database is not reachable; retry after `Retry-After`."),
     # -- numbers (handlers.numbers) -------------------------------------------------------------
@@ -170,6 +175,9 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("invalid_recording_policy", 422, "`recording_policy` is all, none or exclude_internal."),
     # -- webhooks -------------------------------------------------------------------------------
     _x("invalid_url", 422, "A webhook URL is an absolute http(s) URL without credentials."),
+    _x("forbidden_target", 422, "The webhook URL's host is, or resolves to, an address telgate "
+                                "does not call (loopback, private, link-local, multicast, "
+                                "reserved) and no `webhooks.allow_networks` range admits it."),
     _x("too_many_webhooks", 409, "The tenant has as many webhooks as allowed (20)."),
     # -- tenants, keys, SP IDs, settings --------------------------------------------------------
     _x("invalid_name", 422, "A name is empty or too long."),

@@ -20,7 +20,9 @@ from pydantic import (
     WithJsonSchema,
 )
 
+from handlers import audit as audit_trail
 from handlers.api.models import Body
+from handlers.api.scopes import Scope
 from handlers.errors import DomainError
 
 KEY_PREFIX = "tgk_"
@@ -48,6 +50,7 @@ class ApiKey:
     label: str
     created_at: datetime
     revoked_at: datetime | None
+    scope: Scope = Scope.ADMIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +61,8 @@ class Principal:
     sp_id: str | None
     key_id: uuid.UUID
     key_prefix: str
+    scope: Scope = Scope.ADMIN
+    key_label: str = ""
 
     @property
     def actor(self) -> str:
@@ -142,20 +147,23 @@ async def create_key(
     sp_id: str | None,
     label: str,
     actor: str,
+    scope: Scope = Scope.ADMIN,
 ) -> tuple[str, ApiKey]:
-    """Create a key for a tenant (and SP ID); return the secret (shown once) and its record."""
+    """Create a key for a tenant (and SP ID) with a scope; return the secret (shown once) and
+    its record."""
     key, prefix = new_key()
     async with conn.transaction():
         if sp_id is not None:
             await ensure_sp_id(conn, tenant_id, sp_id, actor=actor)
         row = await conn.fetchrow(
-            """INSERT INTO api_keys (tenant_id, sp_id, prefix, key_hash, label)
-               VALUES ($1, $2, $3, $4, $5)
-               RETURNING id, tenant_id, sp_id, prefix, label, created_at, revoked_at""",
-            tenant_id, sp_id, prefix, hash_key(key), label,
+            """INSERT INTO api_keys (tenant_id, sp_id, prefix, key_hash, label, scope)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               RETURNING id, tenant_id, sp_id, prefix, label, created_at, revoked_at, scope""",
+            tenant_id, sp_id, prefix, hash_key(key), label, scope.value,
         )
         assert row is not None
-        await audit(conn, tenant_id, actor, "api_key.create", prefix, {"sp_id": sp_id})
+        await audit(conn, tenant_id, actor, "api_key.create", prefix,
+                    {"sp_id": sp_id, "scope": scope.value, "label": label, "id": str(row["id"])})
     return key, _key(row)
 
 
@@ -165,7 +173,7 @@ async def list_keys(
 ) -> list[ApiKey]:
     """The tenant's keys, newest first; `before` continues after (created_at, id)."""
     rows = await conn.fetch(
-        """SELECT id, tenant_id, sp_id, prefix, label, created_at, revoked_at
+        """SELECT id, tenant_id, sp_id, prefix, label, created_at, revoked_at, scope
            FROM api_keys WHERE tenant_id = $1
              AND ($2::timestamptz IS NULL OR (created_at, id) < ($2, $3::uuid))
            ORDER BY created_at DESC, id DESC LIMIT $4""",
@@ -177,7 +185,7 @@ async def list_keys(
 async def get_key(conn: asyncpg.Connection, tenant_id: uuid.UUID, key_id: uuid.UUID) -> ApiKey:
     """One of the tenant's keys; another tenant's key is `not_found`, like a missing one."""
     row = await conn.fetchrow(
-        """SELECT id, tenant_id, sp_id, prefix, label, created_at, revoked_at
+        """SELECT id, tenant_id, sp_id, prefix, label, created_at, revoked_at, scope
            FROM api_keys WHERE tenant_id = $1 AND id = $2""",
         tenant_id, key_id,
     )
@@ -193,7 +201,7 @@ async def relabel_key(
     async with conn.transaction():
         row = await conn.fetchrow(
             """UPDATE api_keys SET label = $3 WHERE tenant_id = $1 AND id = $2
-               RETURNING id, tenant_id, sp_id, prefix, label, created_at, revoked_at""",
+               RETURNING id, tenant_id, sp_id, prefix, label, created_at, revoked_at, scope""",
             tenant_id, key_id, label,
         )
         if row is None:
@@ -222,13 +230,14 @@ async def authenticate(conn: asyncpg.Connection, key: str) -> Principal | None:
     if not key.startswith(KEY_PREFIX) or len(key) > 128:
         return None
     row = await conn.fetchrow(
-        """SELECT id, tenant_id, sp_id, prefix FROM api_keys
+        """SELECT id, tenant_id, sp_id, prefix, scope, label FROM api_keys
            WHERE key_hash = $1 AND revoked_at IS NULL""",
         hash_key(key),
     )
     if row is None:
         return None
-    return Principal(row["tenant_id"], row["sp_id"], row["id"], row["prefix"])
+    return Principal(row["tenant_id"], row["sp_id"], row["id"], row["prefix"],
+                     Scope(row["scope"]), row["label"])
 
 
 async def audit(
@@ -240,17 +249,13 @@ async def audit(
     details: dict[str, object] | None = None,
 ) -> None:
     """Append one entry to the audit trail (call inside the change's transaction)."""
-    await conn.execute(
-        "INSERT INTO audit_log (tenant_id, actor, action, subject, details) "
-        "VALUES ($1, $2, $3, $4, $5)",
-        tenant_id, actor, action, subject, details or {},
-    )
+    await audit_trail.record(conn, tenant_id, actor, action, subject, details)
 
 
 def _key(row: asyncpg.Record) -> ApiKey:
     return ApiKey(
         row["id"], row["tenant_id"], row["sp_id"], row["prefix"], row["label"],
-        row["created_at"], row["revoked_at"],
+        row["created_at"], row["revoked_at"], Scope(row["scope"]),
     )
 
 
@@ -303,6 +308,22 @@ class TenantSettings(BaseModel):
                           "registered sender number")
     mms_lms_fallback: bool = Field(
         False, description="an MMS whose image the carrier refuses goes out as LMS (text only)")
+    # Limits: set by the operator (`telgate admin tenant set NAME=VALUE`), shown to the tenant.
+    api_requests_per_second: float = Field(
+        2000.0, description="API requests per second of all the tenant's keys together "
+                            "(operator setting)")
+    key_requests_per_second: float = Field(
+        2000.0, description="API requests per second of any one key (operator setting)")
+    recipients_per_second: float = Field(
+        100_000.0, description="recipients accepted per second by POST /v1/messages "
+                            "(operator setting)")
+    daily_recipients: int = Field(
+        5_000_000, description="recipients accepted per Korean calendar day (operator "
+                               "setting)")
+    imports_per_minute: float = Field(
+        60.0, description="spreadsheet imports per minute (operator setting)")
+    exports_per_minute: float = Field(
+        60.0, description="exports per minute (operator setting)")
 
 
 class SettingsPatch(Body):
@@ -320,10 +341,28 @@ class SettingsPatch(Body):
     mms_lms_fallback: bool | None = None
 
 
+Rate = Annotated[float, Field(gt=0, le=1_000_000)]
+
+
+class OperatorSettingsPatch(SettingsPatch):
+    """What the operator sets (`telgate admin tenant set`): the tenant's settings and limits.
+    The limits are not in the API's patch: a portal's key cannot raise its own share."""
+
+    api_requests_per_second: Rate | None = None
+    key_requests_per_second: Rate | None = None
+    recipients_per_second: Rate | None = None
+    daily_recipients: Annotated[int, Field(ge=0, le=10**10)] | None = None
+    imports_per_minute: Rate | None = None
+    exports_per_minute: Rate | None = None
+
+
+LIMIT_SETTINGS = frozenset(OperatorSettingsPatch.model_fields) - frozenset(
+    SettingsPatch.model_fields)
 SETTING_COLUMNS = {"sms_max_bytes": "sms_max_bytes", "optout_number": "optout_number",
                    "ad_optout_line": "optout_line", "mms_lms_fallback": "mms_lms_fallback"}
 _DEFAULTS = TenantSettings.model_validate({})
-_NOT_NULL = {"sms_max_bytes", "timezone", "recording_policy", "mms_lms_fallback"}
+_NOT_NULL = {"sms_max_bytes", "timezone", "recording_policy", "mms_lms_fallback",
+             *LIMIT_SETTINGS}
 
 
 async def get_settings(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> TenantSettings:

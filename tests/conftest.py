@@ -8,6 +8,7 @@ gets a database cloned from a migrated template, so tests never see each other's
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
 import tempfile
@@ -150,10 +151,9 @@ class Tenant:
         return await self.api.client.request(method, path, headers=headers, **kw)
 
 
-@pytest.fixture
-async def api(pool: asyncpg.Pool, db_dsn: str, state_root: Path) -> AsyncIterator[Api]:
-    """The control API on the test's database."""
-    config = make_config(state_root, db_dsn, api__max_body_bytes="16384")
+@contextlib.asynccontextmanager
+async def serve_api(pool: asyncpg.Pool, config: Config) -> AsyncIterator[Api]:
+    """The control API with this configuration, on a real loopback socket."""
     ctx = AppContext(config=config, pool=pool, metrics=Metrics(), routes=RouteTable(),
                      version="test")
     client: TestClient[Any, Any] = TestClient(TestServer(build_app(ctx)))
@@ -162,3 +162,11 @@ async def api(pool: asyncpg.Pool, db_dsn: str, state_root: Path) -> AsyncIterato
         yield Api(client, ctx)
     finally:
         await client.close()
+
+
+@pytest.fixture
+async def api(pool: asyncpg.Pool, db_dsn: str, state_root: Path) -> AsyncIterator[Api]:
+    """The control API on the test's database."""
+    config = make_config(state_root, db_dsn, api__max_body_bytes="16384")
+    async with serve_api(pool, config) as served:
+        yield served

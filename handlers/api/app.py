@@ -6,17 +6,19 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from handlers.api import keys, service
+from handlers.api import audit_routes, keys, service
 from handlers.api.context import CTX, AppContext
 from handlers.api.framework import RouteTable, request_middleware
 from handlers.api.hostile import hostile_guard
 from handlers.api.outage import outage_errors, outage_headers
+from handlers.api.ratelimit import RateLimiter
 from handlers.calls import routes as calls_routes
 from handlers.messages import history_routes, imports
 from handlers.messages import routes as message_routes
 from handlers.registry import routes as registry_routes
 from handlers.verify import routes as verify_routes
 from handlers.webhooks import routes as webhook_routes
+from handlers.webhooks.targets import TargetPolicy
 
 RouteProvider = Callable[[RouteTable], None]
 
@@ -24,12 +26,15 @@ RouteProvider = Callable[[RouteTable], None]
 ROUTE_PROVIDERS: list[RouteProvider] = [
     service.add_routes, keys.add_routes, registry_routes.add_routes, message_routes.add_routes,
     history_routes.add_routes, imports.add_routes, webhook_routes.add_routes,
-    calls_routes.add_routes, verify_routes.add_routes,
+    calls_routes.add_routes, verify_routes.add_routes, audit_routes.add_routes,
 ]
 
 
 def build_app(ctx: AppContext) -> web.Application:
     """The control API application for one daemon context."""
+    if ctx.limiter is None:
+        ctx.limiter = RateLimiter(ctx.pool, ctx.metrics)
+    TargetPolicy.of(ctx.config.webhooks.allow_networks)  # a malformed range stops start-up
     for provide in ROUTE_PROVIDERS:
         provide(ctx.routes)
     # The per-route JSON limit is enforced by read_json; this is the ceiling for uploads.

@@ -17,6 +17,7 @@ from handlers.tenants import Principal
 
 if TYPE_CHECKING:
     from handlers.api.framework import RouteTable
+    from handlers.api.ratelimit import RateLimiter
 
 # A readiness check answers (ok, detail); it must be quick (it runs on every /readyz).
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
@@ -40,6 +41,8 @@ class AppContext:
     # Authenticated keys by hash → (principal, valid until, monotonic). Saves a query per
     # request; a revocation on another instance takes effect within KEY_CACHE_SECONDS.
     key_cache: dict[bytes, tuple[Principal, float]] = field(default_factory=dict)
+    # Rate limits (handlers/api/ratelimit.py); build_app makes one when none was given.
+    limiter: RateLimiter | None = None
 
     def forget_key(self, key_id: object) -> None:
         """Drop a revoked key from this instance's cache at once."""

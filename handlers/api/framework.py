@@ -14,7 +14,7 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import structlog
 from aiohttp import BodyPartReader, web
@@ -22,9 +22,13 @@ from aiohttp.http_exceptions import HttpProcessingError
 from pydantic import BaseModel, Field, ValidationError
 from pydantic.json_schema import JsonSchemaMode, models_json_schema
 
+from handlers import audit
+from handlers.api.client_address import client_address
 from handlers.api.context import CTX, KEY_CACHE_MAX, KEY_CACHE_SECONDS, PRINCIPAL, AppContext
 from handlers.api.hostile import check_json
 from handlers.api.models import Body, Params
+from handlers.api.ratelimit import RateLimited
+from handlers.api.scopes import Scope
 from handlers.errors import DomainError, ErrorCode, lookup
 from handlers.tenants import Principal, authenticate, hash_key
 
@@ -57,8 +61,9 @@ Answer = type[BaseModel] | File | None
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """One operation: how it is mounted, what it takes and answers, and which codes it refuses
-    with. The handler reads its validated inputs with `arg(request, Model)`."""
+    """One operation: how it is mounted, what it takes and answers, which codes it refuses
+    with, the key scope it needs and the rate budget it spends besides requests (`imports`,
+    `exports`). The handler reads its validated inputs with `arg(request, Model)`."""
 
     method: str
     path: str
@@ -73,6 +78,8 @@ class Route:
     responses: Mapping[int, Answer] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     description: str = ""
+    scope: Scope | None = None
+    budget: Literal["imports", "exports"] | None = None
 
     def __post_init__(self) -> None:
         for code in self.errors:
@@ -91,7 +98,7 @@ class Route:
         # path, query or body string (refused before the handler, see handlers/api/hostile.py).
         implied: list[str] = ["internal_error", "database_unavailable", "forbidden_character"]
         if self.auth:
-            implied += ["unauthenticated", "invalid_key"]
+            implied += ["unauthenticated", "invalid_key", "missing_scope", "rate_limited"]
         if self.path_params is not None:
             implied.append("not_found")
         if self.query is not None or self.headers is not None:
@@ -242,6 +249,10 @@ class RouteTable:
         self._document = None
 
     def mount(self, app: web.Application) -> None:
+        """Mount every route; an authenticated route that declares no scope is refused."""
+        unscoped = [f"{r.method} {r.path}" for r in self.routes if r.auth and r.scope is None]
+        if unscoped:
+            raise ValueError(f"routes without a declared scope cannot be mounted: {unscoped}")
         for r in self.routes:
             if r.method == "GET":
                 app.router.add_get(r.path, _bind(r), allow_head=True)
@@ -264,6 +275,14 @@ class RouteTable:
             if r.method == "GET":
                 methods.add("HEAD")
         return sorted(methods)
+
+    def find(self, method: str, path_template: str) -> Route | None:
+        """The route declared for a method and path template (HEAD is GET's)."""
+        method = "GET" if method == "HEAD" else method
+        for r in self.routes:
+            if r.method == method and r.path == path_template:
+                return r
+        return None
 
     def is_public(self, method: str, path_template: str) -> bool:
         method = "GET" if method == "HEAD" else method
@@ -354,6 +373,10 @@ def _openapi(routes: list[Route], version: str) -> dict[str, Any]:
             PROBLEM: problem_ref}}
         op["responses"] = responses
         op["security"] = [{"bearer": []}] if r.auth else []
+        if r.scope is not None:
+            op["x-scope"] = r.scope.value
+            op["description"] = (op.get("description", "") + f"\n\nNeeds a key with scope "
+                                 f"`{r.scope.value}` or above.").strip()
         paths.setdefault(r.path, {})[r.method.lower()] = op
     schemas["Problem"] = Problem.model_json_schema(ref_template=ref)
     return {
@@ -403,15 +426,22 @@ class Problem(BaseModel):
 
 _STATUS_TEXT = {
     200: "OK", 201: "Created", 202: "Accepted", 204: "No Content", 400: "Bad Request",
-    401: "Unauthorized", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
+    401: "Unauthorized", 403: "Forbidden", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict",
     413: "Content Too Large", 415: "Unsupported Media Type", 422: "Unprocessable Content",
-    500: "Internal Server Error", 503: "Service Unavailable",
+    429: "Too Many Requests", 500: "Internal Server Error", 503: "Service Unavailable",
 }
 
 
 def _operation_id(r: Route) -> str:
     words = re.sub(r"[{}]", "", r.path).strip("/").replace("-", "_").split("/")
     return r.method.lower() + "_" + "_".join(w for w in words if w)
+
+
+def _problem_headers(exc: DomainError) -> dict[str, str] | None:
+    """Retry-After (and a 429's RateLimit headers) of a refusal that says when to come back."""
+    if isinstance(exc, RateLimited):
+        return exc.headers
+    return None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)}
 
 
 def problem(
@@ -514,8 +544,7 @@ async def request_middleware(request: web.Request, handler: Handler) -> web.Stre
     except DomainError as exc:
         response = problem(
             exc.status, exc.code, exc.detail, field_name=exc.field, request_id=request_id,
-            extra=exc.extra,
-            headers=None if exc.retry_after is None else {"Retry-After": str(exc.retry_after)},
+            extra=exc.extra, headers=_problem_headers(exc),
         )
     except web.HTTPRequestEntityTooLarge as exc:
         response = problem(413, "body_too_large", exc.text or "body too large",
@@ -586,7 +615,26 @@ async def _authenticate_then(
                        headers=challenge)
     request[PRINCIPAL] = who
     structlog.contextvars.bind_contextvars(tenant=str(who.tenant_id))
-    return await handler(request)
+    route = ctx.routes.find(request.method, template)
+    if ctx.limiter is not None:
+        await ctx.limiter.check_request(who, route.budget if route else None)
+    if route is not None and route.scope is not None and not who.scope.covers(route.scope):
+        raise DomainError("missing_scope", f"this operation needs a key with scope "
+                          f"{route.scope.value!r} (or above); this key's scope is "
+                          f"{who.scope.value!r}", extra={"required_scope": route.scope.value})
+    acting, token = audit.acting(who.key_id, who.key_label, client_address(request))
+    try:
+        response = await handler(request)
+        if request.method not in ("GET", "HEAD") and response.status < 300 \
+                and not acting.recorded:
+            # A change its handler did not describe itself still leaves who, what and where.
+            async with ctx.pool.acquire() as conn:
+                await audit.record(conn, who.tenant_id, who.actor,
+                                   f"{request.method} {template}", request.path,
+                                   {"status": response.status})
+    finally:
+        audit.release(token)
+    return response
 
 
 async def read_upload(request: web.Request) -> tuple[bytes, dict[str, str]]:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from aiohttp import web
 from pydantic import BaseModel, Field, StringConstraints
@@ -13,10 +13,12 @@ from handlers import tenants
 from handlers.api.context import CTX
 from handlers.api.framework import Route, RouteTable, arg, principal, respond
 from handlers.api.models import CURSOR_DOC, Body, Limit, Page, Params, TimeUuidPage, Uuid
+from handlers.api.scopes import Scope
 from handlers.errors import DomainError
 from handlers.pagination import split_time_cursor, time_cursor
 
 TAG = "tenant"
+ScopeName = Literal["read", "send", "manage", "admin"]
 
 
 class WhoAmI(BaseModel):
@@ -35,8 +37,27 @@ class KeyOut(BaseModel):
     prefix: str
     sp_id: str | None
     label: str
+    scope: ScopeName = Field(description="read < send < manage < admin; a key holds its "
+                                         "scope and every lower one")
     created_at: datetime
     revoked_at: datetime | None
+
+
+class KeyCreated(KeyOut):
+    """A new key: the secret is in this answer only (it is stored hashed)."""
+
+    key: str = Field(description="the secret to send as `Authorization: Bearer …`; shown "
+                                 "once")
+
+
+class KeyCreate(Body):
+    scope: ScopeName = Field(description="what the key may do: read (look), send (plus "
+                                         "messages), manage (plus numbers, opt-outs, "
+                                         "templates, webhooks, extensions), admin (plus keys, "
+                                         "settings, SP IDs, audit)")
+    label: Annotated[str, StringConstraints(max_length=200)] = ""
+    sp_id: Annotated[str, StringConstraints(pattern=tenants.SP_ID_PATTERN)] | None = Field(
+        None, description="narrow the key to one existing SP ID")
 
 
 class KeyPath(Params):
@@ -50,7 +71,26 @@ class Relabel(Body):
 def key_out(key: tenants.ApiKey) -> KeyOut:
     """The public view of a key."""
     return KeyOut(id=key.id, prefix=key.prefix, sp_id=key.sp_id, label=key.label,
-                  created_at=key.created_at, revoked_at=key.revoked_at)
+                  scope=key.scope.value, created_at=key.created_at, revoked_at=key.revoked_at)
+
+
+async def create_key(request: web.Request) -> web.Response:
+    """A new key of the tenant with the scope asked for; the secret is shown once."""
+    who = principal(request)
+    body = arg(request, KeyCreate)
+    sp_id = body.sp_id if body.sp_id is not None else who.sp_id
+    if who.sp_id is not None and sp_id != who.sp_id:
+        raise DomainError("not_found", "no such SP ID", field="sp_id")
+    async with request.app[CTX].pool.acquire() as conn:
+        if sp_id is not None and not await conn.fetchval(
+                "SELECT EXISTS (SELECT 1 FROM sp_ids WHERE tenant_id = $1 AND sp_id = $2)",
+                who.tenant_id, sp_id):
+            raise DomainError("not_found", "no such SP ID", field="sp_id")
+        secret, key = await tenants.create_key(conn, who.tenant_id, sp_id=sp_id,
+                                               label=body.label, actor=who.actor,
+                                               scope=Scope(body.scope))
+    out = key_out(key)
+    return respond(KeyCreated(**out.model_dump(), key=secret), 201)
 
 
 async def whoami(request: web.Request) -> web.Response:
@@ -200,27 +240,42 @@ async def rename_sp_id(request: web.Request) -> web.Response:
 def add_routes(table: RouteTable) -> None:
     """Declare the tenant, settings, SP ID and key routes."""
     t = table.add
-    t(Route("GET", "/v1/tenant", whoami, "The caller's tenant", TAG, responses={200: WhoAmI}))
+    t(Route("GET", "/v1/tenant", whoami, "The caller's tenant", TAG, responses={200: WhoAmI},
+            scope=Scope.READ))
     t(Route("GET", "/v1/tenant/settings", get_settings, "The tenant's settings", TAG,
-            responses={200: tenants.TenantSettings}))
+            responses={200: tenants.TenantSettings},
+            scope=Scope.READ))
     t(Route("PATCH", "/v1/tenant/settings", patch_settings,
             "Change settings (left out: unchanged; null: cleared)", TAG,
             body=tenants.SettingsPatch, responses={200: tenants.TenantSettings},
             errors=("invalid_setting", "optout_number_taken", "sender_not_registered"),
             description="Setting `optout_number` alone also sets `ad_optout_line` to "
-                        "`무료거부 080-…`; every change is in the audit trail."))
+                        "`무료거부 080-…`; every change is in the audit trail.",
+            scope=Scope.ADMIN))
     t(Route("GET", "/v1/sp-ids", list_sp_ids, "SP IDs under the tenant", TAG,
-            query=SpIdPage, responses={200: Page[SpIdOut]}))
+            query=SpIdPage, responses={200: Page[SpIdOut]},
+            scope=Scope.READ))
     t(Route("POST", "/v1/sp-ids", create_sp_id, "Add an SP ID with its display name", TAG,
             body=SpIdCreate, responses={201: SpIdOut},
-            errors=("sp_id_exists", "sp_id_taken", "not_found")))
+            errors=("sp_id_exists", "sp_id_taken", "not_found"),
+            scope=Scope.ADMIN))
     t(Route("PATCH", "/v1/sp-ids/{sp_id}", rename_sp_id, "Rename an SP ID", TAG,
-            path_params=SpIdPath, body=SpIdRename, responses={200: SpIdOut}))
+            path_params=SpIdPath, body=SpIdRename, responses={200: SpIdOut},
+            scope=Scope.ADMIN))
     t(Route("GET", "/v1/api-keys", list_keys, "List the tenant's API keys", TAG,
-            query=TimeUuidPage, responses={200: Page[KeyOut]}))
+            query=TimeUuidPage, responses={200: Page[KeyOut]},
+            scope=Scope.ADMIN))
+    t(Route("POST", "/v1/api-keys", create_key, "Create an API key with a scope", TAG,
+            body=KeyCreate, responses={201: KeyCreated}, scope=Scope.ADMIN,
+            errors=("not_found",),
+            description="The answer shows the secret once; keep it in the portal's "
+                        "configuration."))
     t(Route("GET", "/v1/api-keys/{key_id}", get_key, "One API key", TAG,
-            path_params=KeyPath, responses={200: KeyOut}))
+            path_params=KeyPath, responses={200: KeyOut},
+            scope=Scope.ADMIN))
     t(Route("PATCH", "/v1/api-keys/{key_id}", relabel_key, "Relabel an API key", TAG,
-            path_params=KeyPath, body=Relabel, responses={200: KeyOut}))
+            path_params=KeyPath, body=Relabel, responses={200: KeyOut},
+            scope=Scope.ADMIN))
     t(Route("DELETE", "/v1/api-keys/{key_id}", revoke_key, "Revoke an API key", TAG,
-            path_params=KeyPath, responses={204: None}))
+            path_params=KeyPath, responses={204: None},
+            scope=Scope.ADMIN))

@@ -21,6 +21,7 @@ from handlers.api.models import (
     Timestamp,
     TimeUuidCursor,
 )
+from handlers.api.scopes import Scope
 from handlers.calls import cdr
 from handlers.calls import extensions as ext_db
 from handlers.errors import DomainError
@@ -224,17 +225,23 @@ def add_routes(table: RouteTable) -> None:
     """Mount and document the extension and call-record routes."""
     table.add(Route("POST", "/v1/extensions", create_extension, "Create an extension", TAG,
                     body=ExtensionIn, responses={201: ExtensionOut},
-                    errors=(*_EXT_CODES, "extension_exists")))
+                    errors=(*_EXT_CODES, "extension_exists"),
+                    scope=Scope.MANAGE))
     table.add(Route("GET", "/v1/extensions", list_extensions, "List extensions", TAG,
-                    query=ExtensionPage, responses={200: Page[ExtensionOut]}))
+                    query=ExtensionPage, responses={200: Page[ExtensionOut]},
+                    scope=Scope.READ))
     table.add(Route("GET", "/v1/extensions/{extension}", get_extension, "Get an extension",
-                    TAG, path_params=ExtensionPath, responses={200: ExtensionOut}))
+                    TAG, path_params=ExtensionPath, responses={200: ExtensionOut},
+                    scope=Scope.READ))
     table.add(Route("PATCH", "/v1/extensions/{extension}", update_extension,
                     "Change an extension's password, name or caller ID", TAG,
                     path_params=ExtensionPath, body=ExtensionPatch,
-                    responses={200: ExtensionOut}, errors=_EXT_CODES))
+                    responses={200: ExtensionOut}, errors=_EXT_CODES,
+                    scope=Scope.MANAGE))
     table.add(Route("DELETE", "/v1/extensions/{extension}", delete_extension,
                     "Delete an extension", TAG, path_params=ExtensionPath,
-                    responses={204: None}))
+                    responses={204: None},
+                    scope=Scope.MANAGE))
     table.add(Route("GET", "/v1/cdrs", list_cdrs, "List call records, newest first", TAG,
-                    query=CdrQuery, responses={200: Page[CdrOut]}, errors=("invalid_number",)))
+                    query=CdrQuery, responses={200: Page[CdrOut]}, errors=("invalid_number",),
+                    scope=Scope.READ))

@@ -13,6 +13,7 @@ import binascii
 import hashlib
 import json
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -38,6 +39,9 @@ MAX_SCHEDULE_AHEAD = timedelta(days=183)
 # A send_at this little in the past is the client's clock or the request's transit: sent now.
 SEND_AT_GRACE = timedelta(seconds=60)
 DISPATCH_CHANNEL = "telgate_dispatch"
+
+# Takes n recipients from the send budgets of the tenant (handlers.api.ratelimit), or raises.
+Charge = Callable[[asyncpg.Connection, int], Awaitable[None]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -383,8 +387,10 @@ def accepted_json(message_id: uuid.UUID, p: Prepared, now: datetime) -> dict[str
 
 async def accept(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
                  index: NumberIndex, now: datetime, *, idempotency_key: str | None,
-                 has_mms_route: bool | None = None) -> tuple[int, dict[str, object]]:
-    """Accept a send request; returns (HTTP status, answer). Idempotent per key for 24 h."""
+                 has_mms_route: bool | None = None,
+                 charge: Charge | None = None) -> tuple[int, dict[str, object]]:
+    """Accept a send request; returns (HTTP status, answer). Idempotent per key for 24 h.
+    `charge` takes the accepted recipients from the tenant's send budgets (or refuses)."""
     digest = request_hash(body)
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 200:
@@ -394,6 +400,8 @@ async def accept(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
         if earlier is not None:
             return earlier
     prepared = await prepare(conn, who, body, index, now, has_mms_route=has_mms_route)
+    if charge is not None:
+        await charge(conn, len(prepared.recipients))
     message_id = uuid.uuid4()
     answer = accepted_json(message_id, prepared, now)
     idempotency = (idempotency_key, digest) if idempotency_key is not None else None

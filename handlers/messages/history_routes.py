@@ -15,6 +15,7 @@ from pydantic import BaseModel, Field
 from handlers.api.context import CTX
 from handlers.api.framework import File, Route, RouteTable, arg, principal, respond
 from handlers.api.models import DIGITS_PATTERN, Day, Params, Timestamp
+from handlers.api.scopes import Scope
 from handlers.errors import DomainError
 from handlers.messages import history as h
 from handlers.registry.routes import CSV, NUMBER_CODES, XLSX
@@ -172,10 +173,12 @@ def add_routes(t: RouteTable) -> None:
     """Declare the statistics and export routes."""
     t.add(Route("GET", "/v1/stats/messages", message_stats,
                 "Message counts per Korean day or month, type and SP ID (test sends left out)",
-                "statistics", query=StatsQuery, responses={200: Stats}, errors=_PERIOD_CODES))
+                "statistics", query=StatsQuery, responses={200: Stats}, errors=_PERIOD_CODES,
+                scope=Scope.READ))
     t.add(Route("GET", "/v1/messages/export", export_history,
                 "Download message history, one row per recipient", "messages",
                 query=ExportQuery,
                 responses={200: File((CSV, XLSX), "CSV (UTF-8 with BOM) or XLSX; column "
                                                   "`test` marks test sends")},
-                errors=(*_PERIOD_CODES, "export_too_large", *NUMBER_CODES)))
+                errors=(*_PERIOD_CODES, "export_too_large", *NUMBER_CODES),
+                scope=Scope.READ, budget="exports"))

@@ -17,6 +17,7 @@ from pydantic import BaseModel, Field
 from handlers import numbers, spreadsheets
 from handlers.api.framework import Route, RouteTable, Upload, arg, respond, uploaded_file
 from handlers.api.models import Params
+from handlers.api.scopes import Scope
 from handlers.errors import DomainError
 from handlers.registry.routes import SPREADSHEET_CODES
 
@@ -229,4 +230,5 @@ def add_routes(t: RouteTable) -> None:
                 "messages", body=Upload("xls, xlsx or csv (UTF-8 or CP949); detected from the "
                                         "content", ImportFields),
                 responses={200: RecipientsRead},
-                errors=("invalid_column", "invalid_first_row", *SPREADSHEET_CODES)))
+                errors=("invalid_column", "invalid_first_row", *SPREADSHEET_CODES),
+                scope=Scope.SEND, budget="imports"))

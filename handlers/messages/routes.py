@@ -25,6 +25,7 @@ from handlers.api.models import (
     TimeUuidPage,
     Uuid,
 )
+from handlers.api.scopes import Scope
 from handlers.errors import DomainError
 from handlers.messages import accept as acc
 from handlers.pagination import split_time_cursor, time_cursor
@@ -179,10 +180,17 @@ async def send(request: web.Request) -> web.Response:
     who = principal(request)
     ctx = request.app[CTX]
     body = accepted_json(request)  # valid per SendBody; accept() applies the rules beyond
+    now = _now()
+    limiter = ctx.limiter
+
+    async def charge(conn: asyncpg.Connection, n: int) -> None:
+        if limiter is not None:
+            await limiter.charge_recipients(conn, who, n, now)
+
     async with ctx.pool.acquire() as conn:
         status, answer = await acc.accept(
-            conn, who, body, ctx.index, _now(),
-            idempotency_key=arg(request, SendHeaders).idempotency_key)
+            conn, who, body, ctx.index, now,
+            idempotency_key=arg(request, SendHeaders).idempotency_key, charge=charge)
     return respond(Accepted.model_validate(answer), status)
 
 
@@ -522,33 +530,44 @@ def add_routes(t: RouteTable) -> None:
     tag = "messages"
     t.add(Route("POST", "/v1/messages", send, "Send or schedule a message", tag,
                 headers=SendHeaders, body=SendBody, responses={202: Accepted},
-                errors=(*COMPOSE_CODES, "invalid_idempotency_key", "idempotency_conflict")))
+                errors=(*COMPOSE_CODES, "invalid_idempotency_key", "idempotency_conflict"),
+                scope=Scope.SEND))
     t.add(Route("GET", "/v1/messages", list_messages, "Message history", tag,
                 query=MessageQuery, responses={200: Page[MessageOut]},
-                errors=("period_too_long",)))
+                errors=("period_too_long",),
+                scope=Scope.READ))
     t.add(Route("GET", "/v1/messages/{message_id}", get_message, "A message and its counts", tag,
-                path_params=MessagePath, responses={200: MessageOut}))
+                path_params=MessagePath, responses={200: MessageOut},
+                scope=Scope.READ))
     t.add(Route("GET", "/v1/messages/{message_id}/recipients", list_recipients,
                 "Recipients of a message, by state", tag, path_params=MessagePath,
-                query=RecipientQuery, responses={200: Page[RecipientOut]}))
+                query=RecipientQuery, responses={200: Page[RecipientOut]},
+                scope=Scope.READ))
     t.add(Route("PATCH", "/v1/messages/{message_id}", change,
                 "Change a scheduled message (409 once dispatch started)", tag,
                 path_params=MessagePath, body=ChangeBody, responses={200: MessageOut},
-                errors=("message_canceled", "dispatch_started", *COMPOSE_CODES)))
+                errors=("message_canceled", "dispatch_started", *COMPOSE_CODES),
+                scope=Scope.SEND))
     t.add(Route("POST", "/v1/messages/{message_id}/cancel", cancel,
                 "Cancel a scheduled message (409 once dispatch started)", tag,
                 path_params=MessagePath, responses={200: MessageOut},
-                errors=("message_canceled", "dispatch_started")))
+                errors=("message_canceled", "dispatch_started"),
+                scope=Scope.SEND))
     tag = "templates"
     t.add(Route("POST", "/v1/templates", create_template, "Create a template", tag,
                 body=TemplateIn, responses={201: TemplateOut},
-                errors=("template_exists", "invalid_template")))
+                errors=("template_exists", "invalid_template"),
+                scope=Scope.MANAGE))
     t.add(Route("GET", "/v1/templates", list_templates, "List templates, newest first", tag,
-                query=TimeUuidPage, responses={200: Page[TemplateOut]}))
+                query=TimeUuidPage, responses={200: Page[TemplateOut]},
+                scope=Scope.READ))
     t.add(Route("GET", "/v1/templates/{template_id}", get_template, "A template", tag,
-                path_params=TemplatePath, responses={200: TemplateOut}))
+                path_params=TemplatePath, responses={200: TemplateOut},
+                scope=Scope.READ))
     t.add(Route("PATCH", "/v1/templates/{template_id}", update_template, "Change a template",
                 tag, path_params=TemplatePath, body=TemplatePatch, responses={200: TemplateOut},
-                errors=("template_exists", "invalid_template")))
+                errors=("template_exists", "invalid_template"),
+                scope=Scope.MANAGE))
     t.add(Route("DELETE", "/v1/templates/{template_id}", delete_template, "Delete a template",
-                tag, path_params=TemplatePath, responses={204: None}))
+                tag, path_params=TemplatePath, responses={204: None},
+                scope=Scope.MANAGE))

@@ -35,6 +35,7 @@ from handlers.api.models import (
     PhoneText,
     TimeDigitsCursor,
 )
+from handlers.api.scopes import Scope as KeyScope
 from handlers.errors import DomainError
 from handlers.registry import optouts, senders
 from handlers.registry.senders import ImportRefused, ImportRow, SortKey, column_a
@@ -380,45 +381,60 @@ def add_routes(t: RouteTable) -> None:
     tag = "sender numbers"
     t.add(Route("POST", "/v1/sender-numbers", register, "Register a sender number", tag,
                 body=NumberBody, responses={201: SenderOut},
-                errors=("already_registered", "quota_exceeded", *NUMBER_CODES)))
+                errors=("already_registered", "quota_exceeded", *NUMBER_CODES),
+                scope=KeyScope.MANAGE))
     t.add(Route("GET", "/v1/sender-numbers", list_senders, "List registered numbers", tag,
-                query=ListQuery, responses={200: Page[SenderOut]}))
+                query=ListQuery, responses={200: Page[SenderOut]},
+                scope=KeyScope.READ))
     t.add(Route("GET", "/v1/sender-numbers/quota", get_quota, "Registered count and limit",
-                tag, responses={200: QuotaOut}))
+                tag, responses={200: QuotaOut},
+                scope=KeyScope.READ))
     t.add(Route("GET", "/v1/sender-numbers/check", check_sender,
                 "Whether this tenant may send from a number", tag, query=NumberQuery,
-                responses={200: SenderCheck}, errors=NUMBER_CODES))
+                responses={200: SenderCheck}, errors=NUMBER_CODES,
+                scope=KeyScope.READ))
     t.add(Route("GET", "/v1/sender-numbers/export", export_senders, "Download the list", tag,
                 query=ExportQuery,
-                responses={200: File((CSV, XLSX), "CSV (UTF-8 with BOM) or XLSX")}))
+                responses={200: File((CSV, XLSX), "CSV (UTF-8 with BOM) or XLSX")},
+                scope=KeyScope.READ, budget="exports"))
     t.add(Route("POST", "/v1/sender-numbers/imports", import_senders,
                 "Bulk registration from a spreadsheet (a dry run unless dry_run=false)", tag,
                 query=ImportQuery, body=_UPLOAD, responses={200: SenderImportReport},
                 errors=("import_has_errors", *SPREADSHEET_CODES),
                 description="Re-importing numbers already registered is idempotent: those "
                             "rows are reported `already_registered` and do not stop the "
-                            "import."))
+                            "import.",
+                scope=KeyScope.MANAGE, budget="imports"))
     t.add(Route("POST", "/v1/sender-numbers/delete", delete_many, "Delete selected numbers",
-                tag, body=DeleteMany, responses={200: Deleted}, errors=NUMBER_CODES))
+                tag, body=DeleteMany, responses={200: Deleted}, errors=NUMBER_CODES,
+                scope=KeyScope.MANAGE))
     t.add(Route("DELETE", "/v1/sender-numbers/{number}", delete_one, "Delete one number", tag,
-                path_params=NumberPath, responses={204: None}, errors=NUMBER_CODES))
+                path_params=NumberPath, responses={204: None}, errors=NUMBER_CODES,
+                scope=KeyScope.MANAGE))
     tag = "opt-outs"
     t.add(Route("POST", "/v1/opt-outs", optout_add, "Flag a customer as opted out", tag,
                 body=NumberBody, responses={201: OptoutAdded, 200: OptoutAdded},
-                errors=NUMBER_CODES))
+                errors=NUMBER_CODES,
+                scope=KeyScope.MANAGE))
     t.add(Route("GET", "/v1/opt-outs", optout_list, "List opted-out customers", tag,
-                query=ListQuery, responses={200: Page[OptoutOut]}))
+                query=ListQuery, responses={200: Page[OptoutOut]},
+                scope=KeyScope.READ))
     t.add(Route("GET", "/v1/opt-outs/check", optout_check,
                 "Whether a message to a number would be withheld", tag,
-                query=OptoutCheckQuery, responses={200: OptoutVerdict}, errors=NUMBER_CODES))
+                query=OptoutCheckQuery, responses={200: OptoutVerdict}, errors=NUMBER_CODES,
+                scope=KeyScope.READ))
     t.add(Route("GET", "/v1/opt-outs/settings", optout_settings_get, "Opt-out scope", tag,
-                responses={200: ScopeOut}))
+                responses={200: ScopeOut},
+                scope=KeyScope.READ))
     t.add(Route("PUT", "/v1/opt-outs/settings", optout_settings_put,
                 "Set the opt-out scope (all | ad)", tag, body=Scope,
-                responses={200: ScopeOut}))
+                responses={200: ScopeOut},
+                scope=KeyScope.MANAGE))
     t.add(Route("POST", "/v1/opt-outs/imports", optout_import,
                 "Bulk opt-out from a spreadsheet (a dry run unless dry_run=false)", tag,
                 query=ImportQuery, body=_UPLOAD, responses={200: OptoutImportReport},
-                errors=("import_has_errors", *SPREADSHEET_CODES)))
+                errors=("import_has_errors", *SPREADSHEET_CODES),
+                scope=KeyScope.MANAGE, budget="imports"))
     t.add(Route("DELETE", "/v1/opt-outs/{number}", optout_remove, "Clear a customer's flag", tag,
-                path_params=NumberPath, responses={204: None}, errors=NUMBER_CODES))
+                path_params=NumberPath, responses={204: None}, errors=NUMBER_CODES,
+                scope=KeyScope.MANAGE))

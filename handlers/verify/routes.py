@@ -14,6 +14,7 @@ from pydantic import BaseModel, Field, StringConstraints
 from handlers.api.context import CTX
 from handlers.api.framework import Route, RouteTable, arg, principal, respond
 from handlers.api.models import Body, Params, PhoneText, Timestamp, Uuid
+from handlers.api.scopes import Scope
 from handlers.registry.routes import NUMBER_CODES
 from handlers.verify.service import MAX_PURPOSE, StartRequest, Verifier
 
@@ -136,17 +137,21 @@ def add_routes(t: RouteTable) -> None:
                 "Send a verification code by SMS (the code is never shown)", tag,
                 body=VerificationIn, responses={201: Sent},
                 errors=(*_SEND_ERRORS, "template_not_found", "template_without_code",
-                        "too_long_for_sms")))
+                        "too_long_for_sms"), scope=Scope.SEND))
     t.add(Route("GET", "/v1/verifications/{id}", get, "A verification's state", tag,
-                path_params=VerificationPath, responses={200: VerificationOut}))
+                path_params=VerificationPath, responses={200: VerificationOut},
+                scope=Scope.READ))
     t.add(Route("POST", "/v1/verifications/{id}/check", check,
                 "Check the code the user typed: approved, or a coded refusal", tag,
                 path_params=VerificationPath, body=CheckIn, responses={200: Approved},
-                errors=("verification_code_mismatch", "verification_locked", *_OPEN_ERRORS)))
+                errors=("verification_code_mismatch", "verification_locked", *_OPEN_ERRORS),
+                scope=Scope.SEND))
     t.add(Route("POST", "/v1/verifications/{id}/resend", resend,
                 "Send a new code; the previous one stops working", tag,
                 path_params=VerificationPath, responses={201: Sent},
-                errors=(*_SEND_ERRORS, "verification_resend_too_soon", *_OPEN_ERRORS)))
+                errors=(*_SEND_ERRORS, "verification_resend_too_soon", *_OPEN_ERRORS),
+                scope=Scope.SEND))
     t.add(Route("POST", "/v1/verifications/{id}/cancel", cancel,
                 "Cancel: the code stops working and is withdrawn if not yet sent", tag,
-                path_params=VerificationPath, responses={200: Canceled}, errors=_OPEN_ERRORS))
+                path_params=VerificationPath, responses={200: Canceled}, errors=_OPEN_ERRORS,
+                scope=Scope.SEND))

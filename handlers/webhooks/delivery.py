@@ -36,6 +36,12 @@ from prometheus_client import Counter
 
 from handlers.metrics import Metrics
 from handlers.outage import DatabaseHealth, LoopMetrics, LoopTracker, describe, is_outage
+from handlers.webhooks.targets import (
+    ForbiddenTarget,
+    PinnedResolver,
+    TargetPolicy,
+    literal_refusal,
+)
 
 __all__ = [
     "SIGNATURE_HEADER",
@@ -148,11 +154,14 @@ class WebhookDeliverer:
 
     def __init__(self, pool: asyncpg.Pool, policy: DeliveryPolicy | None = None, *,
                  metrics: Metrics | None = None, clock: Callable[[], float] = time.time,
-                 health: DatabaseHealth | None = None) -> None:
+                 health: DatabaseHealth | None = None,
+                 targets: TargetPolicy | None = None) -> None:
         self.pool = pool
         self._tracker = LoopTracker(
             "webhook-delivery", metrics.group("loops", LoopMetrics) if metrics else None, health)
         self.policy = policy or DeliveryPolicy()
+        # Public addresses only unless the operator allowed ranges (handlers/webhooks/targets).
+        self.targets = targets or TargetPolicy()
         self.clock = clock
         self._attempts: Counter | None = None
         if metrics is not None:
@@ -172,7 +181,10 @@ class WebhookDeliverer:
         """Open the HTTP client and start the delivery loop."""
         p = self.policy
         timeout = aiohttp.ClientTimeout(total=p.timeout_seconds, connect=p.connect_timeout_seconds)
-        connector = aiohttp.TCPConnector(limit=p.concurrency, limit_per_host=p.concurrency)
+        # Every name is resolved, checked and connected to through PinnedResolver: the address
+        # connected to is the address checked.
+        connector = aiohttp.TCPConnector(limit=p.concurrency, limit_per_host=p.concurrency,
+                                         resolver=PinnedResolver(self.targets))
         self._session = aiohttp.ClientSession(timeout=timeout, connector=connector,
                                               headers={"User-Agent": USER_AGENT})
         self._stopping = False
@@ -273,14 +285,26 @@ class WebhookDeliverer:
             TIMESTAMP_HEADER: timestamp,
             SIGNATURE_HEADER: sign(row.secret, timestamp, body),
         }
+        refused = literal_refusal(row.url, self.targets)  # a literal skips the resolver
+        if refused is not None:
+            return Result(row, False, f"ForbiddenTarget: {refused}")
         try:
+            # Redirects are never followed (a 3xx is a failed attempt) and the answer's body is
+            # never read: only the status counts.
             async with self._session.post(row.url, data=body, headers=headers,
                                           allow_redirects=False) as resp:
                 if 200 <= resp.status < 300:
                     return Result(row, True)
+                if 300 <= resp.status < 400:
+                    return Result(row, False, f"HTTP {resp.status} (redirects are not followed)")
                 return Result(row, False, f"HTTP {resp.status}")
         except TimeoutError:
             return Result(row, False, "timeout")
+        except aiohttp.ClientConnectorError as exc:
+            cause = exc.os_error if isinstance(exc.os_error, ForbiddenTarget) else exc.__cause__
+            if isinstance(cause, ForbiddenTarget):
+                return Result(row, False, f"ForbiddenTarget: {cause}"[:300])
+            return Result(row, False, f"{type(exc).__name__}: {exc}"[:300])
         except (aiohttp.ClientError, OSError, ValueError) as exc:
             return Result(row, False, f"{type(exc).__name__}: {exc}"[:300])
 

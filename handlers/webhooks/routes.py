@@ -6,6 +6,7 @@ The signing secret is shown once, when it is made (create and rotate), never lis
 
 from __future__ import annotations
 
+import functools
 import secrets
 import uuid
 from datetime import datetime
@@ -25,8 +26,10 @@ from pydantic import (
 from handlers.api.context import CTX
 from handlers.api.framework import Route, RouteTable, arg, principal, respond
 from handlers.api.models import Body, Page, Params, TimeUuidPage, Uuid
+from handlers.api.scopes import Scope
 from handlers.errors import DomainError
 from handlers.pagination import split_time_cursor, time_cursor
+from handlers.webhooks.targets import TargetPolicy, check_url
 
 # Event types a webhook may subscribe to; an empty list subscribes to all of them.
 EVENT_TYPES: tuple[str, ...] = (
@@ -69,6 +72,19 @@ def parse_url(raw: object) -> str:
     if parts.username or parts.password:
         raise DomainError("invalid_url", "put no credentials in the url; verify the signature",
                           field="url")
+    return url
+
+
+@functools.lru_cache(maxsize=8)
+def _policy(networks: tuple[str, ...]) -> TargetPolicy:
+    return TargetPolicy.of(networks)
+
+
+async def checked_url(request: web.Request, raw: object) -> str:
+    """A well-formed URL whose host telgate may call (`forbidden_target` otherwise)."""
+    url = parse_url(raw)
+    allowed = tuple(request.app[CTX].config.webhooks.allow_networks)
+    await check_url(url, _policy(allowed))
     return url
 
 
@@ -150,7 +166,7 @@ def _view(r: asyncpg.Record, secret: str | None = None) -> WebhookOut:
 async def create_webhook(request: web.Request) -> web.Response:
     who = principal(request)
     body = arg(request, WebhookIn)
-    url = parse_url(body.url)
+    url = await checked_url(request, body.url)
     events = parse_events(list(body.events))
     secret = new_secret()
     async with request.app[CTX].pool.acquire() as conn, conn.transaction():
@@ -224,7 +240,7 @@ async def update_webhook(request: web.Request) -> web.Response:
     who = principal(request)
     webhook_id = arg(request, WebhookPath).id
     body = arg(request, WebhookPatch)
-    url = parse_url(body.url) if body.url is not None else None
+    url = await checked_url(request, body.url) if body.url is not None else None
     events = parse_events(list(body.events)) if body.events is not None else None
     async with request.app[CTX].pool.acquire() as conn:
         await _fetch(conn, who.tenant_id, webhook_id)
@@ -283,21 +299,28 @@ def add_routes(t: RouteTable) -> None:
     t.add(Route("POST", "/v1/webhooks", create_webhook,
                 "Register a webhook (the answer shows its signing secret once)", tag,
                 body=WebhookIn, responses={201: WebhookOut},
-                errors=("invalid_url", "too_many_webhooks")))
+                errors=("invalid_url", "forbidden_target", "too_many_webhooks"),
+                scope=Scope.MANAGE))
     t.add(Route("GET", "/v1/webhooks", list_webhooks, "List webhooks, oldest first", tag,
-                query=TimeUuidPage, responses={200: Page[WebhookOut]}))
+                query=TimeUuidPage, responses={200: Page[WebhookOut]},
+                scope=Scope.READ))
     t.add(Route("GET", "/v1/webhooks/{id}", get_webhook,
                 "A webhook with its delivery backlog", tag, path_params=WebhookPath,
-                responses={200: WebhookOut}))
+                responses={200: WebhookOut},
+                scope=Scope.READ))
     t.add(Route("PATCH", "/v1/webhooks/{id}", update_webhook, "Change url or events", tag,
                 path_params=WebhookPath, body=WebhookPatch, responses={200: WebhookOut},
-                errors=("invalid_url",)))
+                errors=("invalid_url", "forbidden_target"),
+                scope=Scope.MANAGE))
     t.add(Route("DELETE", "/v1/webhooks/{id}", delete_webhook,
                 "Delete a webhook (undelivered events are dropped)", tag,
-                path_params=WebhookPath, responses={204: None}))
+                path_params=WebhookPath, responses={204: None},
+                scope=Scope.MANAGE))
     t.add(Route("POST", "/v1/webhooks/{id}/rotate-secret", rotate_secret,
                 "Replace the signing secret (the answer shows the new one once)", tag,
-                path_params=WebhookPath, responses={200: WebhookOut}))
+                path_params=WebhookPath, responses={200: WebhookOut},
+                scope=Scope.MANAGE))
     t.add(Route("POST", "/v1/webhooks/{id}/test", send_test,
                 "Queue a webhook.test event to this webhook", tag, path_params=WebhookPath,
-                responses={202: Queued}))
+                responses={202: Queued},
+                scope=Scope.MANAGE))

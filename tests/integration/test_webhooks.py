@@ -8,6 +8,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -18,7 +19,23 @@ from aiohttp.test_utils import TestServer
 from handlers.metrics import Metrics
 from handlers.webhooks import emit, emit_many
 from handlers.webhooks.delivery import DeliveryPolicy, WebhookDeliverer, sign, verify_signature
-from tests.conftest import Api, Tenant
+from handlers.webhooks.targets import TargetPolicy
+from tests.conftest import Api, Tenant, make_config, serve_api
+
+
+@pytest.fixture
+async def api(pool: asyncpg.Pool, db_dsn: str, state_root: Path) -> AsyncIterator[Api]:
+    """The control API with loopback allowed as a webhook target (see ALLOW_LOOPBACK)."""
+    config = make_config(state_root, db_dsn, api__max_body_bytes="16384",
+                         webhooks__allow_networks=ALLOW_LOOPBACK)
+    async with serve_api(pool, config) as served:
+        yield served
+
+# The receivers below listen on loopback, which webhooks refuse by default (SSRF, see
+# test_webhook_targets.py). This module's configuration allows 127.0.0.0/8 explicitly, as an
+# operator would in `[webhooks] allow_networks` for a portal on the same host.
+ALLOW_LOOPBACK = '["127.0.0.0/8"]'
+LOOPBACK = TargetPolicy.of(["127.0.0.0/8"])
 
 FAST = DeliveryPolicy(timeout_seconds=2.0, base_delay_seconds=0.05, max_delay_seconds=0.2,
                       poll_seconds=0.02, lease_margin_seconds=0.5)
@@ -157,7 +174,7 @@ async def test_delivered_event_is_signed_with_the_webhook_secret(
     await emit_event(pool, t, "message.recipient.delivered",
                      {"message_id": "m1", "number": "01012345678", "state": "delivered",
                       "name": "홍길동"})
-    deliverer = WebhookDeliverer(pool, FAST)
+    deliverer = WebhookDeliverer(pool, FAST, targets=LOOPBACK)
     await deliverer.start()
     try:
         await until(lambda: all_delivered(pool))
@@ -183,7 +200,7 @@ async def test_failed_delivery_is_retried_with_the_same_event_id(
     receiver.statuses = [500, 503]
     await emit_event(pool, t, "message.accepted", {"message_id": "m1"})
     metrics = Metrics()
-    deliverer = WebhookDeliverer(pool, FAST, metrics=metrics)
+    deliverer = WebhookDeliverer(pool, FAST, metrics=metrics, targets=LOOPBACK)
     await deliverer.start()
     try:
         await until(lambda: all_delivered(pool))
@@ -205,14 +222,15 @@ async def test_event_is_redelivered_after_a_crash_mid_delivery(
     receiver.hang_first = True
     await emit_event(pool, t, "message.accepted", {"message_id": "m1"})
     crashing = WebhookDeliverer(pool, DeliveryPolicy(timeout_seconds=1.0, poll_seconds=0.02,
-                                                     lease_margin_seconds=0.0))
+                                                     lease_margin_seconds=0.0),
+                                targets=LOOPBACK)
     await crashing.start()
     await asyncio.wait_for(receiver.arrived.wait(), 5)
     await crashing.stop(drain_seconds=0)  # killed mid-request: its outcome is never stored
     [row] = await outbox(pool)
     assert row["delivered_at"] is None and row["attempts"] == 1
 
-    restarted = WebhookDeliverer(pool, FAST)
+    restarted = WebhookDeliverer(pool, FAST, targets=LOOPBACK)
     await restarted.start()
     try:
         await until(lambda: all_delivered(pool))
@@ -231,7 +249,8 @@ async def test_two_deliverers_share_the_outbox_without_duplicates(
     await create_hook(t, receiver.url)
     async with pool.acquire() as conn:
         await emit_many(conn, [(t.id, "message.accepted", {"n": i}) for i in range(300)])
-    deliverers = [WebhookDeliverer(pool, DeliveryPolicy(batch=20, poll_seconds=0.02))
+    deliverers = [WebhookDeliverer(pool, DeliveryPolicy(batch=20, poll_seconds=0.02),
+                                   targets=LOOPBACK)
                   for _ in range(2)]
     for d in deliverers:
         await d.start()
@@ -254,7 +273,7 @@ async def test_events_reach_only_subscribed_webhooks_of_their_own_tenant(
     await emit_event(pool, a, "message.accepted", {"tenant": "a"})  # a is not subscribed
     await emit_event(pool, a, "message.recipient.failed", {"tenant": "a"})
     await emit_event(pool, b, "message.accepted", {"tenant": "b"})
-    deliverer = WebhookDeliverer(pool, FAST)
+    deliverer = WebhookDeliverer(pool, FAST, targets=LOOPBACK)
     await deliverer.start()
     try:
         await until(lambda: all_delivered(pool))
@@ -271,7 +290,7 @@ async def test_test_event_endpoint_queues_a_signed_delivery(
     resp = await t.call("POST", f"/v1/webhooks/{hook['id']}/test")
     assert resp.status == 202
     event_id = (await resp.json())["event_id"]
-    deliverer = WebhookDeliverer(pool, FAST)
+    deliverer = WebhookDeliverer(pool, FAST, targets=LOOPBACK)
     await deliverer.start()
     try:
         await until(lambda: all_delivered(pool))
@@ -290,7 +309,7 @@ async def test_event_is_abandoned_after_max_age_with_the_reason(
     await emit_event(pool, t, "message.accepted", {"message_id": "m1"})
     policy = DeliveryPolicy(base_delay_seconds=0.05, max_delay_seconds=0.1, poll_seconds=0.02,
                             max_age_seconds=0.5)
-    deliverer = WebhookDeliverer(pool, policy)
+    deliverer = WebhookDeliverer(pool, policy, targets=LOOPBACK)
     await deliverer.start()
     try:
         await until(lambda: _abandoned(pool))

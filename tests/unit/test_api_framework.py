@@ -49,7 +49,8 @@ def test_a_route_lists_the_codes_its_inputs_imply() -> None:
               responses={200: _Out}, errors=("template_exists",))
     assert {e.code for e in r.codes()} == {"internal_error", "database_unavailable",
                                            "forbidden_character", "unauthenticated",
-                                           "invalid_key", "not_found", "template_exists"}
+                                           "invalid_key", "missing_scope", "rate_limited",
+                                           "not_found", "template_exists"}
 
 
 @given(st.from_regex(pagination.TIME_UUID, fullmatch=True))
