@@ -21,7 +21,7 @@ from handlers.api.framework import (
     query_int,
     read_json,
 )
-from handlers.calls import cdr
+from handlers.calls import cdr, registrations
 from handlers.calls import extensions as ext_db
 from handlers.errors import DomainError
 from handlers.pagination import decode_cursor, encode_cursor
@@ -88,7 +88,8 @@ async def get_extension(request: web.Request) -> web.Response:
         if ext is None:
             raise DomainError("not_found", "no such extension", status=404)
         domain = await ext_db.ensure_domain(conn, who.tenant_id, _sip(request).domain_suffix)
-    return json_response(ext.public(domain))
+        contacts = await registrations.contacts(conn, who.tenant_id, number)
+    return json_response({**ext.public(domain), "contacts": [c.public() for c in contacts]})
 
 
 async def update_extension(request: web.Request) -> web.Response:
@@ -214,9 +215,25 @@ CDR_SCHEMA: JsonSchema = {
         "talk_seconds": {"type": "number"},
         "final_status": {"type": "integer"},
         "hangup_by": {"type": "string", "enum": [h.value for h in cdr.HangupBy]},
+        "end_reason": {"type": "string", "enum": [r.value for r in cdr.EndReason]},
         "sip_call_id": {"type": "string"},
     },
 }
+
+
+CONTACT_SCHEMA: JsonSchema = {
+    "type": "object",
+    "properties": {
+        "uri": {"type": "string", "description": "the Contact URI the phone registered"},
+        "transport": {"type": "string", "enum": ["UDP", "TCP", "TLS"]},
+        "address": {"type": "string", "description": "host:port calls are sent to"},
+        "user_agent": {"type": "string"},
+        "expires_at": {"type": "string", "format": "date-time"},
+    },
+}
+_WITH_CONTACTS: JsonSchema = {**EXTENSION_SCHEMA, "properties": {
+    **EXTENSION_SCHEMA["properties"],
+    "contacts": {"type": "array", "items": CONTACT_SCHEMA}}}
 
 
 def _page(item: JsonSchema) -> JsonSchema:
@@ -236,8 +253,9 @@ def add_routes(table: RouteTable) -> None:
                     responses={201: EXTENSION_SCHEMA}))
     table.add(Route("GET", "/v1/extensions", list_extensions, "List extensions", TAG,
                     params=(_LIMIT, _CURSOR), responses={200: _page(EXTENSION_SCHEMA)}))
-    table.add(Route("GET", "/v1/extensions/{extension}", get_extension, "Get an extension",
-                    TAG, responses={200: EXTENSION_SCHEMA}))
+    table.add(Route("GET", "/v1/extensions/{extension}", get_extension,
+                    "Get an extension and its registered contacts", TAG,
+                    responses={200: _WITH_CONTACTS}))
     table.add(Route("PATCH", "/v1/extensions/{extension}", update_extension,
                     "Change an extension's password, name or caller ID", TAG,
                     body=_EXT_BODY, responses={200: EXTENSION_SCHEMA}))

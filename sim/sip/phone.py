@@ -144,7 +144,8 @@ class SimUA:
             self.endpoint.add_transport(self._udp)
         else:
             self._tcp = TcpTransport(self.endpoint.on_message,
-                                     on_error=self.endpoint.on_transport_error)
+                                     on_error=self.endpoint.on_transport_error,
+                                     on_closed=self.endpoint.on_stream_closed)
             await self._tcp.listen(self.bind_host, 0)
             self.port = self._tcp.local_address[1]
             self.endpoint.add_transport(self._tcp)
