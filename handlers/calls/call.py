@@ -12,7 +12,6 @@ from __future__ import annotations
 import enum
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime
 
 from config.sip import TrunkConfig
 from handlers.calls.cdr import CallRecord, Direction
@@ -130,8 +129,7 @@ class Call:
     caller: str
     callee: str
     media: MediaBridge
-    started_at: datetime
-    started: float  # engine time
+    started: float  # engine times; wall-clock times only in the record
     a: Leg | None = None
     b: Leg | None = None
     state: CallState = CallState.ROUTING
@@ -144,9 +142,8 @@ class Call:
     attempts: list[Leg] = field(default_factory=list)
     failures: list[int] = field(default_factory=list)  # final statuses of attempts
     timers: dict[str, float] = field(default_factory=dict)  # name -> deadline
-    ringing_at: datetime | None = None
-    answered_at: datetime | None = None
-    answered: float = 0.0
+    rang: float | None = None  # when the caller first heard ringing
+    answered: float | None = None
     reinvite: Relay | None = None
     ack_waits: Leg | None = None  # late offer: this leg's ACK waits for the other's answer
 

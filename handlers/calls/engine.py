@@ -394,8 +394,7 @@ class CallEngine:
     def _new_call(self, tenant: uuid.UUID, direction: Direction, caller: str,
                   callee: str) -> Call:
         call_id = uuid.uuid4()
-        call = Call(call_id, tenant, direction, caller, callee, self.media(call_id),
-                    self._wall(), self._now)
+        call = Call(call_id, tenant, direction, caller, callee, self.media(call_id), self._now)
         self.calls[call.id] = call
         return call
 
@@ -598,7 +597,7 @@ class CallEngine:
         if a.state is LegState.OFFERED:
             a.move(LegState.EARLY)
         if first:
-            call.ringing_at = self._wall()
+            call.rang = self._now
             self._publish(call, "call.ringing", {
                 "direction": call.direction.value, "caller": call.caller,
                 "callee": call.callee, "did": call.did,
@@ -624,7 +623,6 @@ class CallEngine:
         assert a is not None and a.dialog is not None and a.server_txn is not None
         call.b = leg
         call.move(CallState.ANSWERED)
-        call.answered_at = self._wall()
         call.answered = self._now
         for name in [n for n in call.timers if n == "no_answer" or n.startswith("stage:")]:
             del call.timers[name]
@@ -778,7 +776,6 @@ class CallEngine:
             raise CommandRefused("call_not_ringing", "only a ringing call can be answered")
         self._cancel_attempts(call)
         call.move(CallState.ANSWERED)
-        call.answered_at = self._wall()
         call.answered = self._now
         call.timers.clear()
         headers = [("Content-Type", SDP)] if sdp else []
@@ -1009,14 +1006,16 @@ class CallEngine:
         final = 200 if answered else status
         klass = classify(call.direction, answered=answered, final_status=final,
                          caller_gave_up=caller_gave_up)
-        talk = self._now - call.answered if answered else 0.0
+        talk = self._now - call.answered if call.answered is not None else 0.0
         sip_call_id = call.a.invite.call_id if call.a is not None else ""
         record = CallRecord(
             call.id, call.tenant_id, sip_call_id, call.direction.value,
             call.direction is Direction.INTERNAL, klass.value, call.caller, call.callee,
             call.did, call.extension, call.peer_extension,
-            call.trunk.name if call.trunk else None, call.started_at, call.ringing_at,
-            call.answered_at, self._wall(), round(talk, 3), final, by.value, reason.value)
+            call.trunk.name if call.trunk else None, self._wall(call.started),
+            None if call.rang is None else self._wall(call.rang),
+            None if call.answered is None else self._wall(call.answered), self._wall(),
+            round(talk, 3), final, by.value, reason.value)
         self._out.append(RecordReady(record))
         log.info("call_ended", call=str(call.id), tenant=str(call.tenant_id),
                  call_class=klass.value, status=final, hangup_by=by.value, reason=reason.value,
