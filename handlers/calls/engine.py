@@ -783,6 +783,7 @@ class CallEngine:
                                                       body=sdp), self._now)
         a.dialog.confirm()
         a.move(LegState.CONFIRMED)
+        call.media.answered()
         self._publish(call, "call.answered", {"extension": None})
 
     # -- in-dialog --------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from handlers.api.context import AppContext
 from handlers.calls import extensions as ext_db
 from handlers.calls import registrations
 from handlers.calls.admission import Admission, TrunkGate
-from handlers.calls.call import Authenticate, Published, RecordReady, ResolveTenants
+from handlers.calls.call import Authenticate, Command, Published, RecordReady, ResolveTenants
 from handlers.calls.cdr import CallRecord, CdrWriter
 from handlers.calls.engine import CallEngine
 from handlers.calls.events import EventBus
@@ -182,6 +182,11 @@ class CallDriver:
         log.info("extension_registered", extension=extension.extension,
                  tenant=str(extension.tenant_id), status=response.status, source=peer.host)
 
+    def command(self, command: Command) -> None:
+        """Carry out a call command (control API, IVRs); CommandRefused when it cannot be."""
+        self.engine.command(command, self.now)
+        self._drain()
+
     # -- housekeeping -----------------------------------------------------------------------
 
     def probe_trunks(self) -> None:
@@ -217,7 +222,6 @@ class CallDriver:
             task.cancel()
         self.engine.shutdown(self.now)
         self._drain()
-        self.endpoint.flush()
         await asyncio.sleep(0.05)  # let the last datagrams and stream writes leave
         self.endpoint.close()
         await self.follower.stop()
