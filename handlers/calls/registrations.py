@@ -179,10 +179,12 @@ class RegistrationFollower:
                 while not self._lost.is_set():
                     get = asyncio.create_task(self._pending.get())
                     lost = asyncio.create_task(self._lost.wait())
-                    done, pending = await asyncio.wait({get, lost},
-                                                       return_when=asyncio.FIRST_COMPLETED)
-                    for t in pending:
-                        t.cancel()
+                    try:
+                        done, _ = await asyncio.wait({get, lost},
+                                                     return_when=asyncio.FIRST_COMPLETED)
+                    finally:
+                        get.cancel()
+                        lost.cancel()
                     if get in done:
                         await load_aor(conn, self.registrar, get.result(), self.epoch)
                 raise ConnectionError("listen connection lost")

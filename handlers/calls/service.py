@@ -290,22 +290,13 @@ async def serve_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext
                         tenants=tenants, media=media, secret=secret)
     await driver.limits.refresh(pool)
     await driver.follower.start()
+    try:
+        udp, tcp = await _listen(config, driver.endpoint)
+    except BaseException:
+        await driver.follower.stop()  # it holds one of the pool's connections
+        raise
     endpoint = driver.endpoint
-    for attempt in range(20):
-        udp = await UdpTransport.listen(config.host, config.port, endpoint.on_message)
-        port = udp.local_address[1]
-        tcp = TcpTransport(endpoint.on_message, on_error=endpoint.on_transport_error,
-                           on_closed=endpoint.on_stream_closed,
-                           source_host=config.tcp_source_host or None)
-        try:
-            await tcp.listen(config.host, port)
-            break
-        except OSError:
-            udp.close()
-            # Port 0 gave a UDP port whose TCP twin is taken: pick another pair.
-            if config.port != 0 or attempt == 19:
-                await driver.follower.stop()
-                raise
+    port = udp.local_address[1]
     # Bursts of hundreds of calls per second overflow the default 208 KiB buffer while the
     # loop is busy, and a lost BYE is only recovered by retransmission.
     udp.set_receive_buffer(RECEIVE_BUFFER)
@@ -319,6 +310,24 @@ async def serve_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext
     log.info("sip_listening", host=config.host, port=port, trunks=len(config.trunks),
              dids=len(config.dids), registrations=len(driver.registrar))
     return server
+
+
+async def _listen(config: SipConfig, endpoint: SipEndpoint) -> tuple[UdpTransport, TcpTransport]:
+    """UDP and TCP listeners on the same port."""
+    for attempt in range(20):
+        udp = await UdpTransport.listen(config.host, config.port, endpoint.on_message)
+        tcp = TcpTransport(endpoint.on_message, on_error=endpoint.on_transport_error,
+                           on_closed=endpoint.on_stream_closed,
+                           source_host=config.tcp_source_host or None)
+        try:
+            await tcp.listen(config.host, udp.local_address[1])
+            return udp, tcp
+        except OSError:
+            udp.close()
+            # Port 0 gave a UDP port whose TCP twin is taken: pick another pair.
+            if config.port != 0 or attempt == 19:
+                raise
+    raise AssertionError("unreachable")
 
 
 async def _housekeeping(driver: CallDriver, config: SipConfig) -> None:

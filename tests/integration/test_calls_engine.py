@@ -491,3 +491,26 @@ def test_outgoing_call_with_an_unregistered_caller_id_is_refused() -> None:
     assert any(_label(m) == "403" for m in net.take(phone))
     record = net.record()
     assert (record.call_class, record.end_reason) == ("outgoing_failed", "refused")
+
+
+def test_a_session_interval_under_our_minimum_is_refused_with_422() -> None:
+    net = Net()
+    net.register("1001", 1)
+    Caller.dial(net, headers=[("Supported", "timer"), ("Session-Expires", "30")])
+    too_small = net.expect(CARRIER, "422")
+    assert too_small.headers.get("Min-SE") == "90"
+    assert net.take(phone_peer(1)) == [] and not net.engine.calls
+
+
+def test_a_phone_asking_for_a_longer_minimum_gets_the_invite_again_with_it() -> None:
+    net = Net(session_expires=100)
+    net.register("1001", 1)
+    Caller.dial(net)
+    phone = Phone.rung(net)
+    assert phone.invite.headers.get("Session-Expires") == "100"
+    phone.respond(422, headers=[("Min-SE", "300")])
+    sent = net.take(phone.peer)
+    assert sorted(_label(m) for m in sent) == ["ACK", "INVITE"]  # ACK for the 422, then again
+    [retry] = [m for m in sent if _label(m) == "INVITE"]
+    assert retry.headers.get("Session-Expires") == "300"
+    assert retry.cseq.seq == phone.invite.cseq.seq + 1
