@@ -1,9 +1,8 @@
 """Admission of SIP requests: who is calling or registering.
 
-A request comes from a carrier trunk (source address in its allow-list, and/or digest as the
-trunk's user) or from a phone, authenticated by digest against the extension's stored HA1
-with lock-out of addresses that keep failing. Unknown extensions and wrong passwords get the
-same answer, so extensions cannot be enumerated.
+A request not from a carrier trunk (`trunks.py`) comes from a phone, authenticated by digest
+against the extension's stored HA1 with lock-out of addresses that keep failing. Unknown
+extensions and wrong passwords get the same answer, so extensions cannot be enumerated.
 """
 
 from __future__ import annotations
@@ -14,16 +13,15 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from config.sip import SipConfig, TrunkConfig
+from config.sip import SipConfig
 from handlers.calls import extensions as ext_db
 from handlers.calls.routing import EXTENSION_DIGITS
 from protocols.sip.auth import Algorithm, AuthStatus, DigestServer, LockoutTracker
-from protocols.sip.message import IdGenerator, Request, Response, make_response
+from protocols.sip.message import IdGenerator, Request, make_response
 from protocols.sip.transaction import Peer, ServerTransaction
 from protocols.sip.uri import URI
 
 log = structlog.get_logger("telgate.calls")
-
 
 
 class Admission:
@@ -113,49 +111,3 @@ class Admission:
             to_tag=self.ids.tag()), now)
         return None
 
-
-class TrunkGate:
-    """Which carrier trunk a request comes from, and the digest check of trunks with
-    credentials (sans-I/O: configuration and a secret, no database)."""
-
-    def __init__(self, config: SipConfig, *, secret: bytes) -> None:
-        self.config = config
-        algorithms = tuple(Algorithm(name) for name in config.digest_algorithms)
-        self.digest = DigestServer(config.realm, secret, nonce_ttl=config.nonce_seconds,
-                                   algorithms=algorithms)
-        self.trunk_digest = {
-            t.username: DigestServer(config.realm, secret, nonce_ttl=config.nonce_seconds,
-                                     algorithms=algorithms)
-            for t in config.trunks if t.username
-        }
-
-    def trunk_for(self, request: Request, peer: Peer) -> TrunkConfig | None:
-        """The trunk a new request comes from: by source address, else by digest user."""
-        return self.trunk_by_address(peer) or self.digest_trunk(request)
-
-    def trunk_by_address(self, peer: Peer) -> TrunkConfig | None:
-        for trunk in self.config.trunks:
-            if peer.host in trunk.addresses or f"{peer.host}:{peer.port}" in trunk.addresses:
-                return trunk
-        return None
-
-    def challenge(self, trunk: TrunkConfig, request: Request, now: float, *,
-                  to_tag: str) -> Response | None:
-        """None when the carrier's credentials check out, else the 407 to answer with."""
-        server = self.trunk_digest[trunk.username]
-        result = server.verify(
-            request, lambda user: trunk.password if user == trunk.username else None, now,
-            proxy=True)
-        if result.ok:
-            return None
-        return server.challenge_response(request, now, proxy=True,
-                                         stale=result.status is AuthStatus.STALE, to_tag=to_tag)
-
-    def digest_trunk(self, request: Request) -> TrunkConfig | None:
-        params = self.digest.credentials(request, proxy=True)
-        if params is None:
-            return None
-        for trunk in self.config.trunks:
-            if trunk.username and not trunk.addresses and params.get("username") == trunk.username:
-                return trunk
-        return None

@@ -24,7 +24,6 @@ from config.sip import DidConfig, SipConfig, TrunkConfig
 from handlers import numbers
 from handlers.calls import routing
 from handlers.calls import session_timer as st
-from handlers.calls.admission import TrunkGate
 from handlers.calls.call import (
     FINAL_SEEN,
     LIVE_ATTEMPT,
@@ -49,6 +48,7 @@ from handlers.calls.extensions import Extension
 from handlers.calls.media import MediaFactory, Side, pass_through
 from handlers.calls.registrar import Registrar
 from handlers.calls.routing import Refusal, RingPlan, Target
+from handlers.calls.trunks import TrunkGate
 from protocols.sip.auth import DigestClient
 from protocols.sip.dialog import Dialog, DialogState
 from protocols.sip.errors import SipSyntaxError

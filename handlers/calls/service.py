@@ -24,7 +24,7 @@ from config.sip import SipConfig
 from handlers.api.context import AppContext
 from handlers.calls import extensions as ext_db
 from handlers.calls import registrations
-from handlers.calls.admission import Admission, TrunkGate
+from handlers.calls.admission import Admission
 from handlers.calls.call import Authenticate, Command, Published, RecordReady, ResolveTenants
 from handlers.calls.cdr import CallRecord, CdrWriter
 from handlers.calls.engine import CallEngine
@@ -33,6 +33,7 @@ from handlers.calls.limits import CallLimits
 from handlers.calls.media import MediaFactory, pass_through
 from handlers.calls.registrar import Registrar
 from handlers.calls.registrations import Epoch, RegistrationFollower
+from handlers.calls.trunks import TrunkGate
 from protocols.sip.core import SipCore
 from protocols.sip.errors import SipSyntaxError
 from protocols.sip.message import IdGenerator, make_response

@@ -333,16 +333,16 @@ class SipEndpoint:
             extra = self.extra_timer()
             if extra is not None and (deadline is None or extra < deadline):
                 deadline = extra
-        if deadline == self._timer_at:
+        # A loop timer already due no later stays: it fires, finds nothing due and re-arms.
+        # Re-arming on every later deadline would churn the loop's heap at each message.
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._timer_at = deadline
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, deadline - self.now())
-            self._timer = loop.call_at(loop.time() + delay, self._fire)
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, deadline - self.now())
+        self._timer = loop.call_at(loop.time() + delay, self._fire)
 
     def _fire(self) -> None:
         self._timer = None

@@ -15,12 +15,12 @@ from typing import Any
 import pytest
 
 from config.sip import DidConfig, SipConfig, TrunkConfig
-from handlers.calls.admission import TrunkGate
 from handlers.calls.call import CallState, Hangup, Play, RecordReady
 from handlers.calls.cdr import CallRecord
 from handlers.calls.engine import CallEngine
 from handlers.calls.extensions import Extension
 from handlers.calls.registrar import Binding, Registrar
+from handlers.calls.trunks import TrunkGate
 from protocols.sip.core import SipCore
 from protocols.sip.dialog import Dialog
 from protocols.sip.headers import NameAddr
