@@ -74,6 +74,11 @@ class SipConfig:
     advertise: str = field(
         default="", metadata=_help("address written in Via/Contact (empty: `host`)")
     )
+    tcp_source_host: str = field(
+        default="",
+        metadata=_help("local address TCP connections we open leave from (empty: the "
+                       "kernel's choice), for hosts with several addresses"),
+    )
     realm: str = field(
         default="telgate",
         metadata=_help("digest realm; stored extension hashes depend on it (changing it "
@@ -106,6 +111,17 @@ class SipConfig:
         default=30.0,
         metadata=_help("OPTIONS to each trunk with a host this often; a trunk that stops "
                        "answering is skipped for outgoing calls (0: never probe)", min=0),
+    )
+    session_expires_seconds: int = field(
+        default=1800,
+        metadata=_help("RFC 4028 session interval offered on outgoing legs and granted to "
+                       "callers asking for one; a leg nobody refreshes in time is hung up "
+                       "(0: no session timers)", min=0),
+    )
+    max_call_seconds: float = field(
+        default=0.0,
+        metadata=_help("longest answered call before the gateway hangs up, unless the tenant "
+                       "setting `max_call_seconds` says otherwise (0: no limit)", min=0),
     )
     trunks: list[TrunkConfig] = field(
         default_factory=list, metadata=_help("[[sip.trunks]] tables, one per carrier")

@@ -1,9 +1,8 @@
 """Admission of SIP requests: who is calling or registering.
 
-A request comes from a carrier trunk (source address in its allow-list, and/or digest as the
-trunk's user) or from a phone, authenticated by digest against the extension's stored HA1
-with lock-out of addresses that keep failing. Unknown extensions and wrong passwords get the
-same answer, so extensions cannot be enumerated. REGISTERs that pass update the registrar.
+A request not from a carrier trunk (`trunks.py`) comes from a phone, authenticated by digest
+against the extension's stored HA1 with lock-out of addresses that keep failing. Unknown
+extensions and wrong passwords get the same answer, so extensions cannot be enumerated.
 """
 
 from __future__ import annotations
@@ -14,29 +13,24 @@ from collections.abc import Callable
 import asyncpg
 import structlog
 
-from config.sip import SipConfig, TrunkConfig
+from config.sip import SipConfig
 from handlers.calls import extensions as ext_db
-from handlers.calls.registrar import Registrar
+from handlers.calls.routing import EXTENSION_DIGITS
 from protocols.sip.auth import Algorithm, AuthStatus, DigestServer, LockoutTracker
-from protocols.sip.errors import SipSyntaxError
 from protocols.sip.message import IdGenerator, Request, make_response
-from protocols.sip.transaction import InviteServerTransaction, Peer, ServerTransaction
+from protocols.sip.transaction import Peer, ServerTransaction
 from protocols.sip.uri import URI
 
 log = structlog.get_logger("telgate.calls")
-
-EXTENSION_DIGITS = 4
 
 
 class Admission:
     """Identifies and authenticates the sender of each new request."""
 
-    def __init__(self, config: SipConfig, pool: asyncpg.Pool, registrar: Registrar,
-                 tenants: dict[str, uuid.UUID], *, secret: bytes, ids: IdGenerator,
-                 clock: Callable[[], float]) -> None:
+    def __init__(self, config: SipConfig, pool: asyncpg.Pool, tenants: dict[str, uuid.UUID],
+                 *, secret: bytes, ids: IdGenerator, clock: Callable[[], float]) -> None:
         self.config = config
         self.pool = pool
-        self.registrar = registrar
         self.tenants = tenants  # configured tenant names -> ids, filled as they appear
         self.ids = ids
         self.clock = clock
@@ -45,11 +39,6 @@ class Admission:
                                       algorithms=algorithms)
         self.lockout = LockoutTracker(config.lockout_failures, config.lockout_seconds,
                                       config.lockout_seconds)
-        self.trunk_digest = {
-            t.username: DigestServer(config.realm, secret, nonce_ttl=config.nonce_seconds,
-                                     algorithms=algorithms)
-            for t in config.trunks if t.username
-        }
         self._domains: dict[str, uuid.UUID] = {}  # SIP domain -> tenant, as found
 
     async def resolve_tenants(self) -> None:
@@ -122,50 +111,3 @@ class Admission:
             to_tag=self.ids.tag()), now)
         return None
 
-    async def register(self, request: Request, peer: Peer, txn: ServerTransaction) -> None:
-        try:
-            aor_uri = request.to.uri
-        except SipSyntaxError:
-            txn.respond(make_response(request, 400), self.clock())
-            return
-        extension = await self.authenticate(request, peer, txn, aor_uri, proxy=False)
-        if extension is None:
-            return
-        if aor_uri.user != extension.extension:
-            txn.respond(make_response(request, 403, "Not Your AOR", to_tag=self.ids.tag()),
-                        self.clock())
-            return
-        response = self.registrar.register((extension.tenant_id, extension.extension), request,
-                                           peer, self.clock(), to_tag=self.ids.tag())
-        txn.respond(response, self.clock())
-        log.info("extension_registered", extension=extension.extension,
-                 tenant=str(extension.tenant_id), status=response.status, source=peer.host)
-
-    def trunk_by_address(self, peer: Peer) -> TrunkConfig | None:
-        for trunk in self.config.trunks:
-            if peer.host in trunk.addresses or f"{peer.host}:{peer.port}" in trunk.addresses:
-                return trunk
-        return None
-
-    def trunk_auth(self, trunk: TrunkConfig, request: Request,
-                    txn: InviteServerTransaction) -> bool:
-        """Digest check of a carrier with credentials; answers the request when it fails."""
-        server = self.trunk_digest[trunk.username]
-        result = server.verify(
-            request, lambda user: trunk.password if user == trunk.username else None, self.clock(),
-            proxy=True)
-        if result.ok:
-            return True
-        txn.respond(server.challenge_response(
-            request, self.clock(), proxy=True, stale=result.status is AuthStatus.STALE,
-            to_tag=self.ids.tag()), self.clock())
-        return False
-
-    def digest_trunk(self, request: Request) -> TrunkConfig | None:
-        params = self.digest.credentials(request, proxy=True)
-        if params is None:
-            return None
-        for trunk in self.config.trunks:
-            if trunk.username and not trunk.addresses and params.get("username") == trunk.username:
-                return trunk
-        return None

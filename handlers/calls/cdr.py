@@ -1,7 +1,8 @@
 """Call records (CDR): the classes the portals report (seed 003) and their storage.
 
 A record is written once, when the call ends, by a batching writer so that signalling never
-waits for the database.
+waits for the database. Reading records first waits for the writers of the same pool to
+store what they hold, so a call is listed as soon as it has ended.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import asyncio
 import contextlib
 import enum
 import uuid
+import weakref
 from dataclasses import dataclass, fields
 from datetime import datetime
 
@@ -44,6 +46,25 @@ class HangupBy(enum.StrEnum):
     CALLER = "caller"
     CALLEE = "callee"
     SYSTEM = "system"
+
+
+class EndReason(enum.StrEnum):
+    """Why the call ended, as the record keeps it."""
+
+    NORMAL = "normal"  # a party hung up after answering
+    CANCELLED = "cancelled"  # the caller gave up before an answer
+    NO_ANSWER = "no_answer"  # rang until the ring time ran out
+    BUSY = "busy"
+    DECLINED = "declined"  # the called side refused (403/603/...)
+    UNREACHABLE = "unreachable"  # nothing to ring, or attempts failed (408, 503, ...)
+    REFUSED = "refused"  # not routed: unknown number, caller ID not registered, no trunk
+    SESSION_EXPIRED = "session_expired"  # RFC 4028: the refresher went silent
+    SESSION_REFRESH_FAILED = "session_refresh_failed"  # our refresh was refused or lost
+    MAX_DURATION = "max_duration"  # the tenant's maximum call duration was reached
+    ACK_TIMEOUT = "ack_timeout"  # the caller never confirmed our answer
+    PEER_LOST = "peer_lost"  # a leg stopped answering in-dialog requests (408/481)
+    COMMAND = "command"  # ended through the control API
+    SHUTDOWN = "shutdown"  # the gateway stopped
 
 
 BUSY_STATUSES = frozenset({486, 600})
@@ -92,6 +113,7 @@ class CallRecord:
     talk_seconds: float
     final_status: int
     hangup_by: str
+    end_reason: str = EndReason.NORMAL.value
 
     def public(self) -> dict[str, object]:
         """The API view."""
@@ -110,7 +132,7 @@ class CallRecord:
 
 COLUMNS = ("id", "tenant_id", "sip_call_id", "direction", "internal", "class", "caller", "callee",
            "did", "extension", "peer_extension", "trunk", "started_at", "ringing_at",
-           "answered_at", "ended_at", "talk_seconds", "final_status", "hangup_by")
+           "answered_at", "ended_at", "talk_seconds", "final_status", "hangup_by", "end_reason")
 
 
 _FIELDS = tuple(f.name for f in fields(CallRecord))
@@ -126,21 +148,33 @@ def from_row(r: asyncpg.Record) -> CallRecord:
     return CallRecord(*(r[c] for c in COLUMNS))
 
 
+_WRITERS: weakref.WeakSet[CdrWriter] = weakref.WeakSet()
+READ_WAIT_SECONDS = 2.0  # a reader waits at most this long for unsaved records
+
+
 class CdrWriter:
     """Collects finished calls and inserts them in batches (COPY) on its own task."""
 
     def __init__(self, pool: asyncpg.Pool, *, max_batch: int = 500) -> None:
+        _WRITERS.add(self)
         self._pool = pool
         self._queue: asyncio.Queue[CallRecord] = asyncio.Queue()
         self._max_batch = max_batch
         self._task: asyncio.Task[None] | None = None
+        self._unsaved = 0
         self.written = 0
+
+    @property
+    def unsaved(self) -> bool:
+        """Whether records are queued or being written."""
+        return self._unsaved > 0
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="cdr-writer")
 
     def submit(self, record: CallRecord) -> None:
         """Queue a record (never blocks signalling)."""
+        self._unsaved += 1
         self._queue.put_nowait(record)
 
     async def flush(self) -> None:
@@ -164,6 +198,7 @@ class CdrWriter:
                 batch.append(self._queue.get_nowait())
             try:
                 await self._store(batch)
+                self._unsaved -= len(batch)
             except (OSError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
                 log.error("cdr_store_failed", error=str(exc), records=len(batch))
                 await asyncio.sleep(1.0)
@@ -180,6 +215,17 @@ class CdrWriter:
         self.written += len(batch)
 
 
+async def _settle(conn: asyncpg.Connection) -> None:
+    """Wait (briefly) until records of calls that already ended are stored."""
+    pending = [w for w in _WRITERS if w.unsaved]
+    if not pending:
+        return
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(READ_WAIT_SECONDS):
+            for writer in pending:
+                await writer.flush()
+
+
 async def list_records(
     conn: asyncpg.Connection, tenant_id: uuid.UUID, *, since: datetime | None,
     until: datetime | None, call_class: str | None, direction: str | None,
@@ -187,6 +233,7 @@ async def list_records(
     after: tuple[datetime, uuid.UUID] | None, limit: int,
 ) -> list[CallRecord]:
     """The tenant's call records, newest first, filtered; keyset-paginated after `after`."""
+    await _settle(conn)
     rows = await conn.fetch(
         f"SELECT {', '.join(COLUMNS)} FROM call_records WHERE tenant_id = $1 "
         "AND ($2::timestamptz IS NULL OR started_at >= $2) "

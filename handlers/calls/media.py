@@ -1,13 +1,16 @@
-"""Where media anchoring plugs into a call: every SDP body crossing the B2BUA goes through the
-call's `MediaBridge`.
+"""Where media anchoring plugs into a call: the call engine's media commands.
 
-This issue passes SDP through untouched; the RTP relay of the next issue implements the same
-interface, rewriting c=/m= to its own sockets, and starts relaying on answer.
+The engine allocates one `MediaBridge` per call and tells it every SDP offer and answer that
+crosses between the legs (it returns the body to send on the other side), when the call is
+answered, when a side is put on hold or taken off it, and when the call ends. `PassThrough`
+leaves SDP untouched (media flows end to end); the RTP relay/recorder (handlers/media with
+protocols/rtp) and rtpengine's NG protocol implement the same interface.
 """
 
 from __future__ import annotations
 
 import enum
+import uuid
 from typing import Protocol
 
 
@@ -17,20 +20,37 @@ class Side(enum.Enum):
     A = "a"
     B = "b"
 
+    @property
+    def other(self) -> Side:
+        """The opposite side."""
+        return Side.B if self is Side.A else Side.A
+
 
 class MediaBridge(Protocol):
-    """Media of one call, seen through the SDP bodies the legs exchange."""
+    """Media of one call, driven by the engine."""
 
-    def relay_sdp(self, source: Side, body: bytes, content_type: str | None) -> bytes:
-        """The body to send on the other leg for one received from `source`."""
+    def offer(self, source: Side, sdp: bytes) -> bytes:
+        """An SDP offer from `source`: the offer to send to the other side."""
+        ...
+
+    def answer(self, source: Side, sdp: bytes) -> bytes:
+        """An SDP answer from `source`: the answer to send to the other side."""
         ...
 
     def answered(self) -> None:
-        """The call was answered: media may start flowing both ways."""
+        """The call was answered: media may flow both ways (and recording starts)."""
+        ...
+
+    def hold(self, side: Side) -> None:
+        """`side` is on hold: stop sending it the other side's media."""
+        ...
+
+    def unhold(self, side: Side) -> None:
+        """`side` is back from hold."""
         ...
 
     def close(self) -> None:
-        """The call ended: release sockets and recordings."""
+        """The call ended: release ports and complete the recording."""
         ...
 
 
@@ -39,10 +59,19 @@ class PassThrough:
 
     __slots__ = ()
 
-    def relay_sdp(self, source: Side, body: bytes, content_type: str | None) -> bytes:
-        return body
+    def offer(self, source: Side, sdp: bytes) -> bytes:
+        return sdp
+
+    def answer(self, source: Side, sdp: bytes) -> bytes:
+        return sdp
 
     def answered(self) -> None:
+        return None
+
+    def hold(self, side: Side) -> None:
+        return None
+
+    def unhold(self, side: Side) -> None:
         return None
 
     def close(self) -> None:
@@ -50,6 +79,15 @@ class PassThrough:
 
 
 class MediaFactory(Protocol):
-    """Makes the bridge of a new call."""
+    """Allocates the bridge of a new call."""
 
-    def __call__(self) -> MediaBridge: ...
+    def __call__(self, call_id: uuid.UUID) -> MediaBridge: ...
+
+
+def pass_through(call_id: uuid.UUID) -> MediaBridge:
+    """The default factory: no anchoring."""
+    del call_id
+    return _PASS
+
+
+_PASS = PassThrough()

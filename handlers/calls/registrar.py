@@ -1,8 +1,9 @@
 """The registrar's location store: contacts per (tenant, extension) with expiry (RFC 3261 §10).
 
 Sans-I/O: it takes the REGISTER of an already authenticated extension and the current time,
-updates the bindings and builds the response. Bindings live in memory on the instance that
-owns the phone's registrations (a SIP load balancer keeps a phone on one instance).
+updates the bindings and builds the response. It is the in-memory view of the
+`sip_registrations` table: the driver stores an extension's bindings after each REGISTER and
+`replace()`s them when the database says they changed (`handlers/calls/registrations.py`).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ class Binding:
     expires_at: float
     call_id: str
     cseq: int
+    user_agent: str = ""
 
 
 class Registrar:
@@ -57,6 +59,17 @@ class Registrar:
         for aor in self.aors():
             if not self.contacts(aor, now):
                 self._bindings.pop(aor, None)
+
+    def bindings(self, aor: Aor) -> list[Binding]:
+        """Every binding of an extension as held (expired ones included until pruned)."""
+        return list(self._bindings.get(aor, {}).values())
+
+    def replace(self, aor: Aor, bindings: list[Binding]) -> None:
+        """Set an extension's bindings (as loaded from the database), oldest first."""
+        if bindings:
+            self._bindings[aor] = {str(b.uri): b for b in bindings}
+        else:
+            self._bindings.pop(aor, None)
 
     def forget(self, aor: Aor) -> None:
         """Drop every binding of an extension (it was deleted)."""
@@ -101,7 +114,8 @@ class Registrar:
             expires = min(expires, cfg.register_max_expires)
             current.pop(key, None)
             current[key] = Binding(contact.uri, f"<{contact.uri}>", _reach(contact.uri, peer),
-                                   now + expires, request.call_id, request.cseq.seq)
+                                   now + expires, request.call_id, request.cseq.seq,
+                                   (request.headers.get("User-Agent") or "")[:200])
         while len(current) > cfg.max_contacts:
             current.pop(next(iter(current)))
         headers = [("Contact", f"{b.contact};expires={max(0, int(b.expires_at - now))}")

@@ -22,7 +22,7 @@ from handlers.api.models import (
     TimeUuidCursor,
 )
 from handlers.api.scopes import Scope
-from handlers.calls import cdr
+from handlers.calls import cdr, registrations
 from handlers.calls import extensions as ext_db
 from handlers.errors import DomainError
 from handlers.pagination import split_time_cursor, time_cursor
@@ -35,6 +35,7 @@ ExtName = Annotated[str, StringConstraints(max_length=100)]
 CallClass = cdr.CallClass
 Direction = cdr.Direction
 HangupBy = cdr.HangupBy
+EndReason = cdr.EndReason
 
 
 class ExtensionIn(Body):
@@ -54,6 +55,16 @@ class ExtensionPatch(Body):
     use_rid: bool | None = None
 
 
+class ContactOut(BaseModel):
+    """Where a registered phone is reached (one per REGISTER binding)."""
+
+    uri: str = Field(description="the Contact URI the phone registered")
+    transport: str = Field(description="UDP, TCP or TLS")
+    address: str = Field(description="host:port calls are sent to")
+    user_agent: str
+    expires_at: datetime
+
+
 class ExtensionOut(BaseModel):
     # Fields the call engine adds to the view pass through until they are declared here.
     model_config = ConfigDict(extra="allow")
@@ -67,6 +78,8 @@ class ExtensionOut(BaseModel):
     use_rid: bool = Field(description="present the RID on outgoing calls")
     created_at: datetime
     updated_at: datetime
+    contacts: list[ContactOut] | None = Field(
+        None, description="the phone's registered contacts (GET of one extension)")
 
 
 class ExtensionPath(Params):
@@ -110,6 +123,8 @@ class CdrOut(BaseModel):
     talk_seconds: float
     final_status: int
     hangup_by: HangupBy
+    end_reason: EndReason = Field(description="why the call ended (normal, no_answer, busy, "
+                                              "session_expired, max_duration, peer_lost, ...)")
     sip_call_id: str
 
 
@@ -160,7 +175,9 @@ async def get_extension(request: web.Request) -> web.Response:
         if ext is None:
             raise DomainError("not_found", "no such extension")
         domain = await ext_db.ensure_domain(conn, who.tenant_id, _sip(request).domain_suffix)
-    return respond(ExtensionOut.model_validate(ext.public(domain)))
+        contacts = await registrations.contacts(conn, who.tenant_id, number)
+    return respond(ExtensionOut.model_validate(
+        {**ext.public(domain), "contacts": [c.public() for c in contacts]}))
 
 
 async def update_extension(request: web.Request) -> web.Response:
@@ -230,8 +247,9 @@ def add_routes(table: RouteTable) -> None:
     table.add(Route("GET", "/v1/extensions", list_extensions, "List extensions", TAG,
                     query=ExtensionPage, responses={200: Page[ExtensionOut]},
                     scope=Scope.READ))
-    table.add(Route("GET", "/v1/extensions/{extension}", get_extension, "Get an extension",
-                    TAG, path_params=ExtensionPath, responses={200: ExtensionOut},
+    table.add(Route("GET", "/v1/extensions/{extension}", get_extension,
+                    "Get an extension and its registered contacts", TAG,
+                    path_params=ExtensionPath, responses={200: ExtensionOut},
                     scope=Scope.READ))
     table.add(Route("PATCH", "/v1/extensions/{extension}", update_extension,
                     "Change an extension's password, name or caller ID", TAG,

@@ -11,6 +11,7 @@ import enum
 import heapq
 import itertools
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from protocols.sip.errors import SipSyntaxError
@@ -188,11 +189,11 @@ class Transaction:
 
     def _send(self, data: bytes) -> None:
         self._last = data
-        self._layer._out.append((data, self.peer))
+        self._layer._emit(data, self.peer)
 
     def _resend(self) -> None:
         if self._last is not None:
-            self._layer._out.append((self._last, self.peer))
+            self._layer._emit(self._last, self.peer)
 
     def _terminate(self) -> None:
         self.state = State.TERMINATED
@@ -515,6 +516,9 @@ class TransactionLayer:
         self._seq = itertools.count()
         self._events: deque[Event] = deque()
         self._out: list[tuple[bytes, Peer]] = []
+        # Called when output becomes pending, so that whoever owns the sockets sends it
+        # without every caller having to remember a flush (the asyncio driver sets it).
+        self.on_output: Callable[[], None] | None = None
 
     # - outputs -
 
@@ -573,7 +577,7 @@ class TransactionLayer:
 
     def send_stateless(self, message: Request | Response, peer: Peer) -> None:
         """Queue a message outside any transaction (ACK for 2xx, stateless replies)."""
-        self._out.append((message.encode(), peer))
+        self._emit(message.encode(), peer)
 
     def receive(self, message: Request | Response, peer: Peer, now: float) -> None:
         """Feed a parsed message (Via already stamped by the transport)."""
@@ -631,6 +635,11 @@ class TransactionLayer:
         self._events.append(RequestReceived(request, peer, new))
 
     # - internal -
+
+    def _emit(self, data: bytes, peer: Peer) -> None:
+        if not self._out and self.on_output is not None:
+            self.on_output()
+        self._out.append((data, peer))
 
     def _schedule(self, txn: Transaction) -> None:
         # One live heap entry per transaction; a cancelled timer leaves its entry in place

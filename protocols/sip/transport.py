@@ -1,9 +1,8 @@
-"""Thin asyncio adapters: UDP and TCP transports, and an endpoint that drives the
-sans-I/O ``TransactionLayer`` (feeding it messages, sending its output, running its timer).
+"""Thin asyncio adapters: UDP and TCP transports that move bytes, and an endpoint that drives
+the sans-I/O ``SipCore`` (feeding it bytes, sending its output, running its timer).
 
-Incoming requests get their top Via stamped (``received``/``rport``, RFC 3261 §18.2.1,
-RFC 3581). Malformed input never raises: requests that can be answered get 400 (or 505),
-anything else is dropped with a ``sip_message_dropped`` log event.
+Parsing, Via stamping and 400/505 answers live in ``protocols.sip.core``; nothing here looks
+inside a message.
 """
 
 from __future__ import annotations
@@ -16,16 +15,8 @@ from typing import Protocol, cast
 
 import structlog
 
-from protocols.sip.errors import MalformedMessage, SipSyntaxError
-from protocols.sip.message import (
-    DEFAULT_LIMITS,
-    Limits,
-    Request,
-    Response,
-    StreamFramer,
-    make_response,
-    parse_message,
-)
+from protocols.sip.core import SipCore, stamp_via
+from protocols.sip.message import Request, Response
 from protocols.sip.transaction import (
     ClientTransaction,
     Event,
@@ -33,14 +24,17 @@ from protocols.sip.transaction import (
     Peer,
     ServerTransaction,
     TransactionLayer,
-    response_peer,
 )
+
+__all__ = ["SipEndpoint", "TcpTransport", "Transport", "UdpTransport", "stamp_via"]
 
 log = structlog.get_logger("telgate.sip.transport")
 
 Message = Request | Response
-MessageCallback = Callable[[Message, Peer, "Transport"], None]
+# Bytes received from a peer; False asks a stream transport to close the connection.
+DataCallback = Callable[[bytes, Peer, "Transport"], bool]
 ErrorCallback = Callable[[Peer, Exception], None]
+ClosedCallback = Callable[[Peer], None]
 
 
 class Transport(Protocol):
@@ -55,73 +49,21 @@ class Transport(Protocol):
         """Stop receiving and release sockets."""
 
 
-def stamp_via(request: Request, source: Peer) -> None:
-    """Add ``received`` when the sent-by host differs from the source, fill ``rport``."""
-    try:
-        via = request.top_via
-        updates: dict[str, str | None] = {}
-        if via.host != source.host:
-            updates["received"] = source.host
-        if via.wants_rport:
-            updates["rport"] = str(source.port)
-            updates["received"] = source.host  # RFC 3581 §4: always with rport
-        if updates:
-            request.headers.replace_first("Via", str(via.with_params(**updates)))
-    except SipSyntaxError:
-        return  # parse_message validated the top Via; this only guards hand-built requests
-
-
-class _Receiver:
-    """Shared receive path: parse errors, Via stamping, delivery."""
+class UdpTransport(asyncio.DatagramProtocol):
+    """SIP over UDP: hands every datagram to ``on_data``."""
 
     name = "UDP"
 
-    def __init__(self, on_message: MessageCallback, limits: Limits) -> None:
-        self._on_message = on_message
-        self._limits = limits
-
-    def send(self, data: bytes, peer: Peer) -> None:
-        raise NotImplementedError
-
-    def _deliver(self, message: Message, source: Peer) -> None:
-        if isinstance(message, Request):
-            stamp_via(message, source)
-        self._on_message(message, source, self)  # type: ignore[arg-type]
-
-    def _reject(self, error: MalformedMessage, source: Peer) -> None:
-        request = error.request
-        if request is None or request.method == "ACK":
-            log.info("sip_message_dropped", reason=error.reason, source=source.host,
-                     port=source.port, transport=source.transport)
-            return
-        response = make_response(request, error.status, error.reason[:100])
-        try:
-            dest = response_peer(request.top_via, source)
-        except SipSyntaxError:
-            dest = source  # Via unusable: the source address is the best we have
-        log.info("sip_message_rejected", reason=error.reason, status=error.status,
-                 source=source.host, port=source.port, transport=source.transport)
-        self.send(response.encode(), dest)
-
-
-class UdpTransport(_Receiver, asyncio.DatagramProtocol):
-    """SIP over UDP: one datagram, one message."""
-
-    name = "UDP"
-
-    def __init__(self, on_message: MessageCallback, limits: Limits = DEFAULT_LIMITS) -> None:
-        super().__init__(on_message, limits)
+    def __init__(self, on_data: DataCallback) -> None:
+        self._on_data = on_data
         self._transport: asyncio.DatagramTransport | None = None
 
     @classmethod
-    async def listen(
-        cls, host: str, port: int, on_message: MessageCallback, limits: Limits = DEFAULT_LIMITS
-    ) -> UdpTransport:
+    async def listen(cls, host: str, port: int, on_data: DataCallback) -> UdpTransport:
         """Bind a UDP socket and start receiving."""
         loop = asyncio.get_running_loop()
         _, protocol = await loop.create_datagram_endpoint(
-            lambda: cls(on_message, limits), local_addr=(host, port)
-        )
+            lambda: cls(on_data), local_addr=(host, port))
         return protocol
 
     @property
@@ -143,16 +85,8 @@ class UdpTransport(_Receiver, asyncio.DatagramProtocol):
         self._transport = cast(asyncio.DatagramTransport, transport)
 
     def datagram_received(self, data: bytes, addr: tuple[str | int, ...]) -> None:
-        """asyncio callback: parse one datagram, reject or deliver it."""
-        source = Peer("UDP", str(addr[0]), int(addr[1]))
-        if not data.strip(b"\r\n\x00"):
-            return  # keep-alive
-        try:
-            message = parse_message(data, self._limits)
-        except MalformedMessage as error:
-            self._reject(error, source)
-            return
-        self._deliver(message, source)
+        """asyncio callback: pass the datagram on."""
+        self._on_data(data, Peer("UDP", str(addr[0]), int(addr[1])), self)
 
     def error_received(self, exc: Exception) -> None:
         """asyncio callback: ICMP errors and the like (logged, not mapped to transactions)."""
@@ -172,7 +106,6 @@ class UdpTransport(_Receiver, asyncio.DatagramProtocol):
 class _TcpConnection(asyncio.Protocol):
     def __init__(self, owner: TcpTransport, peer: Peer | None = None) -> None:
         self._owner = owner
-        self._framer = StreamFramer(owner._limits)
         self.peer = peer
         self.transport: asyncio.Transport | None = None
 
@@ -190,41 +123,42 @@ class _TcpConnection(asyncio.Protocol):
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None
-        for item in self._framer.feed(data):
-            if isinstance(item, MalformedMessage):
-                self._owner._reject(item, self.peer)
-            else:
-                self._owner._deliver(item, self.peer)
-        if self._framer.broken and self.transport is not None:
+        if not self._owner._on_data(data, self.peer, self._owner) and \
+                self.transport is not None:
             self.transport.close()  # framing is lost; the peer must reconnect
 
     def connection_lost(self, exc: Exception | None) -> None:
         connections = self._owner._connections
         for key in [k for k, v in connections.items() if v is self]:
             del connections[key]
+        if self.peer is not None and self._owner._on_closed is not None:
+            self._owner._on_closed(self.peer)
 
     def write(self, data: bytes) -> None:
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
 
-class TcpTransport(_Receiver):
-    """SIP over TCP: a listener plus client connections, keyed by peer address."""
+class TcpTransport:
+    """SIP over TCP: a listener plus client connections, keyed by peer address.
+
+    Connections we open leave from ``source_host`` when given (a multi-homed host choosing
+    the address its carrier allows).
+    """
 
     name = "TCP"
 
-    def __init__(
-        self,
-        on_message: MessageCallback,
-        limits: Limits = DEFAULT_LIMITS,
-        on_error: ErrorCallback | None = None,
-    ) -> None:
-        super().__init__(on_message, limits)
+    def __init__(self, on_data: DataCallback, *, on_error: ErrorCallback | None = None,
+                 on_closed: ClosedCallback | None = None, source_host: str | None = None,
+                 ) -> None:
+        self._on_data = on_data
+        self._on_error = on_error
+        self._on_closed = on_closed
+        self.source_host = source_host
         self._connections: dict[Peer, _TcpConnection] = {}
         self._server: asyncio.Server | None = None
         self._pending: dict[Peer, list[bytes]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._on_error = on_error
 
     async def listen(self, host: str, port: int) -> None:
         """Accept connections on (host, port)."""
@@ -255,10 +189,10 @@ class TcpTransport(_Receiver):
 
     async def _connect(self, peer: Peer) -> None:
         loop = asyncio.get_running_loop()
+        local = (self.source_host, 0) if self.source_host else None
         try:
             _, connection = await loop.create_connection(
-                lambda: _TcpConnection(self, peer), peer.host, peer.port
-            )
+                lambda: _TcpConnection(self, peer), peer.host, peer.port, local_addr=local)
         except OSError as exc:
             self._pending.pop(peer, None)
             log.warning("sip_tcp_connect_failed", host=peer.host, port=peer.port, error=str(exc))
@@ -280,54 +214,69 @@ class TcpTransport(_Receiver):
 
 
 class SipEndpoint:
-    """Glue between transports and a ``TransactionLayer``: the loop side of the stack.
-
-    Messages from transports go into the layer; after every input the layer's datagrams
-    are sent, its events handed to ``on_event`` and its next timer armed on the loop.
+    """The loop side of the stack: transports' bytes go into a ``SipCore``; whenever the
+    core has output (after an input, a timer, or a transaction answered from anywhere, e.g.
+    a task that awaited the database) it is sent, events go to ``on_event`` and the next
+    timer is armed. Nobody has to remember a flush.
     """
 
     def __init__(
         self,
-        layer: TransactionLayer,
+        layer: TransactionLayer | SipCore,
         on_event: Callable[[Event], None],
         *,
         clock: Callable[[], float] | None = None,
     ) -> None:
-        self.layer = layer
+        self.core = layer if isinstance(layer, SipCore) else SipCore(layer)
+        self.layer = self.core.layer
         self._on_event = on_event
         self._clock = clock
         self._transports: dict[str, Transport] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._timer_at: float | None = None
         self._flushing = False
+        self._flush_soon = False
+        self.extra_timer: Callable[[], float | None] | None = None  # the TU's own deadline
+        self.on_timer: Callable[[float], None] | None = None
+        self.layer.on_output = self._wake
 
     def now(self) -> float:
-        """The time used for the layer (loop time unless a clock was injected)."""
+        """The time used for the core (loop time unless a clock was injected)."""
         return self._clock() if self._clock is not None else asyncio.get_running_loop().time()
 
     def add_transport(self, transport: Transport) -> None:
         """Route messages for ``transport.name`` (UDP/TCP/...) through it."""
         self._transports[transport.name] = transport
 
-    def on_message(self, message: Message, peer: Peer, transport: Transport) -> None:
-        """Transport callback: feed the layer and flush."""
-        self.layer.receive(message, peer, self.now())
+    def on_message(self, data: bytes, peer: Peer, transport: Transport) -> bool:
+        """Transport callback: feed the core and flush; False closes a broken stream."""
+        self._flush_soon = True  # flushed right below: no wake-up needed
+        if peer.reliable:
+            keep = self.core.receive_stream(data, peer, self.now())
+        else:
+            self.core.receive_datagram(data, peer, self.now())
+            keep = True
         self.flush()
+        return keep
+
+    def on_stream_closed(self, peer: Peer) -> None:
+        """Transport callback: a stream connection went away."""
+        self.core.stream_closed(peer)
 
     def on_transport_error(self, peer: Peer, exc: Exception) -> None:
         """Transport error callback: fail the client transactions headed to ``peer``."""
-        for txn in self.layer.client_transactions_to(peer):
-            txn.transport_error()
+        self._flush_soon = True
+        self.core.transport_error(peer)
         self.flush()
 
     def send_request(self, request: Request, peer: Peer) -> ClientTransaction:
-        """Start a client transaction and send at once."""
+        """Start a client transaction (sent at once)."""
         txn = self.layer.send_request(request, peer, self.now())
         self.flush()
         return txn
 
     def respond(self, transaction: ServerTransaction, response: Response) -> None:
-        """Send a response in a server transaction at once."""
+        """Send a response in a server transaction (sent at once)."""
         transaction.respond(response, self.now())
         self.flush()
 
@@ -342,12 +291,17 @@ class SipEndpoint:
         self.flush()
         return cancel
 
-    def flush(self) -> None:
-        """Send queued datagrams, dispatch events, re-arm the timer.
+    def _wake(self) -> None:
+        if self._flushing or self._flush_soon:
+            return
+        self._flush_soon = True
+        with contextlib.suppress(RuntimeError):  # no loop: a synchronous caller flushes
+            asyncio.get_running_loop().call_soon(self.flush)
 
-        Call after touching the layer directly; the helpers above do it for you.
-        """
-        layer = self.layer
+    def flush(self) -> None:
+        """Send queued datagrams, dispatch events, re-arm the timer."""
+        self._flush_soon = False
+        core = self.core
         if self._flushing:
             # Re-entered from an event handler: send now, leave event dispatch to the
             # outer call so a burst of events cannot recurse deeply.
@@ -357,7 +311,7 @@ class SipEndpoint:
         try:
             while True:
                 self._send_queued()
-                event = layer.next_event()
+                event = core.next_event()
                 if event is None:
                     break
                 self._on_event(event)  # may queue more output (e.g. a response)
@@ -366,7 +320,7 @@ class SipEndpoint:
         self._arm()
 
     def _send_queued(self) -> None:
-        for data, peer in self.layer.datagrams_to_send():
+        for data, peer in self.core.datagrams_to_send():
             transport = self._transports.get(peer.transport)
             if transport is None:
                 log.warning("sip_no_transport", transport=peer.transport)
@@ -374,22 +328,30 @@ class SipEndpoint:
             transport.send(data, peer)
 
     def _arm(self) -> None:
-        deadline = self.layer.get_timer()
-        if deadline == self._timer_at:
+        deadline = self.core.get_timer()
+        if self.extra_timer is not None:
+            extra = self.extra_timer()
+            if extra is not None and (deadline is None or extra < deadline):
+                deadline = extra
+        # A loop timer already due no later stays: it fires, finds nothing due and re-arms.
+        # Re-arming on every later deadline would churn the loop's heap at each message.
+        if deadline is None or (self._timer_at is not None and self._timer_at <= deadline):
             return
         if self._timer is not None:
             self._timer.cancel()
-            self._timer = None
         self._timer_at = deadline
-        if deadline is not None:
-            loop = asyncio.get_running_loop()
-            delay = max(0.0, deadline - self.now())
-            self._timer = loop.call_at(loop.time() + delay, self._fire)
+        loop = asyncio.get_running_loop()
+        delay = max(0.0, deadline - self.now())
+        self._timer = loop.call_at(loop.time() + delay, self._fire)
 
     def _fire(self) -> None:
         self._timer = None
         self._timer_at = None
-        self.layer.handle_timer(self.now())
+        self._flush_soon = True
+        now = self.now()
+        self.core.handle_timer(now)
+        if self.on_timer is not None:
+            self.on_timer(now)
         self.flush()
 
     def close(self) -> None:

@@ -144,7 +144,8 @@ class SimUA:
             self.endpoint.add_transport(self._udp)
         else:
             self._tcp = TcpTransport(self.endpoint.on_message,
-                                     on_error=self.endpoint.on_transport_error)
+                                     on_error=self.endpoint.on_transport_error,
+                                     on_closed=self.endpoint.on_stream_closed)
             await self._tcp.listen(self.bind_host, 0)
             self.port = self._tcp.local_address[1]
             self.endpoint.add_transport(self._tcp)
@@ -176,7 +177,6 @@ class SimUA:
             txn = self.layer.send_request(request, peer or self.gateway, self.endpoint.now())
             future: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
             self._waiters[txn] = future
-            self.endpoint.flush()
             response = await future
             if response is None or response.status not in (401, 407) or self.auth is None:
                 return response
@@ -233,14 +233,12 @@ class SimUA:
             call.client_txn = txn
             future: asyncio.Future[Response | None] = asyncio.get_running_loop().create_future()
             self._waiters[txn] = future
-            self.endpoint.flush()
             if cancel_after is not None:
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(cancel_after):
                         await asyncio.shield(future)
                 if not future.done() and isinstance(txn, InviteClientTransaction):
                     txn.cancel(self.endpoint.now())
-                    self.endpoint.flush()
                     call.ended_by = "local"
             response = await future
             if response is not None and response.status in (401, 407) and self.auth is not None:
@@ -400,7 +398,6 @@ class SimUA:
         if script.behaviour is Behaviour.REJECT:
             call.server_txn.respond(call.dialog.create_response(call.request, 603), now)
             call._finish(603, "local")
-            self.endpoint.flush()
             return
         call.server_txn.respond(call.dialog.create_response(
             call.request, 200, headers=[("Content-Type", "application/sdp")], body=self._sdp()),
@@ -409,7 +406,6 @@ class SimUA:
         call.state = CallState.ANSWERED
         call.final_status = 200
         call.answered.set()
-        self.endpoint.flush()
         if script.hangup_after is not None:
             await asyncio.sleep(script.hangup_after)
             await self.hangup(call)

@@ -27,7 +27,8 @@ async def test_a_fresh_tenant_shows_the_defaults(api: Api) -> None:
     assert await resp.json() == {
         "sms_max_bytes": 90, "optout_number": None, "ad_optout_line": None,
         "timezone": "Asia/Seoul", "business_hours": None, "recording_policy": "none",
-        "default_rid": None, "mms_lms_fallback": False, "api_requests_per_second": 2000.0,
+        "default_rid": None, "mms_lms_fallback": False, "max_call_seconds": None,
+        "api_requests_per_second": 2000.0,
         "key_requests_per_second": 2000.0, "recipients_per_second": 100_000.0,
         "daily_recipients": 5_000_000, "imports_per_minute": 60.0, "exports_per_minute": 60.0}
 

@@ -1,0 +1,1029 @@
+"""The call engine: the B2BUA as a sans-I/O state machine over a SIP transaction layer.
+
+It is the transaction user of a `TransactionLayer`: `handle_event(event, now)` takes the
+layer's events, commands (`command(cmd, now)`) come from the control API and IVRs, and
+`handle_timer(now)` runs its own timers (ring times, session timers, maximum duration) when
+`get_timer()` says. What it does shows up as SIP messages queued in the layer, media
+commands on each call's `MediaBridge`, and `next_output()` items: call records, call events
+and requests for the driver's database work (authenticating a phone, resolving a tenant).
+It never imports asyncio, never reads a clock and never touches SQL.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import uuid
+from collections import deque
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime
+
+import structlog
+
+from config.sip import DidConfig, SipConfig, TrunkConfig
+from handlers import numbers
+from handlers.calls import routing
+from handlers.calls import session_timer as st
+from handlers.calls.call import (
+    FINAL_SEEN,
+    LIVE_ATTEMPT,
+    Answer,
+    Authenticate,
+    Call,
+    CallState,
+    Command,
+    CommandRefused,
+    Hangup,
+    Leg,
+    LegState,
+    Output,
+    Published,
+    RecordReady,
+    Relay,
+    ResolveTenants,
+)
+from handlers.calls.cdr import BUSY_STATUSES, CallRecord, Direction, EndReason, HangupBy, classify
+from handlers.calls.events import CallEvent
+from handlers.calls.extensions import Extension
+from handlers.calls.media import MediaFactory, Side, pass_through
+from handlers.calls.registrar import Registrar
+from handlers.calls.routing import Refusal, RingPlan, Target
+from handlers.calls.trunks import TrunkGate
+from protocols.sip.auth import DigestClient
+from protocols.sip.dialog import Dialog, DialogState
+from protocols.sip.errors import SipSyntaxError
+from protocols.sip.headers import NameAddr
+from protocols.sip.message import (
+    IdGenerator,
+    Message,
+    Request,
+    Response,
+    make_request,
+    make_response,
+)
+from protocols.sip.transaction import (
+    AckReceived,
+    AckTimedOut,
+    CancelReceived,
+    ClientTransaction,
+    Event,
+    InviteClientTransaction,
+    InviteServerTransaction,
+    Peer,
+    RequestReceived,
+    ResponseReceived,
+    ServerTransaction,
+    State,
+    Transaction,
+    TransactionLayer,
+    TransactionTimedOut,
+    TransportFailed,
+)
+from protocols.sip.uri import URI
+
+log = structlog.get_logger("telgate.calls")
+
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER"
+SDP = "application/sdp"
+# Requests relayed to the other leg as they are, answered with the other leg's answer.
+_RELAYED = frozenset({"UPDATE", "INFO", "MESSAGE", "NOTIFY", "OPTIONS"})
+_RELAYED_HEADERS = ("Content-Type", "Event", "Subscription-State", "Info-Package")
+ResponseCallback = Callable[[Response | None], None]
+GLARE_RETRY_SECONDS = 2.0  # a refresh that met 491 is tried again this much later
+
+
+class CallEngine:
+    """Routes and bridges calls; see the module docstring for inputs and outputs."""
+
+    def __init__(
+        self,
+        layer: TransactionLayer,
+        config: SipConfig,
+        *,
+        registrar: Registrar,
+        trunks: TrunkGate,
+        tenants: Mapping[str, uuid.UUID],
+        may_send: Callable[[uuid.UUID, str], bool],
+        max_call_seconds: Callable[[uuid.UUID], float | None] = lambda _t: None,
+        media: MediaFactory = pass_through,
+        ids: IdGenerator | None = None,
+        epoch: float = 0.0,
+    ) -> None:
+        self.layer = layer
+        self.config = config
+        self.registrar = registrar
+        self.trunks = trunks
+        self.tenants = tenants  # configured tenant names -> ids (the driver fills it)
+        self.may_send = may_send
+        self.max_call_seconds = max_call_seconds
+        self.media = media
+        self.ids = ids or IdGenerator()
+        self.epoch = epoch  # wall-clock seconds at engine time 0, for the records
+        self.host = config.advertised_host
+        self.port = config.port
+        self.dids: dict[str, DidConfig] = {d.number: d for d in config.dids}
+        self.monitor = routing.TrunkMonitor()
+        self.calls: dict[uuid.UUID, Call] = {}
+        self._legs: dict[tuple[str, str], Leg] = {}  # (Call-ID, our tag) -> leg
+        self._invites: dict[Transaction, Leg] = {}  # INVITE transactions of legs
+        self._callbacks: dict[Transaction, ResponseCallback] = {}
+        self._heap: list[tuple[float, int, Call, str]] = []
+        self._seq = itertools.count()
+        self._out: deque[Output] = deque()
+        self._now = 0.0
+
+    # -- outputs ----------------------------------------------------------------------------
+
+    def next_output(self) -> Output | None:
+        """Pop the next record, event or database request, or None."""
+        return self._out.popleft() if self._out else None
+
+    def get_timer(self) -> float | None:
+        """When `handle_timer` should next run, or None."""
+        heap = self._heap
+        while heap:
+            deadline, _, call, name = heap[0]
+            if call.timers.get(name) == deadline:
+                return deadline
+            heapq.heappop(heap)
+        return None
+
+    def handle_timer(self, now: float) -> None:
+        """Fire the call timers due at `now`."""
+        self._now = now
+        heap = self._heap
+        while heap and heap[0][0] <= now:
+            deadline, _, call, name = heapq.heappop(heap)
+            if call.timers.get(name) != deadline:
+                continue
+            del call.timers[name]
+            self._fire(call, name)
+
+    # -- inputs -----------------------------------------------------------------------------
+
+    def handle_event(self, event: Event, now: float) -> None:
+        """One transaction-layer event."""
+        self._now = now
+        try:
+            self._dispatch(event)
+        except SipSyntaxError as exc:
+            log.info("sip_event_unusable", error=str(exc))
+
+    def command(self, command: Command, now: float) -> None:
+        """Carry out a command on a live call; CommandRefused when it cannot be."""
+        self._now = now
+        call = self.calls.get(command.call_id)
+        if call is None:
+            raise CommandRefused("call_not_found", "no such call in progress")
+        if isinstance(command, Hangup):
+            self._terminate(call, HangupBy.SYSTEM, EndReason.COMMAND)
+        elif isinstance(command, Answer):
+            self._answer_locally(call, command.sdp)
+        else:
+            # Hold, transfer and the media commands need the media process (next issues).
+            raise CommandRefused("not_supported", f"{type(command).__name__} is not available")
+
+    def admitted(self, pending: Authenticate, extension: Extension, now: float) -> None:
+        """An extension's INVITE passed digest: route it (internal or outgoing)."""
+        self._now = now
+        txn = pending.transaction
+        if not isinstance(txn, InviteServerTransaction) or txn.state is not State.PROCEEDING:
+            return  # answered meanwhile (CANCEL)
+        request = pending.request
+        dialled = routing.dialled_digits(request.uri.user) or ""
+        if routing.is_internal(dialled):
+            self._internal(request, pending.peer, txn, extension, dialled)
+        else:
+            self._outgoing(request, pending.peer, txn, extension, dialled)
+
+    def trunk_invite(self, request: Request, peer: Peer, txn: InviteServerTransaction,
+                     trunk: TrunkConfig, now: float, *, resolved: bool = False) -> None:
+        """A carrier's INVITE (already authenticated as `trunk`): route it by DID."""
+        self._now = now
+        if txn.state is not State.PROCEEDING:
+            return
+        dialled = routing.dialled_digits(request.uri.user) or \
+            routing.dialled_digits(request.to.uri.user)
+        route = routing.route_did(self.dids, self.tenants, dialled)
+        if isinstance(route, DidConfig):
+            if not resolved:
+                self._out.append(ResolveTenants(request, peer, txn, trunk))
+                return
+            route = Refusal(404)
+        if isinstance(route, Refusal):
+            txn.respond(make_response(request, route.status, to_tag=self.ids.tag()), now)
+            return
+        did, tenant = route
+        caller = routing.dialled_digits(request.from_.uri.user) or "anonymous"
+        call = self._new_call(tenant, Direction.INCOMING, caller, dialled or "")
+        call.did, call.trunk = did.number, trunk
+        if self._a_leg(call, request, peer, txn) is None:
+            return
+        plan = routing.did_plan(did, lambda ext: self._targets(tenant, ext))
+        log.info("call_incoming", call=str(call.id), tenant=str(tenant),
+                 caller=numbers.mask(caller), did=numbers.mask(did.number),
+                 targets=sum(len(s) for s in plan.stages))
+        self._start_ringing(call, plan)
+
+    def probe_trunks(self, now: float) -> None:
+        """Send OPTIONS to every trunk we call out through; the monitor tracks answers."""
+        self._now = now
+        for trunk in self.config.trunks:
+            if not trunk.host:
+                continue
+            transport = trunk.transport.upper()
+            uri = URI("sip", host=trunk.host, port=trunk.port)
+            me = URI("sip", user="telgate", host=self.host)
+            request = make_request(
+                "OPTIONS", uri, via=self._via(transport),
+                from_=NameAddr(me, params=(("tag", self.ids.tag()),)), to=NameAddr(uri),
+                call_id=self.ids.call_id(self.host), cseq=1, contact=self._contact(transport))
+
+            def answered(response: Response | None, name: str = trunk.name) -> None:
+                if response is None:
+                    if self.monitor.timed_out(name):
+                        log.warning("trunk_down", trunk=name)
+                elif self.monitor.answered(name):
+                    log.info("trunk_up", trunk=name)
+
+            self._send(request, Peer(transport, trunk.host, trunk.port), answered)
+
+    def shutdown(self, now: float) -> None:
+        """The process is stopping: hang up answered calls, refuse ringing ones (503)."""
+        self._now = now
+        for call in list(self.calls.values()):
+            self._terminate(call, HangupBy.SYSTEM, EndReason.SHUTDOWN, status=503)
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def _contact(self, transport: str) -> str:
+        suffix = ";transport=tcp" if transport == "TCP" else ""
+        return f"<sip:telgate@{self.host}:{self.port}{suffix}>"
+
+    def _via(self, transport: str) -> str:
+        return f"SIP/2.0/{transport} {self.host}:{self.port};branch={self.ids.branch()};rport"
+
+    def _wall(self, at: float | None = None) -> datetime:
+        return datetime.fromtimestamp(self.epoch + (self._now if at is None else at), UTC)
+
+    def _send(self, request: Request, peer: Peer, on_response: ResponseCallback | None = None,
+              ) -> ClientTransaction:
+        txn = self.layer.send_request(request, peer, self._now)
+        if on_response is not None:
+            self._callbacks[txn] = on_response
+        return txn
+
+    def _set_timer(self, call: Call, name: str, delay: float) -> None:
+        deadline = self._now + delay
+        call.timers[name] = deadline
+        heapq.heappush(self._heap, (deadline, next(self._seq), call, name))
+
+    def _fire(self, call: Call, name: str) -> None:
+        if name == "no_answer":
+            self._no_answer(call)
+        elif name.startswith("stage:"):
+            self._stage_timeout(call, int(name[6:]))
+        elif name == "max_duration":
+            log.info("call_max_duration", call=str(call.id))
+            self._terminate(call, HangupBy.SYSTEM, EndReason.MAX_DURATION)
+        elif name.startswith("refresh:"):
+            leg = call.a if name.endswith("a") else call.b
+            if leg is not None:
+                self._refresh(leg)
+        elif name.startswith("expire:"):
+            log.info("call_session_expired", call=str(call.id), leg=name[-1])
+            self._terminate(call, HangupBy.SYSTEM, EndReason.SESSION_EXPIRED)
+
+    def _targets(self, tenant: uuid.UUID, extension: str) -> list[Target]:
+        return [Target(extension, b.uri, b.peer)
+                for b in self.registrar.contacts((tenant, extension), self._now)]
+
+    def _body(self, call: Call, source: Leg, message: Message, *, offer: bool,
+              ) -> tuple[list[tuple[str, str]], bytes]:
+        """The one offer/answer relay: an SDP body received on `source` becomes the body
+        (and Content-Type) to send on the other leg, through the call's media bridge. Other
+        bodies cross unchanged."""
+        body = message.body
+        if not body:
+            return [], b""
+        content_type = message.headers.get("Content-Type")
+        if message.content_type in (SDP, None):
+            body = (call.media.offer if offer else call.media.answer)(source.side, body)
+        return [("Content-Type", content_type or SDP)], body
+
+    # -- events -----------------------------------------------------------------------------
+
+    def _dispatch(self, event: Event) -> None:
+        if isinstance(event, ResponseReceived):
+            self._on_response(event.response, event.transaction)
+        elif isinstance(event, RequestReceived):
+            self._on_request(event.request, event.peer, event.transaction)
+        elif isinstance(event, AckReceived):
+            self._on_ack(event.ack)
+        elif isinstance(event, CancelReceived):
+            self._on_cancel(event.invite)
+        elif isinstance(event, TransactionTimedOut | TransportFailed):
+            txn = event.transaction
+            callback = self._callbacks.pop(txn, None)
+            if callback is not None:
+                callback(None)
+            leg = self._invites.get(txn)
+            if leg is not None and leg.side is Side.B and isinstance(txn, ClientTransaction):
+                self._b_failed(leg, 408 if isinstance(event, TransactionTimedOut) else 503)
+        elif isinstance(event, AckTimedOut):
+            leg = self._invites.get(event.transaction)
+            if leg is not None and leg.call.state is CallState.ANSWERED:
+                self._terminate(leg.call, HangupBy.SYSTEM, EndReason.ACK_TIMEOUT)
+
+    def _on_response(self, response: Response, txn: ClientTransaction | None) -> None:
+        if txn is None:
+            self._reack(response)  # a 2xx retransmitted after the INVITE transaction ended
+            return
+        leg = self._invites.get(txn)
+        if leg is not None:
+            self._on_b_response(leg, response)
+            return
+        if response.status < 200:
+            return
+        callback = self._callbacks.pop(txn, None)
+        if callback is not None:
+            callback(response)
+        elif response.cseq.method == "INVITE" and response.status < 300:
+            self._reack(response)  # a re-INVITE's 2xx retransmitted
+
+    def _reack(self, response: Response) -> None:
+        leg = self._legs.get((response.call_id, response.from_tag or ""))
+        if leg is not None and leg.last_ack is not None and \
+                leg.last_ack.cseq.seq == response.cseq.seq:
+            self.layer.send_stateless(leg.last_ack, leg.peer)
+
+    def _on_request(self, request: Request, peer: Peer, txn: ServerTransaction) -> None:
+        method = request.method
+        now = self._now
+        if request.to_tag:
+            leg = self._legs.get((request.call_id, request.to_tag))
+            if leg is None:
+                txn.respond(make_response(request, 481), now)
+            else:
+                self._in_dialog(leg, request, txn)
+            return
+        if method == "INVITE":
+            assert isinstance(txn, InviteServerTransaction)
+            trunk = self.trunks.trunk_for(request, peer)
+            if trunk is None:
+                self._out.append(Authenticate(request, peer, txn))
+                return
+            if trunk.username:
+                challenge = self.trunks.challenge(trunk, request, now, to_tag=self.ids.tag())
+                if challenge is not None:
+                    txn.respond(challenge, now)
+                    return
+            self.trunk_invite(request, peer, txn, trunk, now)
+        elif method == "REGISTER":
+            self._out.append(Authenticate(request, peer, txn))
+        elif method == "OPTIONS":
+            txn.respond(make_response(request, 200, to_tag=self.ids.tag(),
+                                      headers=[("Allow", ALLOW)]), now)
+        elif method == "BYE":
+            txn.respond(make_response(request, 481), now)
+        else:
+            txn.respond(make_response(request, 405, headers=[("Allow", ALLOW)]), now)
+
+    # -- new calls ---------------------------------------------------------------------------
+
+    def _new_call(self, tenant: uuid.UUID, direction: Direction, caller: str,
+                  callee: str) -> Call:
+        call_id = uuid.uuid4()
+        call = Call(call_id, tenant, direction, caller, callee, self.media(call_id), self._now)
+        self.calls[call.id] = call
+        return call
+
+    def _a_leg(self, call: Call, request: Request, peer: Peer,
+               txn: InviteServerTransaction) -> Leg | None:
+        tag = self.ids.tag()
+        try:
+            dialog = Dialog.from_uas_request(
+                request, local_tag=tag, local_contact=self._contact(peer.transport),
+                via_transport=peer.transport, via_sent_by=f"{self.host}:{self.port}")
+        except SipSyntaxError as exc:
+            txn.respond(make_response(request, 400, str(exc)[:60], to_tag=tag), self._now)
+            del self.calls[call.id]
+            return None
+        if self.config.session_expires_seconds and st.too_small(request):
+            txn.respond(make_response(request, 422, to_tag=tag,
+                                      headers=[("Min-SE", str(st.MIN_SE))]), self._now)
+            del self.calls[call.id]
+            return None
+        leg = Leg(call, Side.A, peer, request, tag, LegState.OFFERED, dialog=dialog,
+                  server_txn=txn, allows_update="UPDATE" in (request.headers.get("Allow") or ""))
+        call.a = leg
+        self._legs[(request.call_id, tag)] = leg
+        self._invites[txn] = leg
+        return leg
+
+    def _internal(self, request: Request, peer: Peer, txn: InviteServerTransaction,
+                  caller: Extension, dialled: str) -> None:
+        call = self._new_call(caller.tenant_id, Direction.INTERNAL, caller.extension, dialled)
+        call.extension, call.peer_extension = dialled, caller.extension
+        if self._a_leg(call, request, peer, txn) is None:
+            return
+        tenant = caller.tenant_id
+        self._start_ringing(call, routing.internal_plan(
+            dialled, lambda ext: self._targets(tenant, ext)))
+
+    def _outgoing(self, request: Request, peer: Peer, txn: InviteServerTransaction,
+                  caller: Extension, dialled: str) -> None:
+        tag = self.ids.tag()
+        tenant = caller.tenant_id
+        presented = routing.caller_id(caller.presented_number,
+                                      lambda number: self.may_send(tenant, number))
+        if isinstance(presented, Refusal):
+            number = caller.presented_number or ""
+            log.info("call_caller_id_refused", extension=caller.extension,
+                     tenant=str(tenant), number=numbers.mask(number))
+            call = self._new_call(tenant, Direction.OUTGOING, number, dialled)
+            call.extension = caller.extension
+            txn.respond(make_response(request, presented.status, presented.reason, to_tag=tag),
+                        self._now)
+            call.failures.append(presented.status)
+            self._end(call, HangupBy.SYSTEM, presented.status, EndReason.REFUSED)
+            return
+        trunk = routing.choose_trunk(self.config.trunks, self.tenants, tenant,
+                                     self.monitor.down)
+        if trunk is None or not dialled:
+            txn.respond(make_response(request, 404 if trunk else 503, to_tag=tag), self._now)
+            return
+        call = self._new_call(tenant, Direction.OUTGOING, presented, dialled)
+        call.extension, call.trunk = caller.extension, trunk
+        if self._a_leg(call, request, peer, txn) is None:
+            return
+        self._start_ringing(call, routing.outgoing_plan(trunk, dialled))
+
+    # -- ringing ----------------------------------------------------------------------------
+
+    def _start_ringing(self, call: Call, plan: RingPlan) -> None:
+        call.plan = plan
+        self._set_timer(call, "no_answer", plan.no_answer_seconds)
+        self._next_stage(call)
+
+    def _next_stage(self, call: Call) -> None:
+        plan = call.plan
+        assert plan is not None
+        call.stage += 1
+        if call.stage >= len(plan.stages):
+            self._fail(call)
+            return
+        stage = call.stage
+        for target in plan.stages[stage]:
+            self._invite_b(call, target)
+        if plan.stage_seconds is not None and stage + 1 < len(plan.stages):
+            self._set_timer(call, f"stage:{stage}", plan.stage_seconds)
+
+    def _stage_timeout(self, call: Call, stage: int) -> None:
+        if call.stage != stage or not call.ringing:
+            return
+        self._cancel_attempts(call)
+        self._next_stage(call)
+
+    def _no_answer(self, call: Call) -> None:
+        if not call.ringing:
+            return
+        self._cancel_attempts(call)
+        assert call.plan is not None
+        call.stage = len(call.plan.stages)
+        self._fail(call, timed_out=True)
+
+    def _invite_b(self, call: Call, target: Target) -> None:
+        a = call.a
+        assert a is not None
+        transport = target.peer.transport
+        tag = self.ids.tag()
+        call_id = self.ids.call_id(self.host)
+        from_uri = URI("sip", user=call.caller, host=self.host)
+        if call.direction is Direction.OUTGOING:
+            to_uri = URI("sip", user=call.callee, host=target.uri.host)
+        else:
+            to_uri = URI("sip", user=target.extension or call.callee, host=self.host)
+        headers = [("Allow", ALLOW)]
+        if self.config.session_expires_seconds:
+            headers.extend(st.offer_headers(self.config.session_expires_seconds))
+        content, body = self._body(call, a, a.invite, offer=True)
+        headers.extend(content)
+        if call.direction is Direction.OUTGOING:
+            headers.append(("P-Asserted-Identity", f"<sip:{call.caller}@{self.host}>"))
+        request = make_request(
+            "INVITE", target.uri, via=self._via(transport), from_=NameAddr(from_uri, params=(
+                ("tag", tag),)), to=NameAddr(to_uri), call_id=call_id, cseq=1,
+            contact=self._contact(transport), headers=headers, body=body)
+        leg = Leg(call, Side.B, target.peer, request, tag, LegState.CALLING,
+                  extension=target.extension, last_sdp=body)
+        trunk = call.trunk
+        if call.direction is Direction.OUTGOING and trunk is not None and \
+                trunk.outbound_username:
+            leg.auth = DigestClient(trunk.outbound_username, trunk.outbound_password)
+        self._legs[(call_id, tag)] = leg
+        call.attempts.append(leg)
+        self._send_invite(leg, request)
+
+    def _send_invite(self, leg: Leg, request: Request) -> None:
+        if leg.client_txn is not None:
+            self._invites.pop(leg.client_txn, None)
+        leg.invite = request
+        txn = self._send(request, leg.peer)
+        assert isinstance(txn, InviteClientTransaction)
+        leg.client_txn = txn
+        self._invites[txn] = leg
+
+    def _cancel_attempts(self, call: Call, keep: Leg | None = None) -> None:
+        for leg in call.attempts:
+            if leg is not keep and leg.state in LIVE_ATTEMPT:
+                leg.move(LegState.CANCELLING)
+                if leg.client_txn is not None:
+                    leg.client_txn.cancel(self._now)
+
+    def _on_b_response(self, leg: Leg, response: Response) -> None:
+        call = leg.call
+        status = response.status
+        if status < 200:
+            if status == 100:
+                return
+            if response.to_tag and leg.dialog is None:
+                leg.dialog = Dialog.from_uac_response(leg.invite, response)
+            if leg.state is LegState.CALLING:
+                leg.move(LegState.EARLY)
+            if leg.state is LegState.EARLY and call.ringing:
+                self._ringing(call, leg, response)
+            return
+        if status < 300:
+            self._b_answered(leg, response)
+            return
+        if leg.state in LIVE_ATTEMPT:
+            retry = self._retry(leg, response)
+            if retry is not None:
+                self._send_invite(leg, retry)
+                return
+        self._b_failed(leg, status)
+
+    def _retry(self, leg: Leg, response: Response) -> Request | None:
+        """The INVITE to send again after a 401/407 (our trunk credentials) or a 422 (a
+        larger session interval, RFC 4028 §7.4), else None."""
+        status = response.status
+        if status in (401, 407) and leg.auth is not None:
+            auth, leg.auth = leg.auth, None
+            return auth.retry(leg.invite, response, branch=self.ids.branch())
+        if status == 422:
+            wanted = st.min_se(response)
+            asked = st.session_expires(leg.invite)
+            if wanted is None or asked is None or wanted <= asked.interval:
+                return None
+            retry = leg.invite.copy()
+            retry.headers.set("Session-Expires", str(wanted))
+            retry.headers.set("Min-SE", str(wanted))
+            retry.headers.replace_first("Via", self._via(leg.peer.transport))
+            retry.headers.set("CSeq", f"{leg.invite.cseq.seq + 1} INVITE")
+            return retry
+        return None
+
+    def _ringing(self, call: Call, leg: Leg, response: Response) -> None:
+        a = call.a
+        assert a is not None and a.dialog is not None and a.server_txn is not None
+        first = call.state is CallState.ROUTING
+        if first:
+            call.move(CallState.RINGING)
+        headers, body = self._body(call, leg, response, offer=not a.invite.body)
+        status = 183 if body else 180
+        a.server_txn.respond(a.dialog.create_response(a.invite, status, headers=headers,
+                                                      body=body), self._now)
+        if a.state is LegState.OFFERED:
+            a.move(LegState.EARLY)
+        if first:
+            call.rang = self._now
+            self._publish(call, "call.ringing", {
+                "direction": call.direction.value, "caller": call.caller,
+                "callee": call.callee, "did": call.did,
+                "extensions": sorted({leg.extension for leg in call.attempts
+                                      if leg.extension})})
+
+    def _b_answered(self, leg: Leg, response: Response) -> None:
+        call = leg.call
+        if leg.state in (LegState.CONFIRMED, LegState.ENDED):  # retransmitted 2xx
+            if leg.last_ack is not None:
+                self.layer.send_stateless(leg.last_ack, leg.peer)
+            return
+        crossed = leg.state is LegState.CANCELLING
+        leg.move(LegState.CONFIRMED)
+        leg.dialog = Dialog.from_uac_response(leg.invite, response)
+        if not call.ringing or crossed:
+            # Too late (another leg answered, or the caller gave up): ACK and hang up.
+            self._ack(leg, response.cseq.seq, b"", None)
+            self._bye(leg)
+            self._forget_leg(leg)
+            return
+        a = call.a
+        assert a is not None and a.dialog is not None and a.server_txn is not None
+        call.b = leg
+        call.move(CallState.ANSWERED)
+        call.answered = self._now
+        for name in [n for n in call.timers if n == "no_answer" or n.startswith("stage:")]:
+            del call.timers[name]
+        if leg.extension is not None and call.direction is Direction.INCOMING:
+            call.extension = leg.extension
+        self._cancel_attempts(call, keep=leg)
+        call.attempts = [leg]
+        leg.allows_update = "UPDATE" in (response.headers.get("Allow") or "")
+        if a.invite.body:
+            self._ack(leg, response.cseq.seq, b"", None)
+        else:
+            call.ack_waits = leg  # late offer: B's ACK carries A's answer
+        headers, body = self._body(call, leg, response, offer=not a.invite.body)
+        a.last_sdp = body
+        self._settle_timers(call, response)
+        if a.timer is not None:
+            headers.extend(st.response_headers(a.timer, a.invite))
+        a.server_txn.respond(a.dialog.create_response(a.invite, 200, headers=headers,
+                                                      body=body), self._now)
+        a.dialog.confirm()
+        a.move(LegState.CONFIRMED)
+        call.media.answered()
+        limit = self.max_call_seconds(call.tenant_id)
+        if limit:
+            self._set_timer(call, "max_duration", limit)
+        log.info("call_answered", call=str(call.id), extension=call.extension)
+        self._publish(call, "call.answered", {"extension": call.extension})
+
+    def _settle_timers(self, call: Call, b_answer: Response) -> None:
+        """RFC 4028 at answer: the A leg's timer from its INVITE, the B leg's from its 2xx."""
+        default = self.config.session_expires_seconds
+        if not default:
+            return
+        a, b = call.a, call.b
+        assert a is not None and b is not None
+        a.timer = st.settle_as_uas(a.invite, default)
+        b.timer = st.settle_as_uac(b_answer)
+        for leg in (a, b):
+            self._restart_session(leg)
+
+    def _restart_session(self, leg: Leg) -> None:
+        timer = leg.timer
+        if timer is None:
+            return
+        call = leg.call
+        side = leg.side.value
+        call.timers.pop(f"refresh:{side}", None)
+        call.timers.pop(f"expire:{side}", None)
+        if timer.we_refresh:
+            self._set_timer(call, f"refresh:{side}", timer.refresh_after)
+        else:
+            self._set_timer(call, f"expire:{side}", timer.expires_after)
+
+    def _refresh(self, leg: Leg) -> None:
+        """Our session refresh on `leg`: UPDATE when the peer allows it, else a re-INVITE
+        repeating the last SDP we sent (no change of session)."""
+        call = leg.call
+        dialog, timer = leg.dialog, leg.timer
+        if call.state is not CallState.ANSWERED or dialog is None or timer is None:
+            return
+        if call.reinvite is not None:
+            self._set_timer(call, f"refresh:{leg.side.value}", GLARE_RETRY_SECONDS)
+            return
+        headers = [("Supported", "timer"),
+                   ("Session-Expires", timer.header(we_are_uac=True))]
+        body = b""
+        method = "UPDATE" if leg.allows_update or not leg.last_sdp else "INVITE"
+        if method == "INVITE":
+            headers.append(("Content-Type", SDP))
+            body = leg.last_sdp
+        request = dialog.create_request(method, branch=self.ids.branch(), headers=headers,
+                                        body=body)
+
+        def answered(response: Response | None) -> None:
+            if response is not None and method == "INVITE" and response.status < 300:
+                self._ack(leg, request.cseq.seq, b"", None)
+            if call.state is not CallState.ANSWERED:
+                return
+            if response is not None and response.status == 491:
+                self._set_timer(call, f"refresh:{leg.side.value}", GLARE_RETRY_SECONDS)
+            elif response is not None and response.status < 300:
+                settled = st.settle_as_uac(response)
+                if settled is not None:
+                    leg.timer = settled
+                self._restart_session(leg)
+            else:
+                log.info("call_session_refresh_failed", call=str(call.id),
+                         status=response.status if response else None)
+                self._terminate(call, HangupBy.SYSTEM, EndReason.SESSION_REFRESH_FAILED)
+
+        self._send(request, leg.peer, answered)
+
+    def _b_failed(self, leg: Leg, status: int) -> None:
+        call = leg.call
+        if leg.state in FINAL_SEEN:
+            return
+        cancelled = leg.state is LegState.CANCELLING
+        leg.move(LegState.FAILED)
+        self._forget_leg(leg)
+        if leg not in call.attempts:
+            return
+        call.attempts.remove(leg)
+        if not cancelled:
+            call.failures.append(status)
+        if call.ringing and not any(c.state in LIVE_ATTEMPT for c in call.attempts):
+            self._next_stage(call)
+
+    def _fail(self, call: Call, *, timed_out: bool = False) -> None:
+        """No attempt answered: tell the caller and end the call."""
+        a = call.a
+        if call.state is CallState.ENDED or a is None or a.server_txn is None:
+            return
+        status = routing.failure_status(call.direction, call.failures, timed_out=timed_out)
+        self._refuse_a(call, status)
+        if timed_out:
+            reason = EndReason.NO_ANSWER
+        elif status in BUSY_STATUSES:
+            reason = EndReason.BUSY
+        elif status in (403, 603):
+            reason = EndReason.DECLINED
+        else:
+            reason = EndReason.UNREACHABLE
+        by = HangupBy.SYSTEM if timed_out or status >= 500 else HangupBy.CALLEE
+        self._end(call, by, status, reason)
+
+    def _refuse_a(self, call: Call, status: int) -> None:
+        a = call.a
+        if a is not None and a.dialog is not None and a.server_txn is not None and \
+                a.state in (LegState.OFFERED, LegState.EARLY):
+            a.server_txn.respond(a.dialog.create_response(a.invite, status), self._now)
+            a.move(LegState.FAILED)
+
+    def _on_cancel(self, invite: InviteServerTransaction) -> None:
+        leg = self._invites.get(invite)
+        if leg is None:
+            # Still authenticating: nothing was routed yet.
+            if invite.state is State.PROCEEDING:
+                invite.respond(make_response(invite.request, 487, to_tag=self.ids.tag()),
+                               self._now)
+            return
+        call = leg.call
+        if not call.ringing:
+            return  # the 200 crossed the CANCEL: the call goes on (RFC 3261 §9.2)
+        self._refuse_a(call, 487)
+        self._cancel_attempts(call)
+        self._end(call, HangupBy.CALLER, 487, EndReason.CANCELLED, caller_gave_up=True)
+
+    def _answer_locally(self, call: Call, sdp: bytes) -> None:
+        a = call.a
+        if not call.ringing or a is None or a.dialog is None or a.server_txn is None:
+            raise CommandRefused("call_not_ringing", "only a ringing call can be answered")
+        self._cancel_attempts(call)
+        call.move(CallState.ANSWERED)
+        call.answered = self._now
+        call.timers.clear()
+        headers = [("Content-Type", SDP)] if sdp else []
+        a.server_txn.respond(a.dialog.create_response(a.invite, 200, headers=headers,
+                                                      body=sdp), self._now)
+        a.dialog.confirm()
+        a.move(LegState.CONFIRMED)
+        call.media.answered()
+        self._publish(call, "call.answered", {"extension": None})
+
+    # -- in-dialog --------------------------------------------------------------------------
+
+    def _in_dialog(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
+        call = leg.call
+        dialog = leg.dialog
+        now = self._now
+        if dialog is None:
+            txn.respond(make_response(request, 481), now)
+            return
+        error = dialog.receive_request(request)
+        if error is not None:
+            txn.respond(error, now)
+            return
+        if leg.server_txn is not None and not leg.server_txn.acked:
+            # A request in the dialog proves our 2xx arrived even if its ACK was lost: stop
+            # retransmitting the 2xx (it would reach the peer after its BYE).
+            leg.server_txn.ack_2xx(request)
+        method = request.method
+        other = call.other(leg)
+        if method == "BYE":
+            txn.respond(dialog.create_response(request, 200), now)
+            if call.state is CallState.ANSWERED:
+                by = HangupBy.CALLER if leg.side is Side.A else HangupBy.CALLEE
+                if leg.state is LegState.CONFIRMED:
+                    leg.move(LegState.ENDED)
+                self._hangup(call, by, EndReason.NORMAL)
+            elif leg.side is Side.B:
+                self._b_failed(leg, 487)  # an early dialog ended by the callee
+            else:
+                self._forget_leg(leg)
+            return
+        if call.state is not CallState.ANSWERED or other is None or other.dialog is None:
+            txn.respond(dialog.create_response(request, 491 if method == "INVITE" else 481),
+                        now)
+            return
+        if method == "INVITE":
+            self._relay_reinvite(call, leg, other, request, txn)
+        elif method in _RELAYED:
+            self._relay_request(call, leg, other, request, txn)
+        else:
+            txn.respond(dialog.create_response(request, 405, headers=[("Allow", ALLOW)]), now)
+
+    def _on_ack(self, ack: Request) -> None:
+        leg = self._legs.get((ack.call_id, ack.to_tag or ""))
+        if leg is None or leg.dialog is None:
+            return
+        leg.dialog.receive_request(ack)
+        call = leg.call
+        target = call.ack_waits
+        if target is not None and target is not leg:
+            call.ack_waits = None
+            headers, body = self._body(call, leg, ack, offer=False)
+            seq = target.last_ack.cseq.seq if target.last_ack is not None else \
+                target.invite.cseq.seq
+            if call.reinvite is not None and call.reinvite.target is target:
+                seq = call.reinvite.sent.cseq.seq
+                call.reinvite = None
+            target.last_sdp = body or target.last_sdp
+            self._ack(target, seq, body, headers[0][1] if headers else None)
+
+    def _ack(self, leg: Leg, seq: int, body: bytes, content_type: str | None) -> None:
+        if leg.dialog is None:
+            return
+        headers = [("Content-Type", content_type or SDP)] if body else None
+        ack = leg.dialog.create_ack(seq, branch=self.ids.branch(), headers=headers, body=body)
+        leg.last_ack = ack
+        self.layer.send_stateless(ack, leg.peer)
+
+    def _session_headers(self, leg: Leg) -> list[tuple[str, str]]:
+        """Session-Expires for a request we send on `leg` (it refreshes that leg too)."""
+        if leg.timer is None:
+            return []
+        return [("Supported", "timer"), ("Session-Expires", leg.timer.header(we_are_uac=True))]
+
+    def _relay_reinvite(self, call: Call, source: Leg, target: Leg, request: Request,
+                        txn: ServerTransaction) -> None:
+        assert source.dialog is not None and target.dialog is not None
+        if call.reinvite is not None:
+            txn.respond(source.dialog.create_response(request, 491), self._now)  # glare
+            return
+        headers, body = self._body(call, source, request, offer=True)
+        headers.extend(self._session_headers(target))
+        sent = target.dialog.create_request("INVITE", branch=self.ids.branch(),
+                                            headers=headers, body=body)
+        if body:
+            target.last_sdp = body
+        relay = Relay(source, txn, request, target, sent)
+        call.reinvite = relay
+        self._send(sent, target.peer, lambda response: self._reinvite_answered(call, relay,
+                                                                               response))
+
+    def _reinvite_answered(self, call: Call, relay: Relay, response: Response | None) -> None:
+        source, target = relay.source, relay.target
+        assert source.dialog is not None and target.dialog is not None
+        if response is None:
+            call.reinvite = None
+            relay.txn.respond(source.dialog.create_response(relay.request, 408), self._now)
+            self._lost(call, target)
+            return
+        target.dialog.receive_response(relay.sent, response)
+        status = response.status
+        offer = not relay.request.body
+        headers, body = self._body(call, target, response, offer=offer)
+        if 200 <= status < 300:
+            if relay.request.body:
+                self._ack(target, relay.sent.cseq.seq, b"", None)
+                call.reinvite = None
+            else:
+                call.ack_waits = target
+            if body:
+                source.last_sdp = body
+            self._refreshed(call, source, relay.request, headers)
+            self._refreshed(call, target, None, None)
+        else:
+            call.reinvite = None
+        relay.txn.respond(source.dialog.create_response(relay.request, status,
+                                                        headers=headers, body=body), self._now)
+        if status == 481:
+            self._lost(call, target)
+
+    def _refreshed(self, call: Call, leg: Leg, request: Request | None,
+                   headers: list[tuple[str, str]] | None) -> None:
+        """A successful (re-)INVITE or UPDATE on `leg` refreshes its session (RFC 4028)."""
+        if request is not None and self.config.session_expires_seconds:
+            settled = st.settle_as_uas(request, self.config.session_expires_seconds)
+            if settled is not None:
+                leg.timer = settled
+        if leg.timer is None or call.state is not CallState.ANSWERED:
+            return
+        if headers is not None and request is not None:
+            headers.extend(st.response_headers(leg.timer, request))
+        self._restart_session(leg)
+
+    def _relay_request(self, call: Call, source: Leg, target: Leg, request: Request,
+                       txn: ServerTransaction) -> None:
+        assert source.dialog is not None and target.dialog is not None
+        method = request.method
+        headers = [(name, value) for name in _RELAYED_HEADERS
+                   if name != "Content-Type" and (value := request.headers.get(name))]
+        content, body = self._body(call, source, request, offer=True)
+        headers = content + headers
+        if method == "UPDATE":
+            headers.extend(self._session_headers(target))
+        sent = target.dialog.create_request(method, branch=self.ids.branch(),
+                                            headers=headers, body=body)
+        source_dialog = source.dialog
+
+        def answered(response: Response | None) -> None:
+            if response is None:
+                txn.respond(source_dialog.create_response(request, 408), self._now)
+                self._lost(call, target)
+                return
+            extra, reply = self._body(call, target, response, offer=False)
+            if method == "UPDATE" and response.status < 300:
+                self._refreshed(call, source, request, extra)
+                self._refreshed(call, target, None, None)
+            txn.respond(source_dialog.create_response(request, response.status, headers=extra,
+                                                      body=reply), self._now)
+            if response.status == 481:
+                self._lost(call, target)
+
+        self._send(sent, target.peer, answered)
+
+    def _lost(self, call: Call, leg: Leg) -> None:
+        """`leg` no longer answers in its dialog (timeout or 481): the call is over."""
+        if call.state is CallState.ANSWERED:
+            log.info("call_peer_lost", call=str(call.id), leg=leg.side.value)
+            if leg.dialog is not None:
+                leg.dialog.terminate()  # no BYE into a dialog the peer forgot
+            self._terminate(call, HangupBy.SYSTEM, EndReason.PEER_LOST)
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def _bye(self, leg: Leg) -> None:
+        if leg.dialog is None or leg.dialog.state is DialogState.TERMINATED:
+            return
+        bye = leg.dialog.create_request("BYE", branch=self.ids.branch())
+        leg.dialog.terminate()
+        if leg.state is LegState.CONFIRMED:
+            leg.move(LegState.ENDED)
+        self._send(bye, leg.peer, lambda _response: None)
+
+    def _hangup(self, call: Call, by: HangupBy, reason: EndReason) -> None:
+        for leg in (call.a, call.b):
+            if leg is not None and leg.state is LegState.CONFIRMED:
+                self._bye(leg)
+        self._end(call, by, 200, reason)
+
+    def _terminate(self, call: Call, by: HangupBy, reason: EndReason, *, status: int = 480,
+                   ) -> None:
+        """End a call from our side, whatever its state."""
+        if call.state is CallState.ANSWERED:
+            self._hangup(call, by, reason)
+            return
+        self._cancel_attempts(call)
+        self._refuse_a(call, status)
+        self._end(call, by, status, reason)
+
+    def _forget_leg(self, leg: Leg) -> None:
+        self._legs.pop((leg.invite.call_id, leg.local_tag), None)
+        for txn in (leg.client_txn, leg.server_txn):
+            if txn is not None:
+                self._invites.pop(txn, None)
+
+    def _end(self, call: Call, by: HangupBy, status: int, reason: EndReason, *,
+             caller_gave_up: bool = False) -> None:
+        if call.state is CallState.ENDED:
+            return
+        answered = call.state is CallState.ANSWERED
+        call.move(CallState.ENDED)
+        call.timers.clear()
+        for leg in [call.a, call.b, *call.attempts]:
+            # A cancelled attempt stays known until its final response, so that a 2xx
+            # crossing our CANCEL is still ACKed and hung up.
+            if leg is not None and (leg.side is Side.A or leg.state in FINAL_SEEN):
+                self._forget_leg(leg)
+        self.calls.pop(call.id, None)
+        call.media.close()
+        final = 200 if answered else status
+        klass = classify(call.direction, answered=answered, final_status=final,
+                         caller_gave_up=caller_gave_up)
+        talk = self._now - call.answered if call.answered is not None else 0.0
+        sip_call_id = call.a.invite.call_id if call.a is not None else ""
+        record = CallRecord(
+            call.id, call.tenant_id, sip_call_id, call.direction.value,
+            call.direction is Direction.INTERNAL, klass.value, call.caller, call.callee,
+            call.did, call.extension, call.peer_extension,
+            call.trunk.name if call.trunk else None, self._wall(call.started),
+            None if call.rang is None else self._wall(call.rang),
+            None if call.answered is None else self._wall(call.answered), self._wall(),
+            round(talk, 3), final, by.value, reason.value)
+        self._out.append(RecordReady(record))
+        log.info("call_ended", call=str(call.id), tenant=str(call.tenant_id),
+                 call_class=klass.value, status=final, hangup_by=by.value, reason=reason.value,
+                 caller=numbers.mask(call.caller), callee=numbers.mask(call.callee))
+        self._publish(call, "call.ended", {"class": klass.value, "final_status": final,
+                                           "hangup_by": by.value, "reason": reason.value,
+                                           "talk_seconds": record.talk_seconds})
+
+    def _publish(self, call: Call, kind: str, data: dict[str, object]) -> None:
+        self._out.append(Published(CallEvent(kind, call.id, call.tenant_id, self._wall(), data)))
