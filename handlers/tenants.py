@@ -308,7 +308,7 @@ class TenantSettings(BaseModel):
                           "registered sender number")
     mms_lms_fallback: bool = Field(
         False, description="an MMS whose image the carrier refuses goes out as LMS (text only)")
-    max_call_seconds: int | None = Field(
+    max_call_seconds: float | None = Field(
         None, description="longest call before it is ended (reason max_duration), 0: no limit; "
                           "null: the configured sip.max_call_seconds")
     # Limits: set by the operator (`telgate admin tenant set NAME=VALUE`), shown to the tenant.
@@ -342,7 +342,7 @@ class SettingsPatch(Body):
     recording_policy: Literal["all", "none", "exclude_internal"] | None = None
     default_rid: Annotated[str, StringConstraints(pattern=RID_PATTERN)] | None = None
     mms_lms_fallback: bool | None = None
-    max_call_seconds: Annotated[int, Field(ge=0, le=86400)] | None = None
+    max_call_seconds: Annotated[float, Field(ge=0, le=86400)] | None = None
 
 
 Rate = Annotated[float, Field(gt=0, le=1_000_000)]

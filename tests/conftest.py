@@ -39,6 +39,27 @@ _counter = itertools.count()
 configure_logging(load_config(None, {}).log, force_json=True)
 structlog.configure(cache_logger_on_first_use=False)
 
+# Some tests configure logging in-process (the CLI's admin commands raise the level to warning;
+# the log-masking test renders JSON). A logger cached then would keep that configuration for
+# the rest of the run, and later tests reading logs (capture_logs) would see nothing.
+_configure = structlog.configure
+
+
+def _configure_uncached(*args: Any, **kwargs: Any) -> None:
+    kwargs["cache_logger_on_first_use"] = False
+    _configure(*args, **kwargs)
+
+
+structlog.configure = _configure_uncached
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_configured_for_tests() -> Iterator[None]:
+    """Whatever a test does to the logging configuration is undone after it."""
+    saved = structlog.get_config()
+    yield
+    structlog.configure(**saved)
+
 
 def with_db(dsn: str, dbname: str) -> str:
     base, _, query = dsn.partition("?")
