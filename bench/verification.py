@@ -4,13 +4,14 @@ submit_sm reaches the simulator?
 
     .venv/bin/python -m bench.verification [--bulk 100000] [--rate 20] [--runs 3]
 
-Each run starts a fresh daemon and database. Phase 1 sends the bulk alone and times it (first POST
-until every recipient is final). Phase 2 sends the same bulk again and, from the moment the first
-bulk recipient reaches the simulator, POSTs `--rate` verifications per second (open loop) until
-the bulk has drained. The simulator (its own process) writes every submit_sm it accepts to a
-JSON-lines log with its arrival time; each verification goes to its own number, so the log gives
-API call → submit_sm for each one. Both clocks are this machine's. Prints one JSON line per run
-and a summary with the spread.
+Each run has two phases, each with a fresh simulator, database and daemon (so neither sees the
+other's rows). Phase 1 sends the bulk alone and times it (first POST until every recipient is
+final). Phase 2 sends the same bulk and, from the moment the first bulk recipient reaches the
+simulator, POSTs `--rate` verifications per second (open loop) until the bulk has drained.
+The simulator (its own process) writes every submit_sm it accepts to a JSON-lines log with
+its arrival time; each verification goes to its own number, so the log gives API call →
+submit_sm for each one. Both clocks are this machine's. Prints one JSON line per run and a
+summary with the spread.
 """
 
 from __future__ import annotations
@@ -29,7 +30,6 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
-import asyncpg
 
 from bench.messaging import (
     ROOT,
@@ -41,8 +41,6 @@ from bench.messaging import (
     numbers,
     prepare_tenant,
     telgate_throughput,
-    total,
-    wait_final,
     wait_port,
     wait_ready,
 )
@@ -117,13 +115,19 @@ def arrivals(log: Path) -> dict[str, float]:
     return seen
 
 
-async def one_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+async def phase(args: argparse.Namespace, work: Path, with_codes: bool
+                ) -> tuple[dict[str, Any], dict[str, float], list[float], Path]:
+    """One bulk send through a fresh simulator, database and daemon; with `with_codes`,
+    verifications at `args.rate` per second from its first submit until it has drained."""
+    await asyncio.to_thread(work.mkdir)
     smsc_port = free_port()
     received = work / "received.jsonl"
     smsc = [sys.executable, "-m", "sim.smsc", "--port", str(smsc_port),
             "--account", "telgate:bench", "--received-log", str(received)]
     config = load_config(None, {"TELGATE_STATE_DIR": str(work / "state")})
     pg = EmbeddedPostgres(config.state_dir, config.database.embedded)
+    sent: dict[str, float] = {}
+    api_ms: list[float] = []
     async with child(smsc, log=work / "smsc.log"):
         await wait_port(smsc_port)
         await pg.start()
@@ -142,24 +146,25 @@ async def one_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                              env=env, log=work / "daemon.log", cwd=ROOT) as proc, \
                     aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
                 await wait_ready(http, base, proc)
-                alone = await telgate_throughput(http, base, key, pg.dsn, numbers(args.bulk),
-                                                 args.per_request, args.in_flight)
-                conn = await asyncpg.connect(pg.dsn)
-                try:
-                    await wait_final(conn, await total(conn), 120)
-                finally:
-                    await conn.close()
                 done = asyncio.Event()
-                second = [f"010{5000_0000 + i:08d}" for i in range(args.bulk)]
                 bulk = asyncio.create_task(telgate_throughput(
-                    http, base, key, pg.dsn, second, args.per_request, args.in_flight))
+                    http, base, key, pg.dsn, numbers(args.bulk), args.per_request,
+                    args.in_flight))
                 bulk.add_done_callback(lambda _t: done.set())
-                await first_arrival(received)
-                sent, api_ms = await verifications_during(http, base, key, args.rate, done)
-                with_codes = await bulk
-                await all_arrived(received, sent)
+                if with_codes:
+                    await first_arrival(received)
+                    sent, api_ms = await verifications_during(http, base, key, args.rate, done)
+                result = await bulk
+                if with_codes:
+                    await all_arrived(received, sent)
         finally:
             await pg.stop()
+    return result, sent, api_ms, received
+
+
+async def one_run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+    alone, _, _, _ = await phase(args, work / "alone", with_codes=False)
+    with_codes, sent, api_ms, received = await phase(args, work / "codes", with_codes=True)
     came = arrivals(received)
     missing = [n for n in sent if n not in came]
     latencies = sorted((came[n] - t0) * 1000 for n, t0 in sent.items() if n in came)
