@@ -68,9 +68,12 @@ async def test_sipp_pcap_call_is_relayed_and_recorded_byte_for_byte(media: Media
         "-mp", str(sipp_media), "-m", "1", "-nostdin", "-timeout", "30",
         cwd=tmp_path, stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE)
     spoken = tone_pattern(Codec.PCMA, 3.0, frequencies=(350.0, 440.0))
-    await asyncio.sleep(1.0)
-    legs = (await session.query())["legs"]
-    assert legs["a"]["state"] == "latched"  # SIPp's stream has reached us by now
+    # SIPp answers, then starts its stream; on a loaded machine that can take seconds. The phone
+    # speaks only once the caller's side is latched (its audio has somewhere to go).
+    async with asyncio.timeout(20):
+        while (await session.query())["legs"]["a"]["state"] != "latched":
+            assert uac.returncode is None, "SIPp ended before its stream reached the relay"
+            await asyncio.sleep(0.05)
     await phone.play((session.address, session.ports[Side.B]), Codec.PCMA, spoken)
     async with asyncio.timeout(40):
         _, err = await uac.communicate()
