@@ -1,5 +1,6 @@
 """The SIP part of `make run`'s demo: extension 1001 of the demo tenant, a simulated phone
-that registers, answers every call at once and stays until the caller hangs up."""
+that registers, answers every call at once with a looping tone (real RTP, so a call to it is
+heard and recorded) and stays until the caller hangs up."""
 
 from __future__ import annotations
 
@@ -15,7 +16,8 @@ from config.sip import SipConfig
 from handlers import tenants
 from handlers.calls import extensions as ext_db
 from handlers.errors import DomainError
-from sim.sip.phone import Script, SimPhone
+from sim.media import Audio
+from sim.sip.phone import Script, SimCall, SimPhone
 
 log = structlog.get_logger("telgate.sim.demo")
 
@@ -41,7 +43,7 @@ async def start_demo(config: SipConfig, pool: asyncpg.Pool, *, tenant: str = "de
                                 rid=None, use_rid=False)
     host = config.host if config.host not in ("0.0.0.0", "") else "127.0.0.1"
     phone = SimPhone(extension, gateway=(host, config.port), domain=domain, password=password,
-                     script=Script())
+                     script=Script(audio=Audio()))
     await phone.start()
     status = await phone.register(3600)
     log.info("demo_phone_registered", extension=extension, status=status, port=phone.port)
@@ -51,12 +53,29 @@ async def start_demo(config: SipConfig, pool: asyncpg.Pool, *, tenant: str = "de
             await asyncio.sleep(1800)
             await phone.register(3600)
 
-    task = asyncio.create_task(refresh(), name="demo-phone-register")
+    async def forget(call: SimCall) -> None:
+        await call.ended.wait()
+        phone.forget(call)  # retransmitted BYEs are answered by their transaction
+
+    async def tidy() -> None:
+        # The phone keeps every call and what it received: drop each one once it has ended.
+        while True:
+            call = await phone.incoming.get()
+            ended = asyncio.create_task(forget(call))
+            watchers.add(ended)
+            ended.add_done_callback(watchers.discard)
+
+    watchers: set[asyncio.Task[None]] = set()
+    tasks = [asyncio.create_task(refresh(), name="demo-phone-register"),
+             asyncio.create_task(tidy(), name="demo-phone-tidy")]
 
     async def stop() -> None:
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await task
+        running = [*tasks, *watchers]
+        for task in running:
+            task.cancel()
+        for task in running:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await phone.close()
 
     return stop

@@ -5,6 +5,12 @@ its `Script` (answer after a delay, busy, no answer, reject, hang up after N sec
 also place calls (answering 407 challenges). A `TrunkCaller` is the same user agent without
 registration, sending calls from a carrier's address. Both run our own SIP stack over real
 loopback UDP or TCP.
+
+Media is off unless a script asks for it: with `Script(audio=None)` (the default, what the
+signalling tests and bench/b2bua.py use) the SDP names a port nobody listens on and a call costs
+no socket. With `Script(audio=Audio())` every call gets its own RTP endpoint, advertised in its
+SDP, which streams a tone (or a WAV, or given bytes) to the far end once the call is
+established and keeps what arrives: `SimCall.rtp`, `.codec`, `.received_payload()`.
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ import contextlib
 import enum
 from dataclasses import dataclass, field
 
+from protocols.rtp.g711 import Codec
 from protocols.sip.auth import DigestClient, DigestServer
 from protocols.sip.dialog import Dialog
 from protocols.sip.headers import NameAddr
@@ -35,12 +42,7 @@ from protocols.sip.transaction import (
 )
 from protocols.sip.transport import SipEndpoint, TcpTransport, UdpTransport
 from protocols.sip.uri import URI
-
-SDP = (
-    "v=0\r\no=sim 1 1 IN IP4 127.0.0.1\r\ns=sim\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\n"
-    "m=audio {port} RTP/AVP 0 8 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:8 PCMA/8000\r\n"
-    "a=rtpmap:101 telephone-event/8000\r\na=sendrecv\r\n"
-)
+from sim.media import Address, Audio, CallMedia, RtpPeer, answer_direction, sdp_body
 
 
 class Behaviour(enum.Enum):
@@ -54,7 +56,7 @@ class Behaviour(enum.Enum):
 
 @dataclass(slots=True)
 class Script:
-    """A phone's behaviour for incoming calls."""
+    """A phone's behaviour for incoming calls, and the audio it sends on every call."""
 
     behaviour: Behaviour = Behaviour.ANSWER
     answer_after: float = 0.0
@@ -62,6 +64,8 @@ class Script:
     early_media: bool = False  # 183 Session Progress with SDP instead of 180
     # A carrier that challenges incoming INVITEs (407) for this (user, password).
     challenge: tuple[str, str] | None = None
+    # None: signalling only (no RTP socket, a made-up port in the SDP).
+    audio: Audio | None = None
 
 
 class CallState(enum.Enum):
@@ -93,6 +97,37 @@ class SimCall:
     server_txn: InviteServerTransaction | None = None
     client_txn: ClientTransaction | None = None
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    media: CallMedia | None = None  # with Script.audio: the call's RTP side
+    ack_body: bytes = b""  # our answer in the ACK, when the 200 carried the offer
+
+    @property
+    def rtp(self) -> RtpPeer | None:
+        """The call's RTP endpoint (packets sent and received), if the UA has audio."""
+        return self.media.peer if self.media is not None else None
+
+    @property
+    def codec(self) -> Codec | None:
+        """The negotiated G.711 law (the first the answer lists)."""
+        return self.media.codec if self.media is not None else None
+
+    @property
+    def sending_to(self) -> Address | None:
+        """Where the call's audio goes now (None: no audio yet, on hold, or ended)."""
+        return self.media.sending_to if self.media is not None else None
+
+    def received_payload(self) -> bytes:
+        """The audio received in the negotiated codec, in arrival order, duplicates removed."""
+        if self.media is None:
+            return b""
+        codec = self.media.codec
+        return self.media.peer.received_payload(codec.payload_type if codec else None)
+
+    def sent_payload(self) -> bytes:
+        """The audio sent, in order."""
+        if self.media is None:
+            return b""
+        codec = self.media.codec
+        return self.media.peer.sent_payload(codec.payload_type if codec else None)
 
     def _finish(self, status: int | None, by: str) -> None:
         if self.state is CallState.ENDED:
@@ -102,10 +137,16 @@ class SimCall:
             self.final_status = status
         self.ended_by = by
         self.ended.set()
+        self._release()
+
+    def _release(self) -> None:
+        """Cancel the call's tasks (but the running one) and close its media."""
         current = asyncio.current_task()
         for task in self.tasks:
             if task is not current:
                 task.cancel()
+        if self.media is not None:
+            self.media.close()
 
 
 class SimUA:
@@ -154,8 +195,7 @@ class SimUA:
     async def close(self) -> None:
         """Stop (calls are dropped without signalling)."""
         for call in self.calls.values():
-            for task in call.tasks:
-                task.cancel()
+            call._release()
         self.endpoint.close()
         await asyncio.sleep(0)
 
@@ -167,8 +207,20 @@ class SimUA:
     def _via(self) -> str:
         return f"SIP/2.0/{self.transport} {self.bind_host}:{self.port};branch={self.ids.branch()};rport"
 
-    def _sdp(self) -> bytes:
-        return SDP.format(port=20000 + self.port % 10000).encode()
+    def _sdp(self, direction: str = "sendrecv") -> bytes:
+        """The signalling-only SDP: a port derived from ours, nobody listening on it."""
+        return sdp_body("127.0.0.1", 20000 + self.port % 10000, direction=direction)
+
+    def _answer_sdp(self, call: SimCall, offer: bytes) -> bytes:
+        """Our SDP answering `offer`; our own offer when it is empty (a late offer)."""
+        if call.media is None:
+            return self._sdp(answer_direction(offer) if offer else "sendrecv")
+        return call.media.answer(offer) if offer else call.media.offer()
+
+    def forget(self, call: SimCall) -> None:
+        """Drop an ended call (and the packets it kept); a long-running phone's housekeeping."""
+        if call.state is CallState.ENDED:
+            self.calls.pop(call.call_id, None)
 
     async def _request(self, request: Request, peer: Peer | None = None,
                        ) -> Response | None:
@@ -209,7 +261,8 @@ class SimUA:
     def call(self, number: str, *, from_user: str | None = None,
              hangup_after: float | None = None, cancel_after: float | None = None,
              with_sdp: bool = True) -> SimCall:
-        """Start a call to `number` at the gateway; follow it through the returned SimCall."""
+        """Start a call to `number` at the gateway; follow it through the returned SimCall.
+        With `with_sdp=False` the INVITE carries no offer (the answer then goes in the ACK)."""
         tag = self.ids.tag()
         me = URI("sip", user=from_user or self.user, host=self.domain)
         headers = [("Content-Type", "application/sdp")] if with_sdp else []
@@ -228,6 +281,10 @@ class SimUA:
     async def _run_outgoing(self, call: SimCall, hangup_after: float | None,
                             cancel_after: float | None) -> None:
         request = call.request
+        if self.script.audio is not None:
+            call.media = await CallMedia.open(self.bind_host, self.script.audio)
+            if request.body:
+                request.body = call.media.offer()
         for _attempt in range(2):
             txn = self.layer.send_request(request, self.gateway, self.endpoint.now())
             call.client_txn = txn
@@ -270,6 +327,8 @@ class SimUA:
             call = self.calls.get(event.ack.call_id)
             if call is not None and call.dialog is not None:
                 call.dialog.receive_request(event.ack)
+                if call.media is not None and event.ack.body:
+                    call.media.answered(event.ack.body)  # we offered in the 200
         elif isinstance(event, CancelReceived):
             call = self.calls.get(event.invite.request.call_id)
             if call is not None and call.dialog is not None and call.server_txn is not None:
@@ -302,6 +361,8 @@ class SimUA:
         if 100 < status < 200:
             if response.body:
                 call.early_sdp = response.body
+                if call.media is not None and txn.request.body:
+                    call.media.answered(response.body)  # we send only once answered
             if call.state is CallState.CALLING:
                 call.state = CallState.RINGING
                 call.ringing.set()
@@ -310,7 +371,12 @@ class SimUA:
             if first:
                 call.dialog = Dialog.from_uac_response(txn.request, response)
                 call.remote_sdp = response.body
-            self._ack(call, response)
+                if call.media is not None and response.body:
+                    if txn.request.body:
+                        call.media.answered(response.body)
+                    else:
+                        call.ack_body = call.media.answer(response.body)
+            self._ack(call, response, call.ack_body)
             if call.ended_by == "local" and first:
                 # Our CANCEL lost the race with the answer: hang up at once.
                 call.state = CallState.ANSWERED
@@ -321,10 +387,14 @@ class SimUA:
                 call.state = CallState.ANSWERED
                 call.final_status = status
                 call.answered.set()
+                if call.media is not None:
+                    call.media.start()
 
-    def _ack(self, call: SimCall, response: Response) -> None:
+    def _ack(self, call: SimCall, response: Response, body: bytes = b"") -> None:
         assert call.dialog is not None
-        ack = call.dialog.create_ack(response.cseq.seq, branch=self.ids.branch())
+        headers = [("Content-Type", "application/sdp")] if body else None
+        ack = call.dialog.create_ack(response.cseq.seq, branch=self.ids.branch(),
+                                     headers=headers, body=body)
         self.layer.send_stateless(ack, self.gateway)
 
     def _on_request(self, request: Request, peer: Peer, txn: ServerTransaction) -> None:
@@ -347,8 +417,8 @@ class SimUA:
         elif request.method == "INVITE":
             call.reinvites += 1
             txn.respond(call.dialog.create_response(
-                request, 200, headers=[("Content-Type", "application/sdp")], body=self._sdp()),
-                now)
+                request, 200, headers=[("Content-Type", "application/sdp")],
+                body=self._answer_sdp(call, request.body)), now)
         else:
             txn.respond(call.dialog.create_response(request, 200), now)
 
@@ -372,40 +442,43 @@ class SimUA:
         self.calls[call.call_id] = call
         self.incoming.put_nowait(call)
         script = self.script
-        now = self.endpoint.now()
         if script.behaviour is Behaviour.BUSY:
-            txn.respond(dialog.create_response(request, 486), now)
+            txn.respond(dialog.create_response(request, 486), self.endpoint.now())
             call._finish(486, "local")
             return
+        call.tasks.append(asyncio.create_task(self._ring(call, script, txn, dialog)))
+
+    async def _ring(self, call: SimCall, script: Script, txn: InviteServerTransaction,
+                    dialog: Dialog) -> None:
+        """Ring (180, or 183 with SDP for early media), then answer or reject as scripted."""
+        if script.audio is not None:
+            call.media = await CallMedia.open(self.bind_host, script.audio)
+        sdp = self._answer_sdp(call, call.request.body)  # the 183's and the 200's alike
+        with_sdp = [("Content-Type", "application/sdp")]
         if script.early_media:
-            txn.respond(dialog.create_response(
-                request, 183, headers=[("Content-Type", "application/sdp")], body=self._sdp()),
-                now)
+            txn.respond(dialog.create_response(call.request, 183, headers=with_sdp, body=sdp),
+                        self.endpoint.now())
         else:
-            txn.respond(dialog.create_response(request, 180), now)
+            txn.respond(dialog.create_response(call.request, 180), self.endpoint.now())
         call.state = CallState.RINGING
         call.ringing.set()
         if script.behaviour is Behaviour.NO_ANSWER:
             return
-        call.tasks.append(asyncio.create_task(self._answer_later(call)))
-
-    async def _answer_later(self, call: SimCall) -> None:
-        script = self.script
         await asyncio.sleep(script.answer_after)
-        if call.state is not CallState.RINGING or call.server_txn is None or call.dialog is None:
+        if call.state is not CallState.RINGING:
             return
         now = self.endpoint.now()
         if script.behaviour is Behaviour.REJECT:
-            call.server_txn.respond(call.dialog.create_response(call.request, 603), now)
+            txn.respond(dialog.create_response(call.request, 603), now)
             call._finish(603, "local")
             return
-        call.server_txn.respond(call.dialog.create_response(
-            call.request, 200, headers=[("Content-Type", "application/sdp")], body=self._sdp()),
-            now)
-        call.dialog.confirm()
+        txn.respond(dialog.create_response(call.request, 200, headers=with_sdp, body=sdp), now)
+        dialog.confirm()
         call.state = CallState.ANSWERED
         call.final_status = 200
         call.answered.set()
+        if call.media is not None:
+            call.media.start()
         if script.hangup_after is not None:
             await asyncio.sleep(script.hangup_after)
             await self.hangup(call)
@@ -424,13 +497,22 @@ class SimUA:
     async def _hangup_quietly(self, call: SimCall) -> None:
         await self.hangup(call)
 
-    async def reinvite(self, call: SimCall) -> int | None:
-        """Send a re-INVITE with our SDP (e.g. hold); the final status."""
+    async def reinvite(self, call: SimCall, *, direction: str = "sendrecv",
+                       body: bytes | None = None) -> int | None:
+        """Send a re-INVITE offering our SDP with `direction` (sendonly or inactive: hold), or
+        `body` (e.g. media pointed elsewhere, as an anchoring B2BUA does on a transfer); the
+        final status. Our audio follows the answer."""
         assert call.dialog is not None
+        if call.media is not None:
+            offer = call.media.offer(direction, body=body)
+        else:
+            offer = body if body is not None else self._sdp(direction)
         request = call.dialog.create_request(
             "INVITE", branch=self.ids.branch(), headers=[("Content-Type", "application/sdp")],
-            body=self._sdp())
+            body=offer)
         response = await self._request(request)
+        if response is not None and 200 <= response.status < 300 and call.media is not None:
+            call.media.answered(response.body)
         return response.status if response else None
 
 
