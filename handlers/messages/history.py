@@ -96,20 +96,25 @@ def parse_time(raw: str, field: str, *, end_of_day: bool) -> datetime:
                 day += timedelta(days=1)
             return datetime.combine(day, time(0), KST).astimezone(UTC)
         when = datetime.fromisoformat(text.replace("Z", "+00:00"))
-    except ValueError:
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=KST)  # a portal's local time
+        return when.astimezone(UTC)
+    except (ValueError, OverflowError):  # year 1 or 9999 moved across a zone leaves the calendar
         raise DomainError("invalid_time", f"{field} must be an RFC 3339 time or a date "
-                          "(YYYY-MM-DD)", field=field, status=422) from None
-    if when.tzinfo is None:
-        when = when.replace(tzinfo=KST)  # a portal's local time
-    return when.astimezone(UTC)
+                          "(YYYY-MM-DD) between the years 1 and 9999", field=field,
+                          status=422) from None
 
 
 def parse_period(since_raw: str | None, until_raw: str | None, now: datetime,
                  default_days: int = 30) -> Period:
     """The searched period: at most 366 days, `since` before `until` (422 naming the field)."""
     until = parse_time(until_raw, "until", end_of_day=True) if until_raw else now
-    since = (parse_time(since_raw, "since", end_of_day=False) if since_raw
-             else until - timedelta(days=default_days))
+    try:
+        since = (parse_time(since_raw, "since", end_of_day=False) if since_raw
+                 else until - timedelta(days=default_days))
+    except OverflowError:  # a default period before year 1
+        raise DomainError("invalid_time", "until is too early for a default period",
+                          field="until", status=422) from None
     if since >= until:
         raise DomainError("invalid_period", "until must be after since", field="until")
     if until - since > MAX_PERIOD:
