@@ -24,11 +24,13 @@ $(STAMP): pyproject.toml requirements.lock
 venv: $(STAMP)
 
 ## make run: the daemon with its embedded PostgreSQL, the simulators, and a demo tenant's key.
-## Ports: make run API_PORT=8081 SIP_PORT=5070 SMSC_PORT=2776 (defaults 8080, 5060, 2775).
+## Ports: make run API_PORT=8081 SIP_PORT=5070 SMSC_PORT=2776 MMSC_PORT=8091 MM7_REPORT_PORT=8083
+## (defaults 8080, 5060, 2775, 8090, 8082).
 run: $(STAMP)
 	$(BIN)/telgate run --demo $(if $(CONFIG),--config $(CONFIG),--config config/telgate.demo.toml) \
 	  $(if $(API_PORT),--api-port $(API_PORT)) $(if $(SIP_PORT),--sip-port $(SIP_PORT)) \
-	  $(if $(SMSC_PORT),--smsc-port $(SMSC_PORT))
+	  $(if $(SMSC_PORT),--smsc-port $(SMSC_PORT)) $(if $(MMSC_PORT),--mmsc-port $(MMSC_PORT)) \
+	  $(if $(MM7_REPORT_PORT),--mm7-report-port $(MM7_REPORT_PORT))
 
 ## make sms: what the demo's phones received (the SMSC simulator's log), e.g. a verification code.
 sms:
@@ -54,10 +56,11 @@ unit: $(STAMP)
 interop-tools:
 	@scripts/ensure-interop-tools.sh
 
-## make lock: re-pin requirements.lock from pyproject.toml (newest versions that fit).
+## make lock: pin what pyproject.toml names, every extra included (dev, bench), in requirements.lock;
+## pins already there stay; a new dependency gets the newest version that fits.
 lock: $(STAMP)
 	$(BIN)/python -m pip install --quiet pip-tools
-	$(BIN)/pip-compile --quiet --extra dev --strip-extras --no-emit-index-url \
+	$(BIN)/pip-compile --quiet --all-extras --strip-extras --no-emit-index-url \
 	  --no-emit-find-links --no-emit-options -o requirements.lock pyproject.toml
 
 clean:

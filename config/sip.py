@@ -79,6 +79,19 @@ class SipConfig:
         metadata=_help("local address TCP connections we open leave from (empty: the "
                        "kernel's choice), for hosts with several addresses"),
     )
+    tcp_idle_seconds: float = field(
+        default=3900.0,
+        metadata=_help("a TCP connection that sends nothing (not even a CRLF keep-alive) this "
+                       "long, with no transaction in progress, is closed; keep it above "
+                       "`register_max_expires`, since a phone registered over TCP is reached "
+                       "through its connection and may only speak to re-register (0: never)",
+                       min=0),
+    )
+    tcp_first_message_seconds: float = field(
+        default=30.0,
+        metadata=_help("a TCP connection we accepted that has not sent one complete SIP "
+                       "message this long after connecting is closed (0: never)", min=0),
+    )
     realm: str = field(
         default="telgate",
         metadata=_help("digest realm; stored extension hashes depend on it (changing it "

@@ -61,7 +61,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.demo:
         from daemon.demo import PortInUse, announce_demo, check_ports, with_ports
 
-        config = with_ports(config, api=args.api_port, sip=args.sip_port, smsc=args.smsc_port)
+        config = with_ports(config, api=args.api_port, sip=args.sip_port, smsc=args.smsc_port,
+                            mmsc=args.mmsc_port, mm7_report=args.mm7_report_port)
         try:
             check_ports(config)
         except PortInUse as exc:
@@ -363,7 +364,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--demo", action="store_true",
                    help="ensure a demo tenant, print its key, start the simulators")
     for flag, what in (("--api-port", "control API"), ("--sip-port", "SIP"),
-                       ("--smsc-port", "SMSC simulator")):
+                       ("--smsc-port", "SMSC simulator"), ("--mmsc-port", "MMSC simulator"),
+                       ("--mm7-report-port", "MM7 delivery-report listener")):
         s.add_argument(flag, type=int, metavar="PORT", help=f"with --demo: the {what} port")
     s.set_defaults(func=cmd_run)
     with_config(sub.add_parser("migrate", help="apply database migrations")).set_defaults(

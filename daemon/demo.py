@@ -2,8 +2,9 @@
 tenant with a registered sender number, and its API key printed with curl lines to try.
 
 The key is kept in `<state_dir>/demo-key` (0600) and reused across restarts while it is valid.
-Every port is overridable (`--api-port`, `--sip-port`, `--smsc-port`, or `make run API_PORT=…
-SIP_PORT=… SMSC_PORT=…`); a port in use is reported in one line before anything starts.
+Every port is overridable (`--api-port`, `--sip-port`, `--smsc-port`, `--mmsc-port`,
+`--mm7-report-port`, or `make run API_PORT=… SIP_PORT=… SMSC_PORT=… MMSC_PORT=…
+MM7_REPORT_PORT=…`); a port in use is reported in one line before anything starts.
 """
 
 from __future__ import annotations
@@ -14,11 +15,11 @@ import os
 import socket
 import sys
 from pathlib import Path
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
 import structlog
 
-from config.schema import Config
+from config.schema import Config, Mm7CarrierConfig
 from daemon.app import Runtime, Stopper
 from handlers import tenants
 from handlers.errors import DomainError
@@ -41,7 +42,8 @@ class PortInUse(Exception):
 
 
 def with_ports(config: Config, *, api: int | None = None, sip: int | None = None,
-               smsc: int | None = None) -> Config:
+               smsc: int | None = None, mmsc: int | None = None,
+               mm7_report: int | None = None) -> Config:
     """The demo configuration with the given ports (None keeps the configured one)."""
     if api is not None:
         config = dataclasses.replace(config, api=dataclasses.replace(config.api, port=api))
@@ -52,10 +54,29 @@ def with_ports(config: Config, *, api: int | None = None, sip: int | None = None
                     for c in config.smpp.carriers]
         config = dataclasses.replace(config, smpp=dataclasses.replace(config.smpp,
                                                                       carriers=carriers))
+    if mmsc is not None:
+        mm7_carriers = [_with_url_port(c, mmsc) if urlsplit(c.url).hostname in _LOOPBACK else c
+                        for c in config.mm7.carriers]
+        config = dataclasses.replace(config, mm7=dataclasses.replace(config.mm7,
+                                                                     carriers=mm7_carriers))
+    if mm7_report is not None:
+        config = dataclasses.replace(config, mm7=dataclasses.replace(config.mm7,
+                                                                     report_port=mm7_report))
     return config
 
 
 _LOOPBACK = ("127.0.0.1", "localhost")
+
+
+def _mmsc_carriers(config: Config) -> list[Mm7CarrierConfig]:
+    """The MM7 carriers the demo's MMSC simulator plays (their URL is on loopback)."""
+    return [c for c in config.mm7.carriers if urlsplit(c.url).hostname in _LOOPBACK]
+
+
+def _with_url_port(carrier: Mm7CarrierConfig, port: int) -> Mm7CarrierConfig:
+    url = urlsplit(carrier.url)
+    return dataclasses.replace(
+        carrier, url=urlunsplit(url._replace(netloc=f"{url.hostname}:{port}")))
 
 
 def check_ports(config: Config) -> None:
@@ -69,6 +90,15 @@ def check_ports(config: Config) -> None:
     if sims:
         wanted.append(("SMSC simulator", sims[0].host, sims[0].port, socket.SOCK_STREAM,
                        "SMSC_PORT"))
+    mmscs = _mmsc_carriers(config)
+    if mmscs:
+        url = urlsplit(mmscs[0].url)
+        wanted.append(("MMSC simulator", url.hostname or "127.0.0.1", url.port or 80,
+                       socket.SOCK_STREAM, "MMSC_PORT"))
+    mm7 = config.mm7
+    if mm7.carriers and mm7.report_port:
+        wanted.append(("MM7 delivery-report listener", mm7.report_host, mm7.report_port,
+                       socket.SOCK_STREAM, "MM7_REPORT_PORT"))
     for what, host, port, kind, knob in wanted:
         with socket.socket(socket.AF_INET, kind) as s:
             if kind == socket.SOCK_STREAM:
@@ -101,7 +131,7 @@ async def start_simulators(runtime: Runtime) -> Stopper | None:
         log.info("demo_smsc_started", port=smsc.port,
                  received_log=str(runtime.config.state_dir / SMS_RECEIVED_LOG))
     mm7 = runtime.config.mm7
-    local = [c for c in mm7.carriers if urlsplit(c.url).hostname in ("127.0.0.1", "localhost")]
+    local = _mmsc_carriers(runtime.config)
     if local:
         first_mms = local[0]
         url = urlsplit(first_mms.url)
@@ -141,6 +171,12 @@ async def announce_demo(runtime: Runtime) -> None:
             tenant = await tenants.find_tenant(conn, DEMO_TENANT)
         except DomainError:
             tenant = await tenants.create_tenant(conn, DEMO_TENANT, actor="demo")
+            # The demo records its calls (a real tenant opts in: callers must be told).
+            await tenants.update_settings(conn, tenant.id,
+                                          tenants.SettingsPatch.model_validate({"recording_policy": "all"}),
+                                          actor="demo")
+            for listener in runtime.context.settings_changed:
+                listener(tenant.id)
         try:
             await senders.register(conn, tenant.id, DEMO_SENDER, actor="demo")
         except DomainError as exc:
@@ -157,6 +193,10 @@ async def announce_demo(runtime: Runtime) -> None:
     sip = f"{runtime.config.sip.host}:{runtime.config.sip.port}"
     sims = [c for c in runtime.config.smpp.carriers if c.host in _LOOPBACK]
     smsc = f"{sims[0].host}:{sims[0].port}" if sims else "none"
+    mm7 = runtime.config.mm7
+    mmscs = _mmsc_carriers(runtime.config)
+    mmsc = mmscs[0].url if mmscs else "none"
+    reports = f"{mm7.report_host}:{mm7.report_port}" if mm7.carriers else "none"
     banner = f"""
 ================================================================================
  telgate demo is up.  API: {api}   (Ctrl-C stops it)
@@ -173,7 +213,8 @@ async def announce_demo(runtime: Runtime) -> None:
    curl -s -H "Authorization: Bearer $TELGATE_KEY" -H 'Content-Type: application/json' \\
         --data-binary @- {api}/v1/messages
 
- SMSC simulator on {smsc}; the key is kept in {key_file} across restarts.
+ SMSC simulator on {smsc}; MMSC simulator at {mmsc}
+ (its delivery reports to {reports}); the key is kept in {key_file} across restarts.
  SIP on {sip} (UDP/TCP): the trunk accepts 127.0.0.1, DID 0212345678 rings
  extension 1001 (a simulated phone that answers), e.g.
    sipp -sn uac -s 0212345678 {sip} -m 1

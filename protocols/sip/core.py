@@ -9,6 +9,8 @@ the asyncio transports only move those bytes.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import structlog
 
 from protocols.sip.errors import MalformedMessage, SipSyntaxError
@@ -40,6 +42,14 @@ def stamp_via(request: Request, source: Peer) -> None:
             request.headers.replace_first("Via", str(via.with_params(**updates)))
     except SipSyntaxError:
         return  # parse_message validated the top Via; this only guards hand-built requests
+
+
+@dataclass(frozen=True, slots=True)
+class StreamStatus:
+    """What the core knows of one stream connection, for the transport's silence timeouts."""
+
+    spoken: bool  # a complete message has arrived on it
+    busy: bool  # a transaction with its peer is in progress
 
 
 class SipCore:
@@ -83,6 +93,13 @@ class SipCore:
     def stream_closed(self, peer: Peer) -> None:
         """The stream connection ``peer`` is gone: forget its partial message."""
         self._framers.pop(peer, None)
+
+    def stream_status(self, peer: Peer) -> StreamStatus:
+        """Whether the stream ``peer`` has sent a message yet, and whether work with it is
+        in progress (a silent connection is then waiting on us or we on it, not idle)."""
+        framer = self._framers.get(peer)
+        return StreamStatus(spoken=framer is not None and framer.messages > 0,
+                            busy=self.layer.has_transactions_with(peer))
 
     def receive_message(self, message: Request | Response, peer: Peer, now: float) -> None:
         """An already parsed message (the datagram and stream paths end here)."""

@@ -568,6 +568,7 @@ class StreamFramer:
         self._buf = bytearray()
         self._limits = limits
         self.broken = False
+        self.messages = 0  # framed so far (a connection that never completes one is suspect)
 
     def feed(self, data: bytes) -> list[Request | Response | MalformedMessage]:
         """Add received bytes; return every message completed by them."""
@@ -607,6 +608,7 @@ class StreamFramer:
                 return out
             frame = bytes(buf[:total])
             del buf[:total]
+            self.messages += 1
             try:
                 out.append(parse_message(frame, self._limits, stream=True))
             except MalformedMessage as exc:

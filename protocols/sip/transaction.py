@@ -670,5 +670,10 @@ class TransactionLayer:
         """Live client transactions sending to ``peer`` (to fail them on a transport error)."""
         return [txn for txn in self._clients.values() if txn.peer == peer]
 
+    def has_transactions_with(self, peer: Peer) -> bool:
+        """Whether a client or server transaction with ``peer`` is still live."""
+        return any(txn.peer == peer for txns in (self._clients, self._servers)
+                   for txn in txns.values())
+
     def __len__(self) -> int:
         return len(self._clients) + len(self._servers)

@@ -11,11 +11,12 @@ import asyncio
 import contextlib
 import socket
 from collections.abc import Callable
-from typing import Protocol, cast
+from dataclasses import dataclass
+from typing import Literal, Protocol, cast
 
 import structlog
 
-from protocols.sip.core import SipCore, stamp_via
+from protocols.sip.core import SipCore, StreamStatus, stamp_via
 from protocols.sip.message import Request, Response
 from protocols.sip.transaction import (
     ClientTransaction,
@@ -26,7 +27,8 @@ from protocols.sip.transaction import (
     TransactionLayer,
 )
 
-__all__ = ["SipEndpoint", "TcpTransport", "Transport", "UdpTransport", "stamp_via"]
+__all__ = ["SipEndpoint", "StreamTimeouts", "TcpTransport", "Transport", "UdpTransport",
+           "stamp_via"]
 
 log = structlog.get_logger("telgate.sip.transport")
 
@@ -35,6 +37,8 @@ Message = Request | Response
 DataCallback = Callable[[bytes, Peer, "Transport"], bool]
 ErrorCallback = Callable[[Peer, Exception], None]
 ClosedCallback = Callable[[Peer], None]
+StatusCallback = Callable[[Peer], StreamStatus]
+Silence = Literal["first_message", "idle"]  # why a stream connection was closed
 
 
 class Transport(Protocol):
@@ -103,11 +107,51 @@ class UdpTransport(asyncio.DatagramProtocol):
             self._transport.close()
 
 
+@dataclass(frozen=True, slots=True)
+class StreamTimeouts:
+    """When a TCP connection is closed for silence; 0 turns a bound off.
+
+    ``idle``: seconds without a byte from the peer (a CRLF keep-alive counts) while no
+    transaction with it is in progress. ``first_message``: seconds a connection we accepted
+    has to deliver its first complete message, so one that never speaks SIP is not kept
+    for ``idle``.
+    """
+
+    idle: float = 0.0
+    first_message: float = 0.0
+
+    def first_check(self, opened_at: float, *, accepted: bool) -> float | None:
+        """When to first look at a connection opened at ``opened_at`` (None: never)."""
+        bounds = (self.first_message if accepted else 0.0, self.idle)
+        return min((opened_at + bound for bound in bounds if bound > 0), default=None)
+
+    def check(self, now: float, *, opened_at: float, received_at: float, accepted: bool,
+              status: StreamStatus) -> tuple[Silence | None, float | None]:
+        """(why to close the connection at ``now``, or None; when to look again, or None)."""
+        first_at = opened_at + self.first_message
+        waits_first = accepted and self.first_message > 0 and not status.spoken
+        if waits_first and now >= first_at:
+            return "first_message", None
+        idle_at = received_at + self.idle
+        if self.idle > 0 and now >= idle_at and not status.busy:
+            return "idle", None
+        checks = [first_at] if waits_first else []
+        if self.idle > 0:
+            # Busy past its idle time: look again a full period on, not in a loop.
+            checks.append(idle_at if idle_at > now else now + self.idle)
+        return None, min(checks, default=None)
+
+
 class _TcpConnection(asyncio.Protocol):
     def __init__(self, owner: TcpTransport, peer: Peer | None = None) -> None:
         self._owner = owner
         self.peer = peer
+        self._peers: tuple[Peer, ...] = ()  # its keys: the actual address, then the one asked for
+        self.accepted = peer is None
         self.transport: asyncio.Transport | None = None
+        self._loop = asyncio.get_running_loop()
+        self._opened_at = self._received_at = 0.0
+        self._timer: asyncio.TimerHandle | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)
@@ -117,20 +161,52 @@ class _TcpConnection(asyncio.Protocol):
         host, port = transport.get_extra_info("peername")[:2]
         actual = Peer(self._owner.name, host, port)
         self._owner._connections[actual] = self
+        self._peers = (actual,)
         if self.peer is not None and self.peer != actual:
             self._owner._connections[self.peer] = self
+            self._peers += (self.peer,)
         self.peer = actual
+        self._opened_at = self._received_at = self._loop.time()
+        self._arm(self._owner.timeouts.first_check(self._opened_at, accepted=self.accepted))
 
     def data_received(self, data: bytes) -> None:
         assert self.peer is not None
+        # The timer is not moved here (a message must not churn the loop's heap): when it
+        # fires it finds the connection active and looks again later.
+        self._received_at = self._loop.time()
         if not self._owner._on_data(data, self.peer, self._owner) and \
                 self.transport is not None:
             self.transport.close()  # framing is lost; the peer must reconnect
 
+    def _check(self) -> None:
+        self._timer = None
+        if self.transport is None or self.transport.is_closing():
+            return
+        assert self.peer is not None
+        status = self._owner._status(self._peers)
+        now = self._loop.time()
+        reason, again = self._owner.timeouts.check(
+            now, opened_at=self._opened_at, received_at=self._received_at,
+            accepted=self.accepted, status=status)
+        if reason is not None:
+            log.info("sip_tcp_silent_closed", reason=reason, host=self.peer.host,
+                     port=self.peer.port, silent=round(now - self._received_at, 3))
+            self.transport.close()
+        else:
+            self._arm(again)
+
+    def _arm(self, at: float | None) -> None:
+        if at is not None:
+            self._timer = self._loop.call_at(at, self._check)
+
     def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
         connections = self._owner._connections
-        for key in [k for k, v in connections.items() if v is self]:
-            del connections[key]
+        for key in self._peers:
+            if connections.get(key) is self:
+                del connections[key]
         if self.peer is not None and self._owner._on_closed is not None:
             self._owner._on_closed(self.peer)
 
@@ -143,17 +219,23 @@ class TcpTransport:
     """SIP over TCP: a listener plus client connections, keyed by peer address.
 
     Connections we open leave from ``source_host`` when given (a multi-homed host choosing
-    the address its carrier allows).
+    the address its carrier allows). A connection silent for ``idle_seconds``, or accepted
+    and without a complete message after ``first_message_seconds``, is closed (0: never);
+    ``status`` tells whether a message has arrived and whether work is in progress (without
+    it every connection counts as spoken and free).
     """
 
     name = "TCP"
 
     def __init__(self, on_data: DataCallback, *, on_error: ErrorCallback | None = None,
-                 on_closed: ClosedCallback | None = None, source_host: str | None = None,
-                 ) -> None:
+                 on_closed: ClosedCallback | None = None, status: StatusCallback | None = None,
+                 idle_seconds: float = 0.0, first_message_seconds: float = 0.0,
+                 source_host: str | None = None) -> None:
         self._on_data = on_data
         self._on_error = on_error
         self._on_closed = on_closed
+        self._on_status = status
+        self.timeouts = StreamTimeouts(idle=idle_seconds, first_message=first_message_seconds)
         self.source_host = source_host
         self._connections: dict[Peer, _TcpConnection] = {}
         self._server: asyncio.Server | None = None
@@ -201,6 +283,13 @@ class TcpTransport:
             return
         for data in self._pending.pop(peer, []):
             connection.write(data)
+
+    def _status(self, peers: tuple[Peer, ...]) -> StreamStatus:
+        if self._on_status is None:
+            return StreamStatus(spoken=True, busy=False)
+        # Bytes arrive under the actual address (first); requests may go to the asked-for one.
+        found = [self._on_status(peer) for peer in peers]
+        return StreamStatus(spoken=found[0].spoken, busy=any(s.busy for s in found))
 
     def close(self) -> None:
         """Close the listener and every connection."""
@@ -262,6 +351,10 @@ class SipEndpoint:
     def on_stream_closed(self, peer: Peer) -> None:
         """Transport callback: a stream connection went away."""
         self.core.stream_closed(peer)
+
+    def stream_status(self, peer: Peer) -> StreamStatus:
+        """Transport callback: has the stream ``peer`` spoken, is work with it in progress."""
+        return self.core.stream_status(peer)
 
     def on_transport_error(self, peer: Peer, exc: Exception) -> None:
         """Transport error callback: fail the client transactions headed to ``peer``."""

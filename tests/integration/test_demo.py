@@ -4,6 +4,7 @@ the real ports, and the demo key survives a restart."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -60,17 +61,27 @@ def _key(banner: str) -> str:
                 if "export TELGATE_KEY=" in line)
 
 
+def _free_ports() -> dict[str, int]:
+    """A free port for every port the demo listens on, by its option."""
+    return {"--api-port": free_port(), "--sip-port": free_udp_tcp_port(),
+            "--smsc-port": free_port(), "--mmsc-port": free_port(),
+            "--mm7-report-port": free_port()}
+
+
+def _args(ports: dict[str, int]) -> list[str]:
+    return [arg for flag, port in ports.items() for arg in (flag, str(port))]
+
+
 def test_demo_uses_the_given_ports_and_keeps_its_key(state_dir: Path) -> None:
-    api, sip, smsc = free_port(), free_udp_tcp_port(), free_port()
-    ports = ("--api-port", str(api), "--sip-port", str(sip), "--smsc-port", str(smsc))
+    given = _free_ports()
+    ports = _args(given)
     first = _demo(state_dir, *ports)
     try:
         banner = _banner(first)
     finally:
         _stop(first)
-    assert f"127.0.0.1:{api}" in banner
-    assert f"127.0.0.1:{sip}" in banner and ":5060" not in banner
-    assert f"127.0.0.1:{smsc}" in banner
+    shown = {int(port) for port in re.findall(r"127\.0\.0\.1:(\d+)", banner)}
+    assert shown == set(given.values())  # the defaults (8080, 5060, 2775, ...) nowhere
     second = _demo(state_dir, *ports)
     try:
         again = _banner(second)
@@ -79,15 +90,21 @@ def test_demo_uses_the_given_ports_and_keeps_its_key(state_dir: Path) -> None:
     assert _key(again) == _key(banner)  # no new key per `make run`
 
 
-def test_a_port_in_use_is_one_line_naming_it_and_the_fix(state_dir: Path) -> None:
+@pytest.mark.parametrize(("flag", "what", "knob"), [
+    ("--smsc-port", "SMSC simulator", "SMSC_PORT"),
+    ("--mmsc-port", "MMSC simulator", "MMSC_PORT"),
+    ("--mm7-report-port", "MM7 delivery-report listener", "MM7_REPORT_PORT"),
+])
+def test_a_port_in_use_is_one_line_naming_it_and_the_fix(state_dir: Path, flag: str, what: str,
+                                                        knob: str) -> None:
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))
         taken.listen()
         port = taken.getsockname()[1]
-        proc = _demo(state_dir, "--api-port", str(free_port()), "--sip-port",
-                     str(free_udp_tcp_port()), "--smsc-port", str(port))
+        proc = _demo(state_dir, *_args({**_free_ports(), flag: port}))
         _out, err = proc.communicate(timeout=60)
     assert proc.returncode == 1
     lines = err.strip().splitlines()
     assert len(lines) == 1, err
-    assert f"port {port} (SMSC simulator)" in lines[0] and "SMSC_PORT=" in lines[0]
+    assert f"port {port} ({what})" in lines[0]
+    assert f"{knob}=" in lines[0] and f"{flag} " in lines[0]

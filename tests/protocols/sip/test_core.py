@@ -75,3 +75,18 @@ def test_lost_stream_framing_asks_for_the_connection_to_close() -> None:
     assert not core.receive_stream(no_length + b"\r\n", STREAM, 0.0)
     [(reply, dest)] = sent(core)
     assert isinstance(reply, Response) and reply.status == 400 and dest == STREAM
+
+
+def test_a_stream_has_spoken_once_a_message_is_complete_not_on_keep_alives() -> None:
+    core = SipCore()
+    data = INVITE.replace(b"SIP/2.0/UDP", b"SIP/2.0/TCP")
+    core.receive_stream(b"\r\n\r\n" + data[:100], STREAM, 0.0)
+    assert not core.stream_status(STREAM).spoken
+    core.receive_stream(data[100:], STREAM, 0.0)
+    status = core.stream_status(STREAM)
+    assert status.spoken and status.busy  # the INVITE waits for our answer
+    event = core.next_event()
+    assert isinstance(event, RequestReceived)
+    event.transaction.respond(make_response(event.request, 486, to_tag="x"), 0.1)
+    core.handle_timer(60.0)  # no ACK came: Timer H (64*T1) ends the transaction
+    assert not core.stream_status(STREAM).busy
