@@ -8,6 +8,7 @@ whenever configuration is logged or printed.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Literal
 
@@ -314,6 +315,62 @@ class WebhooksConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class MediaConfig:
+    """RTP anchoring and call recording (the media process, docs/media.md)."""
+
+    enabled: bool = field(
+        default=True,
+        metadata=_help("anchor every call's RTP in the media process and record calls per the "
+                       "tenant's recording_policy; false: SDP passes end to end, nothing is recorded"))
+    address: str = field(
+        default="127.0.0.1",
+        metadata=_help("address RTP sockets bind to and SDP advertises (the phones and the trunk "
+                       "must reach it)"))
+    port_low: int = field(default=16384, metadata=_help("lowest RTP port", min=1024, max=65534))
+    port_high: int = field(
+        default=32767,
+        metadata=_help("highest RTP port; 4 ports a call; keep the range below the kernel's "
+                       "ephemeral range (net.ipv4.ip_local_port_range)", min=1025, max=65535))
+    recordings_dir: str = field(
+        default="",
+        metadata=_help("where recordings are written (YYYY/MM/DD/<call id>.wav); empty: "
+                       "<state_dir>/recordings"))
+    rtp_timeout_seconds: float = field(
+        default=60.0,
+        metadata=_help("an answered call with no RTP from either leg this long ends (rtp_timeout)",
+                       min=1))
+    hold_timeout_seconds: float = field(
+        default=3600.0, metadata=_help("the same while a leg is on hold", min=1))
+    reserve: int = field(
+        default=16,
+        metadata=_help("media sessions kept ready ahead of calls, so a call's SDP is rewritten "
+                       "without waiting; raise it for bursts of more new calls than this per "
+                       "millisecond", min=1, max=1024))
+
+
+@dataclass(frozen=True, slots=True)
+class RecordingsConfig:
+    """How long call recordings are kept (docs/media.md, "Recording search and download")."""
+
+    retention_days: int = field(
+        default=365,
+        metadata=_help("a recording (file and index row) is deleted this many days after it "
+                       "started; a change applies to every recording at the next sweep",
+                       min=1, max=3660),
+    )
+    sweep_interval_seconds: float = field(
+        default=3600.0,
+        metadata=_help("how often the retention sweeper deletes what is past retention",
+                       min=1),
+    )
+
+    @property
+    def retention(self) -> timedelta:
+        """`retention_days` as a duration."""
+        return timedelta(days=self.retention_days)
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -329,5 +386,7 @@ class Config:
     messaging: MessagingConfig = field(default_factory=MessagingConfig)
     mm7: Mm7Config = field(default_factory=Mm7Config)
     sip: SipConfig = field(default_factory=SipConfig)
+    media: MediaConfig = field(default_factory=MediaConfig)
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
+    recordings: RecordingsConfig = field(default_factory=RecordingsConfig)

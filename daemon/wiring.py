@@ -6,6 +6,7 @@ from config.schema import Config
 from daemon.app import Runtime, Starter, Stopper
 from handlers.api.ratelimit import InstanceHeartbeat, RateLimiter
 from handlers.calls.service import start_calls
+from handlers.media.retention import RetentionSweeper
 from handlers.messages.dispatch import Dispatcher
 from handlers.messages.mms_dispatch import MmsDispatcher
 from handlers.messages.mms_reports import ReportListener
@@ -77,6 +78,18 @@ async def start_verification_sweeper(runtime: Runtime) -> Stopper:
                       runtime.pool, tracker)
     sweeper.start()
     return sweeper.stop
+
+
+async def start_recording_retention(runtime: Runtime) -> Stopper:
+    """Delete recordings, file and row together, past `recordings.retention_days` (also with
+    media disabled: recordings made before still expire)."""
+    tracker = LoopTracker("recording-retention",
+                          runtime.context.metrics.group("loops", LoopMetrics), runtime.context.db)
+    sweeper = RetentionSweeper(runtime.pool, tracker, runtime.config.recordings)
+    sweeper.start()
+    return sweeper.stop
+
+
 async def start_instance_heartbeat(runtime: Runtime) -> Stopper:
     """Count the live instances sharing the database, so that each one's rate buckets hold
     its share of every tenant's limits."""
@@ -89,10 +102,13 @@ async def start_instance_heartbeat(runtime: Runtime) -> Stopper:
 
 
 async def start_calls_service(runtime: Runtime) -> Stopper | None:
-    """The SIP B2BUA toward trunks and extensions (unless sip.enabled is false)."""
+    """The SIP B2BUA toward trunks and extensions (unless sip.enabled is false), with its
+    media process anchoring and recording calls (unless media.enabled is false)."""
     if not runtime.config.sip.enabled:
         return None
-    return await start_calls(runtime.config.sip, runtime.pool, runtime.context, runtime.dsn)
+    return await start_calls(runtime.config.sip, runtime.pool, runtime.context, runtime.dsn,
+                             media=runtime.config.media, state_dir=runtime.config.state_dir,
+                             retention=runtime.config.recordings.retention)
 
 
 def starters(config: Config, *, demo: bool) -> list[Starter]:
@@ -104,6 +120,7 @@ def starters(config: Config, *, demo: bool) -> list[Starter]:
         found.append(start_simulators)
     found += [start_registry_index, start_instance_heartbeat, start_dispatcher,
               start_mms_dispatcher, start_webhook_deliverer, start_verification_sweeper,
+              start_recording_retention,
               start_calls_service]
     if demo:
         from daemon.demo import start_demo_phone

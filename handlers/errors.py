@@ -172,6 +172,14 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("media_refused", 503, "rtpengine refused an NG command or answered without SDP (its "
                              "reason in `detail`)."),
     _x("recording_not_found", 404, "No such recording for this tenant."),
+    _x("recording_in_progress", 409, "The call is still being recorded: its audio can be "
+                                     "fetched, and the recording deleted, once the call ends."),
+    _x("recording_unavailable", 410, "The recording has no audio to serve: recording it failed "
+                                     "(`status` failed, `error` says why) or its file is gone."),
+    _x("range_not_satisfiable", 416, "The `Range` starts past the end of the file (or asks for "
+                                     "no byte); `Content-Range: bytes */<size>` gives its size."),
+    _x("recording_storage_error", 500, "The recording's file could not be read or deleted (a "
+                                       "storage fault, in the server log); nothing was deleted."),
     _x("invalid_recording_policy", 422, "`recording_policy` is all, none or exclude_internal."),
     # -- webhooks -------------------------------------------------------------------------------
     _x("invalid_url", 422, "A webhook URL is an absolute http(s) URL without credentials."),

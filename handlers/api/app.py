@@ -13,6 +13,7 @@ from handlers.api.hostile import hostile_guard
 from handlers.api.outage import outage_errors, outage_headers
 from handlers.api.ratelimit import RateLimiter
 from handlers.calls import routes as calls_routes
+from handlers.media import recording_routes
 from handlers.messages import history_routes, imports
 from handlers.messages import routes as message_routes
 from handlers.registry import routes as registry_routes
@@ -26,7 +27,8 @@ RouteProvider = Callable[[RouteTable], None]
 ROUTE_PROVIDERS: list[RouteProvider] = [
     service.add_routes, keys.add_routes, registry_routes.add_routes, message_routes.add_routes,
     history_routes.add_routes, imports.add_routes, webhook_routes.add_routes,
-    calls_routes.add_routes, verify_routes.add_routes, audit_routes.add_routes,
+    calls_routes.add_routes, recording_routes.add_routes, verify_routes.add_routes,
+    audit_routes.add_routes,
 ]
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
@@ -43,6 +44,9 @@ class AppContext:
     key_cache: dict[bytes, tuple[Principal, float]] = field(default_factory=dict)
     # Rate limits (handlers/api/ratelimit.py); build_app makes one when none was given.
     limiter: RateLimiter | None = None
+    # Told the tenant whose settings this instance just changed (caches refresh at once; other
+    # instances' caches within their own refresh period).
+    settings_changed: list[Callable[[uuid.UUID], None]] = field(default_factory=list)
 
     def forget_key(self, key_id: object) -> None:
         """Drop a revoked key from this instance's cache at once."""

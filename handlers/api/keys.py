@@ -113,9 +113,12 @@ async def patch_settings(request: web.Request) -> web.Response:
     """Change some settings; the others keep their values."""
     who = principal(request)
     patch = arg(request, tenants.SettingsPatch)
-    async with request.app[CTX].pool.acquire() as conn:
-        return respond(await tenants.update_settings(conn, who.tenant_id, patch,
-                                                     actor=who.actor))
+    ctx = request.app[CTX]
+    async with ctx.pool.acquire() as conn:
+        settings = await tenants.update_settings(conn, who.tenant_id, patch, actor=who.actor)
+    for listener in ctx.settings_changed:
+        listener(who.tenant_id)
+    return respond(settings)
 
 
 async def list_keys(request: web.Request) -> web.Response:

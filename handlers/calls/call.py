@@ -14,7 +14,7 @@ import uuid
 from dataclasses import dataclass, field
 
 from config.sip import TrunkConfig
-from handlers.calls.cdr import CallRecord, Direction
+from handlers.calls.cdr import CallRecord, Direction, EndReason
 from handlers.calls.events import CallEvent
 from handlers.calls.media import MediaBridge, Side
 from handlers.calls.routing import RingPlan
@@ -171,6 +171,7 @@ class Hangup:
     """End the call now (either state): BYE answered legs, refuse or cancel the rest."""
 
     call_id: uuid.UUID
+    reason: EndReason = EndReason.COMMAND
 
 
 @dataclass(frozen=True, slots=True)

@@ -64,6 +64,8 @@ class EndReason(enum.StrEnum):
     ACK_TIMEOUT = "ack_timeout"  # the caller never confirmed our answer
     PEER_LOST = "peer_lost"  # a leg stopped answering in-dialog requests (408/481)
     COMMAND = "command"  # ended through the control API
+    RTP_TIMEOUT = "rtp_timeout"  # no audio from either leg for media.rtp_timeout_seconds
+    MEDIA_LOST = "media_lost"  # the media process carrying the call's audio went away
     SHUTDOWN = "shutdown"  # the gateway stopped
 
 

@@ -176,7 +176,7 @@ class CallEngine:
         if call is None:
             raise CommandRefused("call_not_found", "no such call in progress")
         if isinstance(command, Hangup):
-            self._terminate(call, HangupBy.SYSTEM, EndReason.COMMAND)
+            self._terminate(call, HangupBy.SYSTEM, command.reason)
         elif isinstance(command, Answer):
             self._answer_locally(call, command.sdp)
         else:

@@ -1,8 +1,10 @@
-"""Per-tenant call limits: the maximum duration of an answered call.
+"""Per-tenant call settings the engine and media read synchronously: the maximum duration of
+an answered call and the recording policy.
 
 A tenant's `max_call_seconds` setting (in `tenants.settings`, edited through the tenant
 settings API) overrides the configured default `sip.max_call_seconds`; 0 means no limit.
-The engine asks synchronously, so the values are cached and refreshed by the driver.
+`recording_policy` is `all`, `none` (the default) or `exclude_internal`. The values are cached
+and refreshed by the driver (at start, every sweep, and when a tenant's settings change).
 """
 
 from __future__ import annotations
@@ -11,6 +13,8 @@ import uuid
 
 import asyncpg
 import structlog
+
+from handlers.media.recordings import RecordingPolicy
 
 log = structlog.get_logger("telgate.calls.limits")
 
@@ -31,12 +35,32 @@ async def tenant_max_call_seconds(conn: asyncpg.Connection) -> dict[uuid.UUID, f
     return found
 
 
+async def tenant_recording_policies(conn: asyncpg.Connection) -> dict[uuid.UUID, RecordingPolicy]:
+    """Every tenant's `recording_policy` that is not the default."""
+    rows = await conn.fetch("SELECT id, settings->>'recording_policy' AS value FROM tenants "
+                            "WHERE settings ? 'recording_policy'")
+    found: dict[uuid.UUID, RecordingPolicy] = {}
+    for r in rows:
+        if r["value"] is None:
+            continue
+        try:
+            found[r["id"]] = RecordingPolicy(r["value"])
+        except ValueError:
+            log.warning("tenant_setting_unreadable", tenant=str(r["id"]), setting="recording_policy")
+    return found
+
+
 class CallLimits:
     """The cached limits the engine reads."""
 
     def __init__(self, default_max_call_seconds: float) -> None:
         self.default = default_max_call_seconds
         self._tenants: dict[uuid.UUID, float] = {}
+        self._policies: dict[uuid.UUID, RecordingPolicy] = {}
+
+    def recording_policy(self, tenant: uuid.UUID) -> RecordingPolicy:
+        """What `tenant` records (default: nothing, as the tenant settings say)."""
+        return self._policies.get(tenant, RecordingPolicy.NONE)
 
     def max_call_seconds(self, tenant: uuid.UUID) -> float | None:
         """The longest answered call of `tenant`, or None for no limit."""
@@ -47,3 +71,4 @@ class CallLimits:
         """Read every tenant's setting again."""
         async with pool.acquire() as conn:
             self._tenants = await tenant_max_call_seconds(conn)
+            self._policies = await tenant_recording_policies(conn)

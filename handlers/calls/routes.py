@@ -124,7 +124,8 @@ class CdrOut(BaseModel):
     final_status: int
     hangup_by: HangupBy
     end_reason: EndReason = Field(description="why the call ended (normal, no_answer, busy, "
-                                              "session_expired, max_duration, peer_lost, ...)")
+                                              "session_expired, max_duration, peer_lost, "
+                                              "rtp_timeout, media_lost, ...)")
     sip_call_id: str
 
 

@@ -10,23 +10,36 @@ import asyncio
 import contextlib
 import hashlib
 import os
+import tempfile
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 import asyncpg
 import structlog
 from prometheus_client import Counter, Gauge
 
+from config.schema import MediaConfig
 from config.sip import SipConfig
 from handlers.api.context import AppContext
 from handlers.calls import extensions as ext_db
 from handlers.calls import registrations
 from handlers.calls.admission import Admission
-from handlers.calls.call import Authenticate, Command, Published, RecordReady, ResolveTenants
-from handlers.calls.cdr import CallRecord, CdrWriter
+from handlers.calls.anchoring import Anchoring
+from handlers.calls.call import (
+    Authenticate,
+    Command,
+    CommandRefused,
+    Hangup,
+    Published,
+    RecordReady,
+    ResolveTenants,
+)
+from handlers.calls.cdr import CallRecord, CdrWriter, EndReason
 from handlers.calls.engine import CallEngine
 from handlers.calls.events import EventBus
 from handlers.calls.limits import CallLimits
@@ -34,6 +47,9 @@ from handlers.calls.media import MediaFactory, pass_through
 from handlers.calls.registrar import Registrar
 from handlers.calls.registrations import Epoch, RegistrationFollower
 from handlers.calls.trunks import TrunkGate
+from handlers.media import recordings
+from handlers.media.client import MediaProcess, MediaSettings
+from handlers.media.interface import EventKind
 from protocols.sip.core import SipCore
 from protocols.sip.errors import SipSyntaxError
 from protocols.sip.message import IdGenerator, make_response
@@ -188,6 +204,25 @@ class CallDriver:
         self.engine.command(command, self.now)
         self._drain()
 
+    def settings_changed(self, tenant: uuid.UUID) -> None:
+        """A tenant changed its settings here: read the call settings again now, not at the
+        next sweep (a recording policy switched on applies to the very next call)."""
+        del tenant
+        self._spawn(self._refresh_limits())
+
+    async def _refresh_limits(self) -> None:
+        try:
+            await self.limits.refresh(self.pool)
+        except _DB_ERRORS as exc:
+            log.warning("call_settings_not_refreshed", error=str(exc))
+
+    def media_ended(self, call_id: uuid.UUID, kind: EventKind, detail: str) -> None:
+        """The media side gave up on a call (no RTP, or the media process went away)."""
+        reason = EndReason.RTP_TIMEOUT if kind is EventKind.TIMEOUT else EndReason.MEDIA_LOST
+        log.info("call_media_ended", call=str(call_id), reason=reason.value, detail=detail)
+        with contextlib.suppress(CommandRefused):  # it ended meanwhile
+            self.command(Hangup(call_id, reason))
+
     # -- housekeeping -----------------------------------------------------------------------
 
     def probe_trunks(self) -> None:
@@ -239,6 +274,8 @@ class CallsServer:
     cdrs: CdrWriter
     bus: EventBus
     sweeper: asyncio.Task[None] | None = None
+    anchoring: Anchoring | None = None
+    context: AppContext | None = None
 
     @property
     def port(self) -> int:
@@ -257,7 +294,13 @@ class CallsServer:
             self.sweeper.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self.sweeper
+        if self.context is not None:
+            with contextlib.suppress(ValueError):
+                self.context.settings_changed.remove(self.b2bua.settings_changed)
         await self.b2bua.close()
+        if self.anchoring is not None:
+            await self.anchoring.stop()  # every ended call's recording completed and indexed
+            await self.anchoring.media.stop()
         await self.cdrs.stop()
         log.info("sip_stopped")
 
@@ -279,8 +322,10 @@ async def _resolve_tenants(pool: asyncpg.Pool, config: SipConfig) -> dict[str, u
 
 async def serve_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext, *,
                       bus: EventBus | None = None, media: MediaFactory = pass_through,
+                      anchoring: Anchoring | None = None,
                       secret: bytes | None = None) -> CallsServer:
-    """Bind UDP and TCP on the same port, load registrations and start routing calls."""
+    """Bind UDP and TCP on the same port, load registrations and start routing calls; with
+    `anchoring` (its media process running) every call's audio goes through our ports."""
     cdrs = CdrWriter(pool)
     bus = bus or EventBus()
     tenants = await _resolve_tenants(pool, config)
@@ -288,8 +333,12 @@ async def serve_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext
     # until the SIP load balancer pins a phone to one instance (it does, by Call-ID/source).
     secret = secret or hashlib.sha256(os.urandom(32)).digest()
     driver = CallDriver(config, pool, may_send=context.index.may_send, cdrs=cdrs, bus=bus,
-                        tenants=tenants, media=media, secret=secret)
+                        tenants=tenants, media=anchoring or media, secret=secret)
     await driver.limits.refresh(pool)
+    if anchoring is not None:
+        anchoring.bind(policy=driver.limits.recording_policy, lookup=driver.calls.get,
+                       on_media_end=driver.media_ended)
+        await anchoring.start()
     await driver.follower.start()
     try:
         udp, tcp = await _listen(config, driver.endpoint)
@@ -306,7 +355,8 @@ async def serve_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext
     cdrs.start()
     driver.port = port
     _count_calls(driver, context)
-    server = CallsServer(driver, udp, tcp, cdrs, bus)
+    context.settings_changed.append(driver.settings_changed)
+    server = CallsServer(driver, udp, tcp, cdrs, bus, anchoring=anchoring, context=context)
     server.sweeper = asyncio.create_task(_housekeeping(driver, config), name="sip-sweep")
     log.info("sip_listening", host=config.host, port=port, trunks=len(config.trunks),
              dids=len(config.dids), registrations=len(driver.registrar))
@@ -319,6 +369,9 @@ async def _listen(config: SipConfig, endpoint: SipEndpoint) -> tuple[UdpTranspor
         udp = await UdpTransport.listen(config.host, config.port, endpoint.on_message)
         tcp = TcpTransport(endpoint.on_message, on_error=endpoint.on_transport_error,
                            on_closed=endpoint.on_stream_closed,
+                           status=endpoint.stream_status,
+                           idle_seconds=config.tcp_idle_seconds,
+                           first_message_seconds=config.tcp_first_message_seconds,
                            source_host=config.tcp_source_host or None)
         try:
             await tcp.listen(config.host, udp.local_address[1])
@@ -367,10 +420,36 @@ def _count_calls(driver: CallDriver, context: AppContext) -> None:
     driver.on_record = record
 
 
+async def start_media(config: MediaConfig, pool: asyncpg.Pool, state_dir: Path, *,
+                      retention: timedelta = recordings.DEFAULT_RETENTION) -> Anchoring:
+    """Start the media process per `config` and the anchoring the engine uses; recordings
+    left `recording` by a crash are completed from their files first."""
+    control = state_dir / "media.sock"
+    if len(str(control.absolute())) > 100:  # sun_path holds 108 bytes: a deep state_dir cannot
+        control = Path(tempfile.gettempdir()) / f"telgate-media-{os.getpid()}.sock"
+    settings = MediaSettings(
+        control_path=control,
+        recordings=Path(config.recordings_dir) if config.recordings_dir else state_dir / "recordings",
+        address=config.address, port_low=config.port_low, port_high=config.port_high,
+        timeout=config.rtp_timeout_seconds, hold_timeout=config.hold_timeout_seconds)
+    async with pool.acquire() as conn:
+        recovered = await recordings.recover_interrupted(conn, now=datetime.now(UTC))
+    if recovered:
+        log.warning("recordings_interrupted", count=recovered)
+    process = MediaProcess(settings)
+    await process.start()
+    return Anchoring(process, pool, recordings_root=settings.recordings, retention=retention,
+                     reserve=config.reserve)
+
+
 async def start_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext, dsn: str,
-                      *, bus: EventBus | None = None) -> Callable[[], Awaitable[None]]:
-    """Daemon starter: serve SIP per `config`, add the `sip` readiness check, and return the
-    stopper. Pass `bus` to share call events with the API's stream."""
+                      *, bus: EventBus | None = None, media: MediaConfig | None = None,
+                      state_dir: Path | None = None,
+                      retention: timedelta = recordings.DEFAULT_RETENTION,
+                      ) -> Callable[[], Awaitable[None]]:
+    """Daemon starter: serve SIP per `config` (media anchored and recorded per `media` when
+    it is enabled), add the `sip` readiness check, and return the stopper. Pass `bus` to
+    share call events with the API's stream."""
     del dsn  # registrations are followed on one of the pool's connections
     if not config.enabled:
         log.info("sip_disabled")
@@ -379,6 +458,14 @@ async def start_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext
             return None
 
         return nothing
-    server = await serve_calls(config, pool, context, bus=bus)
+    anchoring = None
+    if media is not None and media.enabled:
+        anchoring = await start_media(media, pool, state_dir or Path("var"), retention=retention)
+    try:
+        server = await serve_calls(config, pool, context, bus=bus, anchoring=anchoring)
+    except BaseException:
+        if anchoring is not None:
+            await anchoring.media.stop()
+        raise
     context.readiness["sip"] = server.readiness
     return server.stop

@@ -257,7 +257,11 @@ class RelaySession:
         except SdpError as exc:
             raise DomainError("media_bad_sdp", str(exc), status=422) from exc
         if target.address != "0.0.0.0":
-            address = await _ipv4(target.address)
-            await self._media.request("remote", call=self.call_id, side=side.value,
-                                      address=address, port=target.port, relatch=relatch)
+            await self.point(side, target.address, target.port, relatch=relatch)
         return body
+
+    async def point(self, side: Side, host: str, port: int, *, relatch: bool = False) -> None:
+        """Send `side`'s media to `host`:`port` until its phone's own packets latch the leg
+        (`relatch`: the leg now goes to another phone, latching starts over)."""
+        await self._media.request("remote", call=self.call_id, side=side.value,
+                                  address=await _ipv4(host), port=port, relatch=relatch)

@@ -317,6 +317,15 @@ class MediaLoop:
         entry = self._entry(request)
         now = self._clock()
         if entry.call.answered_at is None:
+            # A session made ahead of its call learns at the answer what it records and in
+            # which law (the negotiated codec is known only then).
+            if "codec" in request:
+                entry.codec = Codec.from_name(str(request["codec"]))
+            record = request.get("record")
+            if isinstance(record, dict):
+                entry.call.customer = SIDES[str(record.get("customer", "a"))]
+                entry.record_path = (Path(record["path"]) if record.get("path")
+                                     else self._default_path(entry.call.call_id))
             recorder = (Recorder(entry.record_path, entry.codec, now, disk=self._batch.append)
                         if entry.record_path else None)
             entry.call.answered(now, recorder)

@@ -12,11 +12,14 @@ from datetime import datetime, timedelta
 from pathlib import Path
 
 import asyncpg
+import structlog
 
 from handlers.errors import DomainError
 from handlers.media.interface import RecordingResult, RecordingStatus
 from protocols.rtp.g711 import Codec
 from protocols.rtp.wav import HEADER_BYTES, WavError, read_wav
+
+log = structlog.get_logger("telgate.recordings")
 
 DEFAULT_RETENTION = timedelta(days=365)
 MAX_PERIOD = timedelta(days=366)
@@ -31,8 +34,9 @@ class RecordingPolicy(enum.StrEnum):
 
     @classmethod
     def from_settings(cls, settings: dict[str, object]) -> RecordingPolicy:
-        """The policy in a tenant's settings (default: all)."""
-        value = settings.get("recording_policy", cls.ALL.value)
+        """The policy in a tenant's settings (default: none, as the tenant settings API says:
+        callers must be told they are recorded, so a tenant opts in)."""
+        value = settings.get("recording_policy", cls.NONE.value)
         try:
             return cls(str(value))
         except ValueError as exc:
@@ -115,17 +119,31 @@ async def recover_interrupted(conn: asyncpg.Connection, *, now: datetime) -> int
     return len(rows)
 
 
-def _inspect(path: Path) -> tuple[int | None, str | None, float | None, str | None]:
+async def finish_interrupted(conn: asyncpg.Connection, recording_id: uuid.UUID, *, now: datetime) -> None:
+    """A recording whose media process died under it: `interrupted`, with what its file holds
+    (the header was kept valid while recording, so the file plays up to about its last second)."""
+    path = await conn.fetchval("SELECT path FROM recordings WHERE id = $1", recording_id)
+    if path is None:
+        return
+    size, digest, duration, error = _inspect(Path(path), "the media process going away")
+    await conn.execute(
+        """UPDATE recordings SET status = 'interrupted', ended_at = $2, bytes = $3, sha256 = $4,
+                                 duration_seconds = $5, error = $6
+           WHERE id = $1 AND status = 'recording'""",
+        recording_id, now, size, digest, duration, error)
+
+
+def _inspect(path: Path, cause: str = "a restart") -> tuple[int | None, str | None, float | None, str | None]:
     try:
         blob = path.read_bytes()
     except OSError as exc:
-        return None, None, None, f"file unreadable after restart: {exc.strerror}"
+        return None, None, None, f"file unreadable after {cause}: {exc.strerror}"
     try:
         audio = read_wav(blob)
         duration = len(audio.data) / max(audio.channels, 1) / audio.rate
     except WavError:
         duration = max(len(blob) - HEADER_BYTES, 0) / 16000
-    return len(blob), hashlib.sha256(blob).hexdigest(), duration, "recording interrupted by a restart"
+    return len(blob), hashlib.sha256(blob).hexdigest(), duration, f"recording interrupted by {cause}"
 
 
 async def search(conn: asyncpg.Connection, tenant_id: uuid.UUID, *, since: datetime, until: datetime,
@@ -159,6 +177,39 @@ async def get(conn: asyncpg.Connection, tenant_id: uuid.UUID, recording_id: uuid
     return Recording(**dict(row))
 
 
+async def apply_retention(conn: asyncpg.Connection, retention: timedelta) -> int:
+    """Make every row expire `retention` after it started (the operator's setting, longer or
+    shorter than when the row was written); the number of rows changed."""
+    status = await conn.execute(
+        """UPDATE recordings SET expires_at = started_at + $1
+           WHERE expires_at <> started_at + $1""", retention)
+    return int(status.split()[-1])
+
+
+async def delete(conn: asyncpg.Connection, tenant_id: uuid.UUID, recording_id: uuid.UUID, *,
+                 delete_file: Callable[[Path], None] = lambda p: p.unlink(missing_ok=True)
+                 ) -> Recording:
+    """Delete one finished recording of the tenant: its file, then its row, in one transaction
+    holding the row (404 if none, 409 while the call is still recorded)."""
+    # File first, under the row's lock: if the file cannot be deleted, the transaction rolls
+    # back and nothing changed; if the row's deletion fails once the file is gone, the row
+    # stays and says its audio is gone (410), and deleting it again finishes the job. The
+    # other order could leave a file no row points to: personal data nobody can find or erase.
+    async with conn.transaction():
+        row = await conn.fetchrow(
+            f"SELECT {_COLUMNS} FROM recordings WHERE tenant_id = $1 AND id = $2 FOR UPDATE",
+            tenant_id, recording_id)
+        if row is None:
+            raise DomainError("recording_not_found", "no such recording", status=404)
+        found = Recording(**dict(row))
+        if found.status == "recording":
+            raise DomainError("recording_in_progress", "the call is still being recorded; "
+                              "delete the recording once the call has ended", status=409)
+        delete_file(Path(found.path))
+        await conn.execute("DELETE FROM recordings WHERE id = $1", recording_id)
+    return found
+
+
 async def sweep(conn: asyncpg.Connection, *, now: datetime, batch: int = 500,
                 delete_file: Callable[[Path], None] = lambda p: p.unlink(missing_ok=True)) -> int:
     """Delete recordings past their retention, the file first and then the row, in one
@@ -172,7 +223,9 @@ async def sweep(conn: asyncpg.Connection, *, now: datetime, batch: int = 500,
         for row in rows:
             try:
                 delete_file(Path(row["path"]))
-            except OSError:
+            except OSError as exc:
+                log.warning("recording_file_not_deleted", recording_id=str(row["id"]),
+                            error=f"{type(exc).__name__}: {exc.strerror or exc}")
                 continue
             gone.append(row["id"])
         if gone:

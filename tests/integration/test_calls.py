@@ -19,6 +19,7 @@ from config.sip import DidConfig, SipConfig, TrunkConfig
 from handlers.api.app import build_app
 from handlers.api.context import AppContext
 from handlers.api.framework import RouteTable
+from handlers.calls.anchoring import Anchoring
 from handlers.calls.service import CallsServer, serve_calls
 from handlers.metrics import Metrics
 from protocols.sip.transaction import Peer
@@ -39,14 +40,15 @@ class Gateway:
     server: CallsServer | None = None
     uas: list[SimPhone | TrunkCaller] = dataclasses.field(default_factory=list)
 
-    async def start(self, **sip: Any) -> CallsServer:
+    async def start(self, *, anchoring: Anchoring | None = None, **sip: Any) -> CallsServer:
+        """Serve SIP; with `anchoring`, calls' media goes through that media process."""
         sip.setdefault("port", 0)
         sip.setdefault("trunks", [TrunkConfig(name="carrier", addresses=["127.0.0.2"],
                                               host="127.0.0.2", port=5999)])
         sip.setdefault("dids", [DidConfig(number=DID, tenant=self.tenant.name,
                                           extensions=["1001"])])
         self.server = await serve_calls(SipConfig(**sip), self.api.context.pool,
-                                        self.api.context)
+                                        self.api.context, anchoring=anchoring)
         return self.server
 
     @property

@@ -130,7 +130,7 @@ async def test_retention_deletes_file_and_row_together(pool: asyncpg.Pool, tmp_p
 
 
 def test_policy_from_tenant_settings() -> None:
-    assert RecordingPolicy.from_settings({}) is RecordingPolicy.ALL
+    assert RecordingPolicy.from_settings({}) is RecordingPolicy.NONE
     excluding = RecordingPolicy.from_settings({"recording_policy": "exclude_internal"})
     assert excluding.records(internal=False) and not excluding.records(internal=True)
     assert not RecordingPolicy.NONE.records(internal=False)

@@ -1,0 +1,186 @@
+"""Calls anchored in the media process, with simulated phones that send and receive real RTP:
+both sides hear each other through telgate's ports (never end to end), a hold in the middle
+keeps one recording as long as the call, the tenant's recording policy decides what is
+recorded, and a silent call ends with its reason."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+
+from handlers.calls.anchoring import Anchoring
+from handlers.media import recordings
+from handlers.media.client import MediaProcess, MediaSettings
+from protocols.rtp.g711 import Codec, decode
+from protocols.rtp.wav import read_wav
+from sim.media import Audio, Tone
+from sim.sip.phone import Script
+from tests.integration.test_calls import DID, Gateway, gw, wait
+from tests.media.conftest import media, port_slice
+
+__all__ = ["gw", "media"]  # the fixtures
+
+CARRIER_TONE = Tone(seconds=2.0, frequencies=(1000.0,), on=0.4, off=0.1)
+PHONE_TONE = Tone(seconds=2.0, frequencies=(440.0,), on=0.4, off=0.1)
+
+
+async def anchored(gw: Gateway, media: MediaProcess, root: Path, policy: str = "all") -> Anchoring:
+    resp = await gw.tenant.call("PATCH", "/v1/tenant/settings", json={"recording_policy": policy})
+    assert resp.status == 200, await resp.text()
+    anchoring = Anchoring(media, gw.api.context.pool, recordings_root=root, reserve=2)
+    await gw.start(anchoring=anchoring)
+    return anchoring
+
+
+async def recorded(gw: Gateway, expected: int = 1) -> list[recordings.Recording]:
+    now = datetime.now(UTC)
+    async with asyncio.timeout(15):
+        while True:
+            async with gw.api.context.pool.acquire() as conn:
+                found = await recordings.search(conn, gw.tenant.id, since=now - timedelta(hours=1),
+                                                until=now + timedelta(hours=1), include_internal=True)
+            if len(found) >= expected and all(r.status != "recording" for r in found):
+                return found
+            await asyncio.sleep(0.05)
+
+
+def strongest(pcm: np.ndarray, candidates: tuple[float, ...]) -> float:
+    """Which of `candidates` (Hz) carries the most energy in 8 kHz `pcm` (one DFT bin each)."""
+    samples = pcm.astype(np.float64)
+    n = np.arange(len(samples))
+    power = {f: abs(np.sum(samples * np.exp(-2j * np.pi * f * n / 8000))) for f in candidates}
+    return max(power, key=lambda f: power[f])
+
+
+async def test_both_sides_hear_each_other_through_our_ports_and_a_hold_keeps_one_recording(
+        gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
+    await anchored(gw, media, tmp_path / "rec")
+    phone = await gw.phone("1001", Script(audio=Audio(play=PHONE_TONE)))
+    carrier = await gw.carrier()
+    carrier.script = Script(audio=Audio(play=CARRIER_TONE))
+    call = carrier.dial(DID, "01012345678")
+    await wait(call.answered)
+    [answered] = [c for c in phone.calls.values()]
+    await wait(answered.answered)
+    # Neither phone sends to the other: both were given telgate's address and ports.
+    assert call.sending_to is not None and answered.sending_to is not None
+    assert call.sending_to[1] != answered.rtp.address[1]  # type: ignore[union-attr]
+    assert answered.sending_to[1] != call.rtp.address[1]  # type: ignore[union-attr]
+    await asyncio.sleep(1.0)
+    assert await phone.reinvite(answered, direction="sendonly") == 200  # the agent holds
+    await asyncio.sleep(0.6)
+    assert await phone.reinvite(answered) == 200
+    await asyncio.sleep(1.0)
+    assert await carrier.hangup(call) == 200
+
+    carrier_heard, phone_heard = call.received_payload(), answered.received_payload()
+    assert len(carrier_heard) > 8000 and len(phone_heard) > 8000
+    assert strongest(decode(call.codec or Codec.PCMU, carrier_heard), (440.0, 1000.0)) == 440.0
+    assert strongest(decode(answered.codec or Codec.PCMU, phone_heard), (440.0, 1000.0)) == 1000.0
+    # What the carrier sent reached the phone unchanged (same codec both sides: no transcoding).
+    assert phone_heard[:4000] in call.sent_payload()
+
+    [record] = await gw.records()
+    [rec] = await recorded(gw)
+    assert rec.status == "ok" and rec.customer == "01012345678" and rec.extension == "1001"
+    wav = read_wav(await asyncio.to_thread(Path(rec.path).read_bytes))
+    left, right = wav.data[0::2], wav.data[1::2]
+    assert abs(len(left) / 8000 - record["talk_seconds"]) < 0.1, (len(left) / 8000, record)
+    codec = Codec.from_name(rec.codec)
+    assert strongest(decode(codec, left), (440.0, 1000.0)) == 1000.0  # customer: the carrier
+    assert strongest(decode(codec, right), (440.0, 1000.0)) == 440.0  # agent: the phone
+
+
+async def test_the_recording_policy_decides_which_calls_are_recorded(
+        gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
+    await anchored(gw, media, tmp_path / "rec", policy="exclude_internal")
+    audio = Script(audio=Audio(play=PHONE_TONE))
+    first = await gw.phone("1001", audio)
+    second = await gw.phone("1002", audio)
+    internal = second.call("1001")
+    await wait(internal.answered)
+    await asyncio.sleep(0.3)
+    assert await second.hangup(internal) == 200
+    carrier = await gw.carrier()
+    carrier.script = Script(audio=Audio(play=CARRIER_TONE))
+    outside = carrier.dial(DID, "01099998888")
+    await wait(outside.answered)
+    await asyncio.sleep(0.3)
+    assert await carrier.hangup(outside) == 200
+
+    records = await gw.records(2)
+    assert sorted(r["internal"] for r in records) == [False, True]
+    [rec] = await recorded(gw)  # only the call from outside
+    assert rec.customer == "01099998888" and not rec.internal
+    # Switched off: the next call is not recorded, with no restart.
+    resp = await gw.tenant.call("PATCH", "/v1/tenant/settings", json={"recording_policy": "none"})
+    assert resp.status == 200
+    await asyncio.sleep(0.2)  # the driver re-reads the setting on its own task
+    again = carrier.dial(DID, "01077776666")
+    await wait(again.answered)
+    assert await carrier.hangup(again) == 200
+    await gw.records(3)
+    assert len(await recorded(gw)) == 1
+    del first
+
+
+async def test_a_call_nobody_speaks_on_ends_with_rtp_timeout(gw: Gateway, tmp_path: Path) -> None:
+    low, high = port_slice(40)
+    quiet = MediaProcess(MediaSettings(control_path=tmp_path / "m.sock", recordings=tmp_path / "rec",
+                                       port_low=low, port_high=high, timeout=1.0))
+    await quiet.start()
+    try:
+        await anchored(gw, quiet, tmp_path / "rec")
+        await gw.phone("1001")  # signalling only: no RTP either way
+        carrier = await gw.carrier()
+        call = carrier.dial(DID, "01012345678")
+        await wait(call.answered)
+        await wait(call.ended, timeout=10)  # telgate hangs up
+        [record] = await gw.records()
+        assert record["end_reason"] == "rtp_timeout" and record["hangup_by"] == "system"
+        [rec] = await recorded(gw)
+        assert rec.status == "ok"  # a silent call is still a complete (silent) recording
+    finally:
+        if gw.server is not None:
+            await gw.server.stop()
+            gw.server = None
+        await quiet.stop()
+
+
+async def test_a_media_process_killed_mid_call_ends_it_keeps_its_audio_and_comes_back(
+        gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
+    anchoring = await anchored(gw, media, tmp_path / "rec")
+    phone = await gw.phone("1001", Script(audio=Audio(play=PHONE_TONE)))
+    carrier = await gw.carrier()
+    carrier.script = Script(audio=Audio(play=CARRIER_TONE))
+    call = carrier.dial(DID, "01012345678")
+    await wait(call.answered)
+    await asyncio.sleep(2.5)  # more than a second of audio: the header was rewritten since
+    assert media.pid is not None
+    os.kill(media.pid, signal.SIGKILL)
+    await wait(call.ended, timeout=10)  # telgate hangs up: the call has no media any more
+    [record] = await gw.records()
+    assert record["end_reason"] == "media_lost" and record["hangup_by"] == "system"
+    [rec] = await recorded(gw)
+    assert rec.status == "interrupted" and rec.bytes is not None and rec.sha256 is not None
+    wav = read_wav(await asyncio.to_thread(Path(rec.path).read_bytes))
+    assert len(wav.data) / 2 / 8000 >= 1.0  # it plays up to about its last second
+
+    # A new media process took over: the next call is anchored and recorded again.
+    for _ in range(200):
+        if anchoring.restarts and anchoring.reserved:
+            break
+        await asyncio.sleep(0.05)
+    assert anchoring.restarts == 1 and anchoring.reserved
+    again = carrier.dial(DID, "01012345678")
+    await wait(again.answered)
+    await asyncio.sleep(0.5)
+    assert await carrier.hangup(again) == 200
+    found = await recorded(gw, 2)
+    assert sorted(r.status for r in found) == ["interrupted", "ok"]
+    del phone
