@@ -155,10 +155,27 @@ async def start_simulators(runtime: Runtime) -> Stopper | None:
     return stop
 
 
+async def demo_tenant(runtime: Runtime) -> tenants.Tenant:
+    """The demo tenant, made on first use with its calls recorded (a real tenant opts in:
+    callers must be told)."""
+    async with runtime.pool.acquire() as conn:
+        try:
+            return await tenants.find_tenant(conn, DEMO_TENANT)
+        except DomainError:
+            tenant = await tenants.create_tenant(conn, DEMO_TENANT, actor="demo")
+            await tenants.update_settings(
+                conn, tenant.id, tenants.SettingsPatch.model_validate({"recording_policy": "all"}),
+                actor="demo")
+    for listener in runtime.context.settings_changed:
+        listener(tenant.id)
+    return tenant
+
+
 async def start_demo_phone(runtime: Runtime) -> Stopper | None:
     """Extension 1001 of the demo tenant: a simulated phone that answers at once."""
     if not runtime.config.sip.enabled:
         return None
+    await demo_tenant(runtime)
     return await start_demo(runtime.config.sip, runtime.pool, tenant=DEMO_TENANT,
                             extension="1001")
 
@@ -166,17 +183,8 @@ async def start_demo_phone(runtime: Runtime) -> Stopper | None:
 async def announce_demo(runtime: Runtime) -> None:
     """Ensure the demo tenant, its sender number and key; print the key and curl lines to try."""
     key_file = runtime.config.state_dir / KEY_FILE
+    tenant = await demo_tenant(runtime)
     async with runtime.pool.acquire() as conn:
-        try:
-            tenant = await tenants.find_tenant(conn, DEMO_TENANT)
-        except DomainError:
-            tenant = await tenants.create_tenant(conn, DEMO_TENANT, actor="demo")
-            # The demo records its calls (a real tenant opts in: callers must be told).
-            await tenants.update_settings(conn, tenant.id,
-                                          tenants.SettingsPatch.model_validate({"recording_policy": "all"}),
-                                          actor="demo")
-            for listener in runtime.context.settings_changed:
-                listener(tenant.id)
         try:
             await senders.register(conn, tenant.id, DEMO_SENDER, actor="demo")
         except DomainError as exc:
@@ -219,6 +227,10 @@ async def announce_demo(runtime: Runtime) -> None:
  extension 1001 (a simulated phone that answers), e.g.
    sipp -sn uac -s 0212345678 {sip} -m 1
    curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/cdrs
+ The demo tenant records its calls (the phone answers with a tone; `sipp -sn uac_pcap`
+ sends audio too, run from a folder with a link pcap -> /usr/share/sip-tester):
+   curl -s -H "Authorization: Bearer $TELGATE_KEY" {api}/v1/recordings
+   curl -s -H "Authorization: Bearer $TELGATE_KEY" -o call.wav {api}/v1/recordings/<id>/audio
 ================================================================================
 """
     print(banner, file=sys.stdout, flush=True)
