@@ -3,6 +3,7 @@ through rtpengine-daemon (userspace forwarding, NG protocol) and, as the floor, 
 sender to receiver, side by side.
 
     .venv/bin/python -m bench.media [--steps 50,100,200,400] [--seconds 5] [--runs 3]
+                                    [--systems telgate] [--with-send 20000]
 
 Each call is two RTP streams (customer -> agent, agent -> customer), 20 ms PCMU packets of 160
 bytes, sent by a separate generator process whose streams are spread over the 20 ms period:
@@ -39,6 +40,7 @@ import socket
 import statistics
 import struct
 import subprocess
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -381,6 +383,67 @@ def print_step(s: Step) -> None:
                       "calls_per_core": s.calls_per_core}), flush=True)
 
 
+class BulkSend:
+    """A telgate daemon sending SMS to the SMSC simulator (SIP off, so no second media process),
+    used to load the machine the way a 20,000-recipient send does while calls are relayed."""
+
+    def __init__(self, work: Path) -> None:
+        self.work = work
+        self._stack = contextlib.AsyncExitStack()
+        self.base = ""
+        self.key = ""
+        self.dsn = ""
+        self._http: Any = None
+        self._offset = 0
+
+    async def __aenter__(self) -> BulkSend:
+        from bench import messaging as m
+
+        smsc_port = m.free_port()
+        await self._stack.enter_async_context(m.child(
+            [sys.executable, "-m", "sim.smsc", "--port", str(smsc_port), "--account", "telgate:bench"],
+            log=self.work / "smsc.log"))
+        await m.wait_port(smsc_port)
+        from config import load_config
+        from daemon.embedded_pg import EmbeddedPostgres
+
+        config = load_config(None, {"TELGATE_STATE_DIR": str(self.work / "state")})
+        pg = EmbeddedPostgres(config.state_dir, config.database.embedded)
+        await pg.start()
+        self._stack.push_async_callback(pg.stop)
+        self.dsn = pg.dsn
+        self.key = await m.prepare_tenant(pg.dsn)
+        api_port = m.free_port()
+        cfg = self.work / "telgate.toml"
+        m.daemon_config(cfg, api_port, smsc_port, 2, 200, "warning")
+        cfg.write_text(cfg.read_text() + "\n[sip]\nenabled = false\n")
+        env = {**os.environ, "TELGATE_STATE_DIR": str(self.work / "state"),
+               "TELGATE_DATABASE__DSN": json.dumps(pg.dsn), "PYTHONPATH": str(m.ROOT)}
+        self.base = f"http://127.0.0.1:{api_port}"
+        proc = await self._stack.enter_async_context(m.child(
+            [sys.executable, "-m", "daemon.cli", "run", "--config", str(cfg)], env=env,
+            log=self.work / "daemon.log"))
+        import aiohttp
+
+        self._http = await self._stack.enter_async_context(
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=64)))
+        await m.wait_ready(self._http, self.base, proc)
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self._stack.aclose()
+
+    async def send(self, recipients: int) -> dict[str, Any]:
+        """`recipients` accepted in 20 requests and delivered with receipts; its msg/s."""
+        from bench import messaging as m
+
+        to = [f"010{5000_0000 + self._offset + i:08d}" for i in range(recipients)]
+        self._offset += recipients
+        result: dict[str, Any] = await m.telgate_throughput(
+            self._http, self.base, self.key, self.dsn, to, max(1, recipients // 20), 4)
+        return result
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -390,6 +453,9 @@ async def main() -> None:
     parser.add_argument("--systems", default="direct,telgate,rtpengine,rtpengine+rec")
     parser.add_argument("--python-generator", action="store_true",
                         help="use the Python generator even when a C compiler is present")
+    parser.add_argument("--with-send", type=int, default=0, metavar="N",
+                        help="while each telgate step runs, a telgate daemon sends N SMS recipients "
+                             "through the SMSC simulator (the issue's 20,000-recipient send)")
     args = parser.parse_args()
     raise_nofile()
     steps = [int(x) for x in args.steps.split(",")]
@@ -422,9 +488,23 @@ async def main() -> None:
                 print(f"# {system.name}: python -m handlers.media.process --ports {s.port_low}-{s.port_high} "
                       f"(one process, epoll), {'recording every call' if system.record else 'no recording'}")
             best: dict[str, Any] | None = None
+            bulk = None
+            if args.with_send and isinstance(system, Telgate):
+                (root / "bulk").mkdir(exist_ok=True)
+                bulk = await BulkSend(root / "bulk").__aenter__()
+                print(f"# {system.name}: each step runs beside a {args.with_send}-recipient SMS send "
+                      f"(daemon, embedded PostgreSQL and SMSC simulator on the same machine)")
+            label = system.name + (" +send" if bulk else "")
             try:
                 for calls in steps:
-                    runs = [await one_step(system, calls, args.seconds, r, rtpgen) for r in range(args.runs)]
+                    runs: list[Step] = []
+                    for run in range(args.runs):
+                        sending = asyncio.create_task(bulk.send(args.with_send)) if bulk else None
+                        runs.append(await one_step(system, calls, args.seconds, run, rtpgen))
+                        if sending is not None:
+                            sent = await sending
+                            print(json.dumps({"bench": "media_bulk_send", "calls": calls, "run": run,
+                                              **sent}), flush=True)
                     for r in runs:
                         print_step(r)
                     lossless = all(r.lost == 0 for r in runs)
@@ -437,16 +517,18 @@ async def main() -> None:
                            "calls_per_core_median": statistics.median(cores) if cores else None,
                            "relay_cpu_median": statistics.median([r.relay_cpu for r in runs if r.relay_cpu])
                            if cores else None}
-                    summary.setdefault(system.name, {}).setdefault("steps", {})[calls] = row
+                    summary.setdefault(label, {}).setdefault("steps", {})[calls] = row
                     if lossless:
                         best = row
                     else:
                         print(f"# {system.name}: loss at {calls} calls; stopping")
-                        summary.setdefault(system.name, {})["first_loss"] = row
+                        summary.setdefault(label, {})["first_loss"] = row
                         break
             finally:
+                if bulk is not None:
+                    await bulk.__aexit__(None, None, None)
                 await system.stop()
-            summary.setdefault(system.name, {})["best_lossless"] = best
+            summary.setdefault(label, {})["best_lossless"] = best
     print("# summary: best lossless step per system; telgate / rtpengine at the same steps")
     for name, data in summary.items():
         best = data.get("best_lossless") or {}
