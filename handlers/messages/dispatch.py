@@ -673,17 +673,27 @@ class Dispatcher:
     async def _match_receipts(self, conn: asyncpg.Connection) -> None:
         row = await conn.fetchrow(
             """WITH cand AS (
-                   SELECT d.id AS did, r.message_id, r.idx, d.stat, d.err, d.done_at
+                   SELECT d.id AS did, r.message_id, r.idx, d.stat, d.err, d.done_at, 0 AS rank
                    FROM dlr_inbox d JOIN recipients r
                      ON r.carrier = d.carrier AND r.carrier_msg_id = d.msg_id
                    WHERE r.state = 'submitted'
                    UNION ALL
-                   SELECT d.id, r.message_id, r.idx, d.stat, d.err, d.done_at
+                   SELECT d.id, r.message_id, r.idx, d.stat, d.err, d.done_at, 1
                    FROM dlr_inbox d JOIN recipients r
                      ON r.carrier = d.carrier AND r.carrier_msg_id_alt = d.msg_id
                    WHERE r.state = 'submitted'
+                   UNION ALL
+                   -- a hex id made only of digits ("12345678") was stored as given and its
+                   -- alternate read it as decimal; its decimal receipt reads back to it in hex
+                   SELECT d.id, r.message_id, r.idx, d.stat, d.err, d.done_at, 2
+                   FROM dlr_inbox d JOIN recipients r
+                     ON r.carrier = d.carrier
+                    AND r.carrier_msg_id = CASE WHEN d.msg_id ~ '^[0-9]{1,18}$'
+                                                THEN to_hex(d.msg_id::bigint) END
+                   WHERE r.state = 'submitted'
                ), one AS (
-                   SELECT DISTINCT ON (did) * FROM cand ORDER BY did
+                   -- the id as given first, then its readings in the other base
+                   SELECT DISTINCT ON (did) * FROM cand ORDER BY did, rank
                ), upd AS (
                    UPDATE recipients r
                    SET state = CASE one.stat WHEN 'DELIVRD' THEN 'delivered'

@@ -43,6 +43,8 @@ class SmscConfig:
     message_id_format: MessageIdFormat = MessageIdFormat.HEX
     receipt_id_other_format: bool = False
     seed: int | None = None
+    # The first message id handed out is this + 1 (default: random in 0x10000001-0x7fffffff).
+    first_message_id: int | None = None
     record_submits: bool = True
     # Append every accepted submit_sm to this JSON-lines file (what the phones "received"),
     # so a person trying the demo can read a text, e.g. a verification code, as a phone would.

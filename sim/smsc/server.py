@@ -333,7 +333,8 @@ class SmscSimulator:
         self._latency = self.config.latency_ms / 1000.0
         self._receipt_delay = self.config.receipt_delay_ms / 1000.0
         self._disconnect_after = self.config.disconnect_after_submits
-        self._id_counter = self._rng.randrange(0x10000000, 0x7FFFFFFF)
+        self._id_counter = (self.config.first_message_id if self.config.first_message_id is not None
+                            else self._rng.randrange(0x10000000, 0x7FFFFFFF))
         self._outcomes = list(self.config.outcomes)
         self._weights = [self.config.outcomes[o] for o in self._outcomes]
         self._submit_waiters: list[tuple[int, asyncio.Future[None]]] = []

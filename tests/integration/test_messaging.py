@@ -281,6 +281,19 @@ async def test_receipt_id_in_the_other_base_still_matches(api: Api, db_dsn: str,
             assert await settled(t, body["id"]) == {"delivered": 2}
 
 
+async def test_a_hex_id_made_only_of_digits_matches_its_decimal_receipt(
+        api: Api, db_dsn: str, state_root: Path) -> None:
+    # 0x12345678 and 0x12345679 read like decimal numbers; their receipts say 305419896 and
+    # 305419897. One hex id in 44 or so has no letter, so a carrier meets this every day.
+    t = await sender_tenant(api)
+    cfg = sim_config(message_id_format=MessageIdFormat.HEX, receipt_id_other_format=True,
+                     first_message_id=0x12345677)
+    async with running(api, db_dsn, state_root, cfg) as (smsc, _d):
+        _s, body = await send(t, to=["01011112222", "01033334444"], text="digits")
+        assert await settled(t, body["id"]) == {"delivered": 2}
+        assert sorted(s.message_id for s in smsc.submits) == ["12345678", "12345679"]
+
+
 async def test_failed_receipts_and_permanent_errors_keep_their_codes(
         api: Api, db_dsn: str, state_root: Path) -> None:
     t = await sender_tenant(api)
