@@ -371,6 +371,37 @@ class RecordingsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class EventsConfig:
+    """The event log and its stream, GET /v1/events (docs/events.md)."""
+
+    retention_hours: float = field(
+        default=24.0,
+        metadata=_help("events are kept this long; a client resuming from an older id gets a "
+                       "`reset` event", min=0.01, max=720))
+    heartbeat_seconds: float = field(
+        default=15.0,
+        metadata=_help("an idle stream gets an SSE comment this often, so proxies keep it open",
+                       min=0.05, max=300))
+    stream_queue_events: int = field(
+        default=2000,
+        metadata=_help("events one stream may have waiting to be sent; a client further behind "
+                       "is cut off and resumes from the log with Last-Event-ID (at least the "
+                       "1,000 events the follower reads at once)", min=1000))
+    write_timeout_seconds: float = field(
+        default=10.0,
+        metadata=_help("a stream whose client takes no bytes for this long is cut off", min=0.1))
+    buffer_events: int = field(
+        default=100_000,
+        metadata=_help("call events held in memory while the database is away (1,000 calls/s "
+                       "make ~3,000 events/s); beyond, new events are dropped, counted and "
+                       "logged", min=100))
+    recent_events: int = field(
+        default=10_000,
+        metadata=_help("newest events each instance keeps in memory, so a client resuming from "
+                       "a recent id is served without reading the log", min=100))
+
+
+@dataclass(frozen=True, slots=True)
 class Config:
     """The whole daemon configuration."""
 
@@ -390,3 +421,4 @@ class Config:
     verification: VerificationConfig = field(default_factory=VerificationConfig)
     webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     recordings: RecordingsConfig = field(default_factory=RecordingsConfig)
+    events: EventsConfig = field(default_factory=EventsConfig)

@@ -5,7 +5,10 @@ from __future__ import annotations
 from config.schema import Config
 from daemon.app import Runtime, Starter, Stopper
 from handlers.api.ratelimit import InstanceHeartbeat, RateLimiter
+from handlers.calls.events import EventBus
 from handlers.calls.service import start_calls
+from handlers.events.hub import EventHub
+from handlers.events.writer import EventLogWriter
 from handlers.media.retention import RetentionSweeper
 from handlers.messages.dispatch import Dispatcher
 from handlers.messages.mms_dispatch import MmsDispatcher
@@ -101,14 +104,43 @@ async def start_instance_heartbeat(runtime: Runtime) -> Stopper:
     return heartbeat.stop
 
 
+async def start_event_stream(runtime: Runtime) -> Stopper:
+    """Follow the event log (every instance's events) for GET /v1/events, and delete events
+    past `events.retention_hours`."""
+    hub = EventHub(runtime.dsn, runtime.pool, runtime.config.events,
+                   metrics=runtime.context.metrics)
+    await hub.start()
+    runtime.context.events = hub
+    runtime.context.readiness["events"] = hub.readiness
+    return hub.stop
+
+
 async def start_calls_service(runtime: Runtime) -> Stopper | None:
     """The SIP B2BUA toward trunks and extensions (unless sip.enabled is false), with its
-    media process anchoring and recording calls (unless media.enabled is false)."""
+    media process anchoring and recording calls (unless media.enabled is false); its call
+    events go to the event log through a writer off the signalling path."""
     if not runtime.config.sip.enabled:
         return None
-    return await start_calls(runtime.config.sip, runtime.pool, runtime.context, runtime.dsn,
-                             media=runtime.config.media, state_dir=runtime.config.state_dir,
-                             retention=runtime.config.recordings.retention)
+    bus = EventBus()
+    writer = EventLogWriter(runtime.pool, capacity=runtime.config.events.buffer_events,
+                            metrics=runtime.context.metrics)
+    bus.add_sink(writer.offer)
+    writer.start()
+    drain = runtime.config.lifecycle.drain_seconds
+    try:
+        stop_calls = await start_calls(
+            runtime.config.sip, runtime.pool, runtime.context, runtime.dsn, bus=bus,
+            media=runtime.config.media, state_dir=runtime.config.state_dir,
+            retention=runtime.config.recordings.retention)
+    except BaseException:
+        await writer.stop(drain)
+        raise
+
+    async def stop() -> None:
+        await stop_calls()  # the calls it ends publish their call.ended first
+        await writer.stop(drain)
+
+    return stop
 
 
 def starters(config: Config, *, demo: bool) -> list[Starter]:
@@ -120,7 +152,7 @@ def starters(config: Config, *, demo: bool) -> list[Starter]:
         found.append(start_simulators)
     found += [start_registry_index, start_instance_heartbeat, start_dispatcher,
               start_mms_dispatcher, start_webhook_deliverer, start_verification_sweeper,
-              start_recording_retention,
+              start_recording_retention, start_event_stream,
               start_calls_service]
     if demo:
         from daemon.demo import start_demo_phone

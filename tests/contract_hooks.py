@@ -50,3 +50,19 @@ def problem_code_is_declared_for_the_operation(ctx: Any, response: Any, case: An
         raise AssertionError(f"{case.method} {case.path} answered {response.status_code} "
                              f"`{code}`, not among its declared codes {declared}")
     return None
+
+
+@schemathesis.hook
+def before_call(ctx: Any, case: Any, **kwargs: Any) -> None:
+    """GET /v1/events streams until the client leaves: a valid `max_seconds` (or none) becomes
+    one second, so each fuzzed request ends; an invalid one is left for the route to refuse."""
+    if case.operation.path != "/v1/events":
+        return
+    query = case.query if isinstance(case.query, dict) else {}
+    given = query.get("max_seconds")
+    try:
+        valid = given is None or 1 <= int(str(given)) <= 86_400
+    except ValueError:
+        valid = False
+    if valid:
+        case.query = {**query, "max_seconds": 1}

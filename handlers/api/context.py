@@ -19,6 +19,7 @@ from handlers.tenants import Principal
 if TYPE_CHECKING:
     from handlers.api.framework import RouteTable
     from handlers.api.ratelimit import RateLimiter
+    from handlers.events.hub import EventHub
 
 # A readiness check answers (ok, detail); it must be quick (it runs on every /readyz).
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
@@ -47,6 +48,8 @@ class AppContext:
     # Told the tenant whose settings this instance just changed (caches refresh at once; other
     # instances' caches within their own refresh period).
     settings_changed: list[Callable[[uuid.UUID], None]] = field(default_factory=list)
+    # The event log's follower serving GET /v1/events (daemon/wiring.py starts it).
+    events: EventHub | None = None
 
     def forget_key(self, key_id: object) -> None:
         """Drop a revoked key from this instance's cache at once."""

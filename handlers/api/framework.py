@@ -42,10 +42,12 @@ _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,64}$")
 
 @dataclass(frozen=True, slots=True)
 class File:
-    """A download answer: the media types it comes in (CSV, XLSX ...)."""
+    """A download answer: the media types it comes in (CSV, XLSX ...). `item` is the model of
+    one event of a `text/event-stream` (OpenAPI 3.1: its `schema` describes each event)."""
 
     media_types: tuple[str, ...]
     description: str = ""
+    item: type[BaseModel] | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -352,8 +354,9 @@ def _openapi(routes: list[Route], version: str) -> dict[str, Any]:
         for status, answer in sorted(r.responses.items()):
             entry: dict[str, Any] = {"description": _STATUS_TEXT.get(status, str(status))}
             if isinstance(answer, File):
-                entry["content"] = {t: {"schema": {"type": "string", "format": "binary"}}
-                                    for t in answer.media_types}
+                body = (answer.item.model_json_schema() if answer.item is not None
+                        else {"type": "string", "format": "binary"})
+                entry["content"] = {t: {"schema": body} for t in answer.media_types}
                 if answer.description:
                     entry["description"] = answer.description
             elif answer is not None:

@@ -1,14 +1,15 @@
 """The in-process bus of call state changes (call.ringing, call.answered, call.ended).
 
 Publishing never blocks signalling: each subscriber has a bounded queue and a subscriber too
-slow to keep up loses the oldest events (its `dropped` count says how many).
+slow to keep up loses the oldest events (its `dropped` count says how many). Sinks (the event
+log's writer, handlers/events/writer.py) are called synchronously and must not block either.
 """
 
 from __future__ import annotations
 
 import asyncio
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -53,6 +54,15 @@ class EventBus:
 
     def __init__(self) -> None:
         self._subs: set[Subscription] = set()
+        self._sinks: list[Callable[[CallEvent], None]] = []
+
+    def add_sink(self, sink: Callable[[CallEvent], None]) -> None:
+        """Hand every event to `sink` too, in publishing order (it must return at once)."""
+        self._sinks.append(sink)
+
+    def remove_sink(self, sink: Callable[[CallEvent], None]) -> None:
+        """Stop handing events to `sink`."""
+        self._sinks.remove(sink)
 
     def subscribe(self, tenant_id: uuid.UUID | None = None, *, size: int = 1000) -> Subscription:
         """A new subscription to every tenant's events, or to one tenant's."""
@@ -62,6 +72,8 @@ class EventBus:
 
     def publish(self, event: CallEvent) -> None:
         """Deliver to every matching subscriber without waiting."""
+        for sink in self._sinks:
+            sink(event)
         for sub in self._subs:
             if sub.tenant_id is None or sub.tenant_id == event.tenant_id:
                 sub.offer(event)

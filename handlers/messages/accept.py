@@ -332,7 +332,8 @@ async def store(conn: asyncpg.Connection, who: Principal, p: Prepared,
                  for i, n, name, t, st, why in rows],
         columns=["message_id", "idx", "tenant_id", "number", "name", "text", "state", "reason",
                  "next_attempt_at", "lane"])
-    await emit(conn, who.tenant_id, "message.accepted", _accepted_event(message_id, p))
+    await emit(conn, who.tenant_id, "message.accepted", _accepted_event(message_id, p),
+               sp_id=who.sp_id)
     return message_id
 
 
@@ -356,10 +357,8 @@ async def store_at_once(conn: asyncpg.Connection, who: Principal, p: Prepared,
                FROM unnest($13::int[], $14::text[], $15::text[], $16::text[], $17::text[],
                            $18::text[]) AS u(idx, number, name, text, state, reason)
            ), h AS (
-               INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)
-               SELECT $2, w.id, 'message.accepted', $19::jsonb FROM webhooks w
-               WHERE w.tenant_id = $2
-                 AND (w.events = '{}' OR 'message.accepted' = ANY (w.events))
+               INSERT INTO event_log (tenant_id, sp_id, type, data)
+               VALUES ($2, $3, 'message.accepted', $19::jsonb)
            ), k AS (
                INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, response)
                SELECT $2, $20, $21, 202, $22::jsonb WHERE $20::text IS NOT NULL

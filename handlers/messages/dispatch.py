@@ -594,13 +594,12 @@ class Dispatcher:
                              AND r.state = 'claimed'
                            RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
                        )
-                       INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)
-                       SELECT upd.tenant_id, w.id, 'message.recipient.failed',
+                       INSERT INTO event_log (tenant_id, sp_id, type, data)
+                       SELECT upd.tenant_id, m.sp_id, 'message.recipient.failed',
                               jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
                                                  'number', upd.number, 'state', upd.state,
                                                  'reason', upd.reason)
-                       FROM upd JOIN webhooks w ON w.tenant_id = upd.tenant_id
-                        AND (w.events = '{}' OR 'message.recipient.failed' = ANY (w.events))""",
+                       FROM upd JOIN messages m ON m.id = upd.message_id""",
                     [o.row.message_id for o in failed], [o.row.idx for o in failed],
                     [o.carrier for o in failed], [o.status for o in failed],
                     [o.reason for o in failed])
@@ -707,13 +706,12 @@ class Dispatcher:
                    FROM one WHERE r.message_id = one.message_id AND r.idx = one.idx
                    RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
                ), hooks AS (
-                   INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)
-                   SELECT upd.tenant_id, w.id, 'message.recipient.' || upd.state,
+                   INSERT INTO event_log (tenant_id, sp_id, type, data)
+                   SELECT upd.tenant_id, m.sp_id, 'message.recipient.' || upd.state,
                           jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
                                              'number', upd.number, 'state', upd.state,
                                              'reason', upd.reason)
-                   FROM upd JOIN webhooks w ON w.tenant_id = upd.tenant_id
-                    AND (w.events = '{}' OR 'message.recipient.' || upd.state = ANY (w.events))
+                   FROM upd JOIN messages m ON m.id = upd.message_id
                ), gone AS (
                    DELETE FROM dlr_inbox d USING one WHERE d.id = one.did
                ), repeated AS (
@@ -809,13 +807,12 @@ class Dispatcher:
                          AND submitted_at < now() - make_interval(secs => $1)
                        RETURNING tenant_id, message_id, idx, number
                    ), hooks AS (
-                       INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)
-                       SELECT upd.tenant_id, w.id, 'message.recipient.expired',
+                       INSERT INTO event_log (tenant_id, sp_id, type, data)
+                       SELECT upd.tenant_id, m.sp_id, 'message.recipient.expired',
                               jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
                                                  'number', upd.number, 'state', 'expired',
                                                  'reason', 'no_receipt')
-                       FROM upd JOIN webhooks w ON w.tenant_id = upd.tenant_id
-                        AND (w.events = '{}' OR 'message.recipient.expired' = ANY (w.events))
+                       FROM upd JOIN messages m ON m.id = upd.message_id
                    )
                    SELECT count(*) FROM upd""",
                 self.mcfg.receipt_timeout_seconds)

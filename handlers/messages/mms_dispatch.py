@@ -481,13 +481,12 @@ class MmsDispatcher:
                              AND r.state = 'claimed' AND r.claimed_by = $7
                            RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
                        )
-                       INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)
-                       SELECT upd.tenant_id, w.id, 'message.recipient.failed',
+                       INSERT INTO event_log (tenant_id, sp_id, type, data)
+                       SELECT upd.tenant_id, m.sp_id, 'message.recipient.failed',
                               jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
                                                  'number', upd.number, 'state', upd.state,
                                                  'reason', upd.reason)
-                       FROM upd JOIN webhooks w ON w.tenant_id = upd.tenant_id
-                        AND (w.events = '{}' OR 'message.recipient.failed' = ANY (w.events))""",
+                       FROM upd JOIN messages m ON m.id = upd.message_id""",
                     *failed, self.key)
             if retry[0]:
                 await conn.execute(

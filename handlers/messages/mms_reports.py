@@ -62,13 +62,12 @@ async def match_reports(conn: asyncpg.Connection) -> int:
                  AND r.state = 'submitted'
                RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
            ), hooks AS (
-               INSERT INTO webhook_outbox (tenant_id, webhook_id, event_type, payload)
-               SELECT upd.tenant_id, w.id, 'message.recipient.' || upd.state,
+               INSERT INTO event_log (tenant_id, sp_id, type, data)
+               SELECT upd.tenant_id, m.sp_id, 'message.recipient.' || upd.state,
                       jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
                                          'number', upd.number, 'state', upd.state,
                                          'reason', upd.reason)
-               FROM upd JOIN webhooks w ON w.tenant_id = upd.tenant_id
-                AND (w.events = '{}' OR 'message.recipient.' || upd.state = ANY (w.events))
+               FROM upd JOIN messages m ON m.id = upd.message_id
            ), gone AS (
                DELETE FROM mm7_report_inbox d USING cand WHERE d.id = cand.did
            )

@@ -349,14 +349,15 @@ async def cancel(request: web.Request) -> web.Response:
     who = principal(request)
     message_id = arg(request, MessagePath).message_id
     async with request.app[CTX].pool.acquire() as conn, conn.transaction():
-        await _lock_unstarted(conn, who, message_id)
+        locked = await _lock_unstarted(conn, who, message_id)
         await conn.execute(
             "UPDATE recipients SET state = 'canceled', reason = 'canceled', done_at = now() "
             "WHERE message_id = $1 AND state = 'queued'", message_id)
         await conn.execute("UPDATE messages SET canceled_at = now(), updated_at = now() "
                            "WHERE id = $1", message_id)
         await audit(conn, who.tenant_id, who.actor, "message.cancel", str(message_id))
-        await emit(conn, who.tenant_id, "message.canceled", {"message_id": str(message_id)})
+        await emit(conn, who.tenant_id, "message.canceled", {"message_id": str(message_id)},
+                   sp_id=locked["sp_id"])
         m = await _message(conn, who, message_id)
         answer = await _message_json(conn, m)
     return respond(answer)

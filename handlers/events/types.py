@@ -1,0 +1,39 @@
+"""The event types a tenant can follow, on the stream and on webhooks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True, slots=True)
+class EventType:
+    """One declared type: its name, what it reports, and whether anything emits it yet."""
+
+    name: str
+    meaning: str
+    emitted: bool = True
+
+
+CATALOGUE: tuple[EventType, ...] = (
+    EventType("call.ringing", "a call started ringing: caller, DID, extensions rung"),
+    EventType("call.answered", "a call was answered (the extension that answered)"),
+    EventType("call.ended", "a call ended, with its call record"),
+    EventType("call.held", "a call was put on hold (call control, not emitted yet)", False),
+    EventType("call.transferred", "a call was transferred (call control, not emitted yet)", False),
+    EventType("callback.created", "a caller asked to be called back (not emitted yet)", False),
+    EventType("presence.changed", "an agent's presence changed (not emitted yet)", False),
+    EventType("message.accepted", "a send request was queued"),
+    EventType("message.canceled", "a scheduled message was canceled"),
+    EventType("message.recipient.delivered", "a delivery receipt said delivered"),
+    EventType("message.recipient.failed", "refused by the carrier or an undeliverable receipt"),
+    EventType("message.recipient.expired", "an expired receipt, or no receipt in time"),
+    EventType("verification.approved", "a verification code was confirmed"),
+    EventType("verification.failed", "a verification ran out of attempts or time"),
+)
+
+NAMES: frozenset[str] = frozenset(t.name for t in CATALOGUE)
+
+# Published as the pattern of `types`: a comma-separated list of declared names.
+_ALTERNATIVES = "|".join(sorted((t.name.replace(".", r"\.") for t in CATALOGUE), key=len,
+                                reverse=True))
+TYPES_PATTERN = rf"^({_ALTERNATIVES})(,({_ALTERNATIVES}))*$"
