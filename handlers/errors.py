@@ -71,6 +71,8 @@ _ALL: tuple[ErrorCode, ...] = (
                             "`Retry-After` says when to retry (docs/security.md)."),
     _x("internal_error", 500, "A failure on our side; the log has the request id."),
     _x("database_unavailable", 503, "The database is not reachable; retry after `Retry-After`."),
+    _x("events_unavailable", 503, "The event stream is not running on this instance yet; "
+                                  "reconnect (with `Last-Event-ID`) after `Retry-After`."),
     # -- numbers (handlers.numbers) -------------------------------------------------------------
     _x("empty", 422, "No number, or no digits, was given."),
     _x("not_digits", 422, "The number has characters that are not digits or separators."),
@@ -200,6 +202,10 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("invalid_extension", 422, "An extension is 1 to 4 digits."),
     _x("invalid_password", 422, "A SIP password is 8-128 printable characters."),
     _x("extension_exists", 409, "The extension exists."),
+    # -- departments and statistics (handlers.departments, handlers.calls.search) ---------------
+    _x("department_exists", 409, "A department with this name exists."),
+    _x("unknown_member", 422, "An extension or SP ID named as a department's member is not "
+                              "the tenant's; `field` names which."),
 )
 
 CODES: dict[str, ErrorCode] = {e.code: e for e in _ALL}

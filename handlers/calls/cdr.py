@@ -217,7 +217,7 @@ class CdrWriter:
         self.written += len(batch)
 
 
-async def _settle(conn: asyncpg.Connection) -> None:
+async def settle(conn: asyncpg.Connection) -> None:
     """Wait (briefly) until records of calls that already ended are stored."""
     pending = [w for w in _WRITERS if w.unsaved]
     if not pending:
@@ -227,26 +227,3 @@ async def _settle(conn: asyncpg.Connection) -> None:
             for writer in pending:
                 await writer.flush()
 
-
-async def list_records(
-    conn: asyncpg.Connection, tenant_id: uuid.UUID, *, since: datetime | None,
-    until: datetime | None, call_class: str | None, direction: str | None,
-    extension: str | None, number: str | None, include_internal: bool,
-    after: tuple[datetime, uuid.UUID] | None, limit: int,
-) -> list[CallRecord]:
-    """The tenant's call records, newest first, filtered; keyset-paginated after `after`."""
-    await _settle(conn)
-    rows = await conn.fetch(
-        f"SELECT {', '.join(COLUMNS)} FROM call_records WHERE tenant_id = $1 "
-        "AND ($2::timestamptz IS NULL OR started_at >= $2) "
-        "AND ($3::timestamptz IS NULL OR started_at < $3) "
-        "AND ($4::text IS NULL OR class = $4) "
-        "AND ($5::text IS NULL OR direction = $5) "
-        "AND ($6::text IS NULL OR extension = $6 OR peer_extension = $6) "
-        "AND ($7::text IS NULL OR caller = $7 OR callee = $7) "
-        "AND ($8 OR NOT internal) "
-        "AND ($9::timestamptz IS NULL OR (started_at, id) < ($9, $10::uuid)) "
-        "ORDER BY started_at DESC, id DESC LIMIT $11",
-        tenant_id, since, until, call_class, direction, extension, number, include_internal,
-        after[0] if after else None, after[1] if after else None, limit)
-    return [from_row(r) for r in rows]

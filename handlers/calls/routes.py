@@ -18,12 +18,12 @@ from handlers.api.models import (
     Page,
     Params,
     PhoneText,
-    Timestamp,
     TimeUuidCursor,
 )
 from handlers.api.scopes import Scope
-from handlers.calls import cdr, registrations
+from handlers.calls import cdr, registrations, search
 from handlers.calls import extensions as ext_db
+from handlers.calls.stats_routes import CallSearchQuery, call_filter
 from handlers.errors import DomainError
 from handlers.pagination import split_time_cursor, time_cursor
 
@@ -92,15 +92,9 @@ class ExtensionPage(Params):
                                                              "previous page")
 
 
-class CdrQuery(Params):
-    since: Timestamp | None = None
-    until: Timestamp | None = None
-    call_class: CallClass | None = Field(None, alias="class")
-    direction: Direction | None = None
-    extension: ExtensionNumber | None = None
-    number: PhoneText | None = Field(None, description="caller or callee number")
-    internal: bool = Field(True, description="false excludes internal (extension to "
-                                             "extension) calls")
+class CdrQuery(CallSearchQuery):
+    extension: ExtensionNumber | None = Field(None, description="the extension on either "
+                                                                "side of the call")
     limit: Limit = 50
     cursor: TimeUuidCursor | None = None
 
@@ -220,18 +214,14 @@ async def delete_extension(request: web.Request) -> web.Response:
 
 
 async def list_cdrs(request: web.Request) -> web.Response:
-    who = principal(request)
     q = arg(request, CdrQuery)
     after: tuple[datetime, uuid.UUID] | None = None
     if q.cursor is not None:
         at, key = split_time_cursor(q.cursor)
         after = (at, uuid.UUID(key))
-    number = ext_db.check_number(q.number, "number")
+    f = call_filter(request, q, period=False, extension=q.extension)
     async with request.app[CTX].pool.acquire() as conn:
-        found = await cdr.list_records(
-            conn, who.tenant_id, since=q.since, until=q.until, call_class=q.call_class,
-            direction=q.direction, extension=q.extension, number=number,
-            include_internal=q.internal, after=after, limit=q.limit + 1)
+        found = await search.list_page(conn, f, after=after, limit=q.limit + 1)
     items = found[:q.limit]
     nxt = (time_cursor(items[-1].started_at, items[-1].id.hex)
            if len(found) > q.limit and items else None)
@@ -262,5 +252,6 @@ def add_routes(table: RouteTable) -> None:
                     responses={204: None},
                     scope=Scope.MANAGE))
     table.add(Route("GET", "/v1/cdrs", list_cdrs, "List call records, newest first", TAG,
-                    query=CdrQuery, responses={200: Page[CdrOut]}, errors=("invalid_number",),
+                    query=CdrQuery, responses={200: Page[CdrOut]},
+                    errors=("invalid_number", "invalid_time"),
                     scope=Scope.READ))

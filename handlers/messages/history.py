@@ -32,7 +32,9 @@ MESSAGE_TYPES: tuple[str, ...] = ("sms", "lms", "mms")
 class Granularity(enum.StrEnum):
     """How finely statistics are bucketed (Korean calendar)."""
 
+    HOUR = "hour"  # hour of the Korean day, "00"-"23"
     DAY = "day"
+    WEEKDAY = "weekday"  # ISO weekday, "1" (Monday) - "7" (Sunday)
     MONTH = "month"
 
 
@@ -69,6 +71,7 @@ class StatsRow:
     states: dict[str, int]
     images: int = 0  # JPEGs attached to the bucket's messages (MMS)
     image_bytes: int = 0
+    department_id: UUID | None = None  # when grouped by department (the SP ID's, at sending)
 
     @property
     def delivered(self) -> int:
@@ -145,17 +148,29 @@ def _where(f: HistoryFilter) -> tuple[str, list[Any]]:
     return " AND ".join(clauses), args
 
 
-async def message_stats(conn: asyncpg.Connection, f: HistoryFilter,
-                        granularity: Granularity) -> list[StatsRow]:
-    """Counts per Korean day or month, message type and SP ID, oldest period first.
+_PERIOD_SQL = {
+    Granularity.HOUR: "to_char(m.send_at AT TIME ZONE 'Asia/Seoul', 'HH24')",
+    Granularity.DAY: "to_char(m.send_at AT TIME ZONE 'Asia/Seoul', 'YYYY-MM-DD')",
+    Granularity.WEEKDAY: "to_char(m.send_at AT TIME ZONE 'Asia/Seoul', 'ID')",
+    Granularity.MONTH: "to_char(m.send_at AT TIME ZONE 'Asia/Seoul', 'YYYY-MM')",
+}
+
+
+async def message_stats(conn: asyncpg.Connection, f: HistoryFilter, granularity: Granularity,
+                        *, by_department: bool = False) -> list[StatsRow]:
+    """Counts per Korean hour, day, weekday or month, message type and SP ID (and department),
+    oldest period first; every period of `f` with no messages answers zero rows.
 
     Test sends (`test: true`, to one's own phone) are left out; history shows them, marked."""
     where, args = _where(f)
     state_counts = ", ".join(
         f"count(*) FILTER (WHERE r.state = '{s}') AS {s}" for s in STATES if s != "queued")
+    department = "m.department_id" if by_department else "NULL::uuid"
     rows = await conn.fetch(
-        f"""SELECT date_trunc('{granularity.value}', m.send_at AT TIME ZONE 'Asia/Seoul') AS period,
-                   m.type, m.sp_id, count(DISTINCT m.id) AS messages, count(*) AS recipients,
+        f"""SELECT {_PERIOD_SQL[granularity]} AS period, m.type, m.sp_id,
+                   {department} AS department_id,
+                   -- a message once: on its first recipient's row (no DISTINCT: no sort)
+                   count(*) FILTER (WHERE r.idx = 0) AS messages, count(*) AS recipients,
                    count(*) FILTER (WHERE r.submitted_at IS NOT NULL) AS sent,
                    count(*) FILTER (WHERE r.state IN ('queued', 'claimed')) AS queued,
                    -- each message's images once: on its first recipient's row
@@ -164,13 +179,38 @@ async def message_stats(conn: asyncpg.Connection, f: HistoryFilter,
                    {state_counts}
             FROM messages m JOIN recipients r ON r.message_id = m.id
             WHERE {where} AND NOT m.test
-            GROUP BY 1, 2, 3
-            ORDER BY 1, 2, 3 NULLS FIRST""",  # only our own constants are spliced in
+            GROUP BY 1, 2, 3, 4""",  # only our own constants are spliced in
         *args)
-    fmt = "%Y-%m-%d" if granularity is Granularity.DAY else "%Y-%m"
-    return [StatsRow(r["period"].strftime(fmt), r["type"], r["sp_id"], r["messages"],
-                     r["recipients"], r["sent"], {s: r[s] for s in STATES}, int(r["images"]),
-                     int(r["image_bytes"])) for r in rows]
+    found = {(r["period"], r["type"], r["sp_id"], r["department_id"]): StatsRow(
+        r["period"], r["type"], r["sp_id"], r["messages"], r["recipients"], r["sent"],
+        {s: r[s] for s in STATES}, int(r["images"]), int(r["image_bytes"]), r["department_id"])
+        for r in rows}
+    groups = {k[1:] for k in found} or {(f.type or "all", f.sp_id, None)}
+    zero = dict.fromkeys(STATES, 0)
+    for period in periods(f.period, granularity):
+        for type_, sp_id, department_id in groups:
+            found.setdefault((period, type_, sp_id, department_id), StatsRow(
+                period, type_, sp_id, 0, 0, 0, dict(zero), department_id=department_id))
+    return [found[k] for k in sorted(found, key=lambda k: (
+        k[0], k[1], k[2] is not None, k[2] or "", k[3] is not None, str(k[3] or "")))]
+
+
+def periods(period: Period, granularity: Granularity) -> list[str]:
+    """Every bucket label of a period, in order (Korean calendar)."""
+    if granularity is Granularity.HOUR:
+        return [f"{h:02d}" for h in range(24)]
+    if granularity is Granularity.WEEKDAY:
+        return [str(d) for d in range(1, 8)]
+    first = period.since.astimezone(KST).date()
+    last = (period.until - timedelta(microseconds=1)).astimezone(KST).date()
+    if granularity is Granularity.DAY:
+        return [(first + timedelta(days=i)).isoformat() for i in range((last - first).days + 1)]
+    out = []
+    month = first.replace(day=1)
+    while month <= last:
+        out.append(f"{month:%Y-%m}")
+        month = (month + timedelta(days=32)).replace(day=1)
+    return out
 
 
 def totals(rows: Sequence[StatsRow]) -> StatsRow:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import csv
 import io
+import uuid
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, date, datetime
 from typing import Annotated, Literal
 
@@ -12,11 +14,13 @@ import openpyxl
 from aiohttp import web
 from pydantic import BaseModel, Field
 
+from handlers import departments
 from handlers.api.context import CTX
 from handlers.api.framework import File, Route, RouteTable, arg, principal, respond
 from handlers.api.models import DIGITS_PATTERN, Day, Params, Timestamp
 from handlers.api.scopes import Scope
 from handlers.errors import DomainError
+from handlers.exports import Cell, stream
 from handlers.messages import history as h
 from handlers.registry.routes import CSV, NUMBER_CODES, XLSX
 
@@ -39,7 +43,12 @@ class PeriodQuery(Params):
 
 
 class StatsQuery(PeriodQuery):
-    granularity: h.Granularity = h.Granularity.DAY
+    granularity: h.Granularity = Field(
+        h.Granularity.DAY, description="hour (of the Korean day, 00-23), day, weekday "
+                                       "(ISO, 1 = Monday) or month")
+    group_by: Literal["department"] | None = Field(
+        None, description="department: also split by the department of the message's SP ID "
+                          "(when it was sent)")
 
 
 class ExportQuery(PeriodQuery):
@@ -51,9 +60,12 @@ class ExportQuery(PeriodQuery):
 
 
 class Counts(BaseModel):
-    period: str = Field(examples=["2026-11-23", "2026-11"])
+    period: str = Field(examples=["2026-11-23", "2026-11", "09", "1"])
     type: str
     sp_id: str | None
+    department_id: uuid.UUID | None = Field(None, description="group_by department; null: "
+                                                              "no department")
+    department_name: str | None = Field(None, description="null once deleted")
     messages: int
     recipients: int
     sent: int = Field(description="accepted by the carrier")
@@ -94,21 +106,55 @@ def _filter(request: web.Request, q: PeriodQuery, *, sender: str | None = None,
         recipient=h.parse_number(recipient, "to") if recipient else None)
 
 
-def _counts(r: h.StatsRow) -> Counts:
+def _counts(r: h.StatsRow, names: dict[uuid.UUID, str] | None = None) -> Counts:
     return Counts(period=r.period, type=r.type, sp_id=r.sp_id, messages=r.messages,
                   recipients=r.recipients, sent=r.sent, delivered=r.delivered,
                   not_delivered=r.not_delivered, pending=r.pending, images=r.images,
-                  image_bytes=r.image_bytes, states=r.states)
+                  image_bytes=r.image_bytes, states=r.states, department_id=r.department_id,
+                  department_name=(names or {}).get(r.department_id)
+                  if r.department_id else None)
+
+
+async def _stats(request: web.Request, q: StatsQuery) -> tuple[h.HistoryFilter, list[Counts],
+                                                                 Counts]:
+    f = _filter(request, q)
+    by_department = q.group_by == "department"
+    async with request.app[CTX].pool.acquire() as conn:
+        rows = await h.message_stats(conn, f, q.granularity, by_department=by_department)
+        names = await departments.names(conn, f.tenant_id) if by_department else {}
+    return f, [_counts(r, names) for r in rows], _counts(h.totals(rows))
 
 
 async def message_stats(request: web.Request) -> web.Response:
     q = arg(request, StatsQuery)
-    f = _filter(request, q)
-    async with request.app[CTX].pool.acquire() as conn:
-        rows = await h.message_stats(conn, f, q.granularity)
+    f, items, total = await _stats(request, q)
     return respond(Stats(
         granularity=q.granularity, time_zone="Asia/Seoul", since=f.period.since,
-        until=f.period.until, items=[_counts(r) for r in rows], totals=_counts(h.totals(rows))))
+        until=f.period.until, items=items, totals=total))
+
+
+class StatsExportQuery(StatsQuery):
+    format: Literal["csv", "xlsx"] = "csv"
+
+
+_STATS_COLUMNS = ("period", "type", "sp_id", "department_id", "department_name", "messages",
+                  "recipients", "sent", "delivered", "not_delivered", "pending", "images",
+                  "image_bytes")
+
+
+async def export_message_stats(request: web.Request) -> web.StreamResponse:
+    q = arg(request, StatsExportQuery)
+    f, items, _ = await _stats(request, q)
+
+    async def rows() -> AsyncIterator[Sequence[Cell]]:
+        for c in items:
+            data = c.model_dump()
+            yield [None if data[k] is None else data[k] if isinstance(data[k], int | str)
+                   else str(data[k]) for k in _STATS_COLUMNS] + [c.states[s] for s in h.STATES]
+
+    name = f"message-stats-{q.granularity.value}-{f.period.since.astimezone(h.KST):%Y%m%d}"
+    return await stream(request, q.format, name, "statistics",
+                        [*_STATS_COLUMNS, *h.STATES], rows())
 
 
 async def export_history(request: web.Request) -> web.StreamResponse:
@@ -172,9 +218,14 @@ _PERIOD_CODES = ("invalid_time", "invalid_period", "period_too_long", "not_found
 def add_routes(t: RouteTable) -> None:
     """Declare the statistics and export routes."""
     t.add(Route("GET", "/v1/stats/messages", message_stats,
-                "Message counts per Korean day or month, type and SP ID (test sends left out)",
+                "Message counts per Korean hour, day, weekday or month, type and SP ID (and "
+                "department); empty periods as zero rows; test sends left out",
                 "statistics", query=StatsQuery, responses={200: Stats}, errors=_PERIOD_CODES,
                 scope=Scope.READ))
+    t.add(Route("GET", "/v1/stats/messages/export", export_message_stats,
+                "Download a message statistics answer", "statistics", query=StatsExportQuery,
+                responses={200: File((CSV, XLSX), "CSV (UTF-8 with BOM) or XLSX")},
+                errors=_PERIOD_CODES, scope=Scope.READ, budget="exports"))
     t.add(Route("GET", "/v1/messages/export", export_history,
                 "Download message history, one row per recipient", "messages",
                 query=ExportQuery,

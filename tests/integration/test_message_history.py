@@ -82,7 +82,7 @@ async def test_daily_stats_count_states_per_korean_day_type_and_sp(
     resp = await a.call("GET", "/v1/stats/messages", params={"granularity": "day", **NOV})
     assert resp.status == 200, await resp.text()
     body = await resp.json()
-    items = {(i["period"], i["type"], i["sp_id"]): i for i in body["items"]}
+    items = {(i["period"], i["type"], i["sp_id"]): i for i in body["items"] if i["recipients"]}
     assert list(items) == [("2026-11-22", "sms", "SP1"), ("2026-11-23", "lms", "SP2"),
                            ("2026-11-23", "sms", "SP1")]
     late = items[("2026-11-22", "sms", "SP1")]
@@ -105,10 +105,12 @@ async def test_monthly_stats_and_filters_by_type_and_sp(history: dict[str, Any])
         "granularity": "month", "since": "2026-10-01", "until": "2026-11-30",
         "type": "sms"})).json()
     got = [(i["period"], i["sp_id"], i["recipients"]) for i in body["items"]]
-    assert got == [("2026-10", None, 1), ("2026-11", "SP1", 6)]
+    assert got == [("2026-10", None, 1), ("2026-10", "SP1", 0),  # zero rows: every month
+                   ("2026-11", None, 0), ("2026-11", "SP1", 6)]
     body = await (await a.call("GET", "/v1/stats/messages", params={
         "granularity": "month", "sp_id": "SP2", **NOV})).json()
     assert [(i["type"], i["recipients"]) for i in body["items"]] == [("lms", 4)]
+    assert [i["period"] for i in body["items"]] == ["2026-11"]
 
 
 async def test_key_narrowed_to_an_sp_sees_only_that_sp(
