@@ -16,6 +16,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import json
 import os
 import platform
@@ -133,7 +134,8 @@ async def ramp(name: str, sipp: str, target: tuple[str, int], rates: list[int],
             "machine": machine()}
 
 
-async def run_telgate(sipp: str, rates: list[int], seconds: float) -> dict[str, object]:
+async def run_telgate(sipp: str, rates: list[int], seconds: float,
+                      session_expires: int | None = None) -> dict[str, object]:
     with tempfile.TemporaryDirectory(prefix="telgate-bench-") as d:
         os.chmod(d, 0o755)
         config = load_config(None, {"TELGATE_STATE_DIR": str(Path(d) / "state")})
@@ -146,6 +148,8 @@ async def run_telgate(sipp: str, rates: list[int], seconds: float) -> dict[str, 
                                     use_rid=False)
             sip = SipConfig(port=0, trunks=[TrunkConfig(name="carrier", addresses=["127.0.0.2"])],
                             dids=[DidConfig(number=DID, tenant="bench", extensions=["1001"])])
+            if session_expires is not None:  # 0: no RFC 4028 offer on the B legs
+                sip = dataclasses.replace(sip, session_expires_seconds=session_expires)
             ctx = AppContext(config=config, pool=pool, metrics=Metrics(), routes=RouteTable(),
                              version="bench")
             server = await serve_calls(sip, pool, ctx)
@@ -197,7 +201,8 @@ async def main_async(args: argparse.Namespace) -> None:
         return
     rates = [int(r) for r in args.rates.split(",")]
     empty: dict[str, object] = {"calls_per_s": 0.0}
-    ours = await run_telgate(sipp, rates, args.seconds) if args.only != "sippy" else empty
+    ours = (await run_telgate(sipp, rates, args.seconds, args.session_expires)
+            if args.only != "sippy" else empty)
     print(json.dumps(ours), flush=True)
     theirs = await run_sippy(sipp, rates, args.seconds) if args.only != "telgate" else empty
     print(json.dumps(theirs), flush=True)
@@ -213,6 +218,9 @@ def main() -> None:
     ap.add_argument("--rates", default="200,300,400,500,600,800")
     ap.add_argument("--profile", help="write a cProfile of the telgate run to this file")
     ap.add_argument("--only", choices=("telgate", "sippy"), help="measure one B2BUA only")
+    ap.add_argument("--session-expires", type=int,
+                    help="telgate's sip.session_expires_seconds (default: the configured 1800; "
+                         "0 measures without RFC 4028 session timers)")
     args = ap.parse_args()
     configure_logging(load_config(None, {"TELGATE_LOG__LEVEL": "warning"}).log, force_json=True)
     if args.profile:
