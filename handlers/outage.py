@@ -8,13 +8,18 @@ that `/readyz`, the API's 503 answers and the systemd watchdog agree on whether 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import asyncpg
+import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
+
+_log = structlog.get_logger("telgate.housekeeping")
 
 # SQLSTATE classes meaning the server is not there for us right now: 08 connection exception,
 # 53 insufficient resources (too many connections), 57P operator intervention (shutdown,
@@ -148,3 +153,57 @@ class LoopTracker:
         if self.health is not None and is_outage(exc):
             self.health.failed(exc)
         return self.backoff.next()
+
+
+class PeriodicSweep:
+    """A round of database housekeeping every `every` seconds, the first at once: a failed
+    round is logged and retried after the loops' back-off (its `tracker`), and `stop()` ends the
+    loop between rounds. Subclasses say what a round does (`sweep_once`, returning how many
+    things it removed) and name their task and log events."""
+
+    task_name = "sweep"
+    done_event = "swept"  # logged with `count` when a round removed something
+    failed_event = "sweep_failed"
+
+    def __init__(self, tracker: LoopTracker, every: float) -> None:
+        self.tracker = tracker
+        self.every = every
+        self._stop = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def sweep_once(self) -> int:
+        """One round: how many things it removed."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the loop; its first round runs at once."""
+        self._task = asyncio.create_task(self._run(), name=self.task_name)
+
+    async def stop(self) -> None:
+        """Stop after the round in hand."""
+        self._stop.set()
+        if self._task is not None:
+            await self._task
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def _run(self) -> None:
+        delay = 0.0
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return
+            try:
+                count = await self.sweep_once()
+            except Exception as exc:  # the next round tries again
+                delay = self.tracker.failed(exc)
+                _log.error(self.failed_event, error=describe(exc))
+                continue
+            self.tracker.ok()
+            if count:
+                _log.info(self.done_event, count=count)
+            delay = self.every

@@ -9,8 +9,6 @@ handed to a carrier is withdrawn.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import secrets
 import uuid
 from dataclasses import dataclass
@@ -23,7 +21,7 @@ import structlog
 from config.schema import VerificationConfig
 from handlers.errors import DomainError
 from handlers.messages.accept import DISPATCH_CHANNEL, LANE_VERIFICATION, prepare
-from handlers.outage import LoopTracker, describe
+from handlers.outage import LoopTracker, PeriodicSweep
 from handlers.registry.index import NumberIndex
 from handlers.tenants import Principal
 from handlers.verify import rules
@@ -422,43 +420,22 @@ def _verification(row: asyncpg.Record) -> Verification:
                         row["expires_at"], row["last_sent_at"])
 
 
-class Sweeper:
+class Sweeper(PeriodicSweep):
     """Expires old verifications and erases codes that were on the wire when theirs closed,
     every `every` seconds; survives database errors with the loops' back-off."""
 
+    task_name = "verification-sweeper"
+    done_event = "verifications_expired"
+    failed_event = "verification_sweep_failed"
+
     def __init__(self, verifier: Verifier, pool: asyncpg.Pool, tracker: LoopTracker,
                  every: float = 30.0) -> None:
+        super().__init__(tracker, every)
         self.verifier = verifier
         self.pool = pool
-        self.tracker = tracker
-        self.every = every
-        self._stop = asyncio.Event()
-        self._task: asyncio.Task[None] | None = None
 
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run(), name="verification-sweeper")
-
-    async def stop(self) -> None:
-        self._stop.set()
-        if self._task is not None:
-            await self._task
-
-    async def _run(self) -> None:
-        delay = 0.0
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop.wait()
-            if self._stop.is_set():
-                return
-            try:
-                async with self.pool.acquire() as conn:
-                    expired = await self.verifier.sweep(conn, datetime.now(UTC))
-            except Exception as exc:  # the next round tries again
-                delay = self.tracker.failed(exc)
-                log.error("verification_sweep_failed", error=describe(exc))
-                continue
-            self.tracker.ok()
-            if expired:
-                log.info("verifications_expired", count=expired)
-            delay = self.every
+    async def sweep_once(self) -> int:
+        """One round: the verifications expired."""
+        async with self.pool.acquire() as conn:
+            expired: int = await self.verifier.sweep(conn, datetime.now(UTC))
+        return expired
