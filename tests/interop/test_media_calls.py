@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import shutil
 import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -24,7 +23,7 @@ from protocols.rtp.g711 import Codec, decode
 from protocols.rtp.wav import read_wav
 from sim.sip.phone import SimPhone
 from tests.integration.test_calls import DID, PASSWORD, Gateway, gw
-from tests.interop.test_sip_interop import SCENARIOS, SIPP, free_port
+from tests.interop.test_sip_interop import BARESIP, SCENARIOS, SIPP, free_port, registered_baresip
 from tests.media.conftest import media
 from tests.protocols.rtp.pcap import SIPP_PCAPS, udp_payloads
 
@@ -132,7 +131,6 @@ async def test_a_carrier_call_to_the_did_is_relayed_and_recorded_byte_for_byte(
     assert (stats["calls"], stats["calls_created"], stats["calls_closed"]) == (2, 3, 1)
 
 
-BARESIP = shutil.which("baresip")
 BARESIP_AGENT = """\
 sip_listen\t\t127.0.0.1:{port}
 audio_player\t\taubridge,nil
@@ -165,40 +163,13 @@ async def test_baresip_as_the_agent_hears_the_carrier_and_is_recorded_answering(
         gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
     sent = b"".join(p[12:] for p in udp_payloads(SIPP_PCAPS / "g711a.pcap"))
     await anchored(gw, media, tmp_path / "recordings", digest_algorithms=["MD5"])
-    info = await gw.extension("1001")
     home = tmp_path / "baresip"
     home.mkdir()
-    (home / "config").write_text(BARESIP_AGENT.format(port=free_port(), hz=1000, home=home))
-    (home / "accounts").write_text(
-        f"<sip:1001@{info['sip_domain']}>;auth_pass={PASSWORD};outbound=\"sip:127.0.0.1:{gw.address[1]}\""
-        ";answermode=auto;regint=300;audio_codecs=PCMA\n")
-    assert BARESIP is not None
-    agent = await asyncio.create_subprocess_exec(
-        BARESIP, "-f", str(home), stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-    output = bytearray()
-
-    async def collect() -> None:
-        assert agent.stdout is not None
-        while chunk := await agent.stdout.read(65536):
-            output.extend(chunk)
-
-    reader = asyncio.create_task(collect())
-    try:
-        assert gw.server is not None
-        for _ in range(300):  # baresip registers within a second or so
-            if len(gw.server.b2bua.registrar):
-                break
-            await asyncio.sleep(0.05)
-        assert len(gw.server.b2bua.registrar) == 1, output.decode(errors="replace")[-3000:]
+    config = BARESIP_AGENT.format(port=free_port(), hz=1000, home=home)
+    async with registered_baresip(gw, home, config, ";audio_codecs=PCMA") as output:
         status, err = await pcap_caller(gw, tmp_path)
         assert status == 0, err + output.decode(errors="replace")[-3000:]
         rec = await the_recording(gw)
-    finally:
-        with contextlib.suppress(ProcessLookupError):
-            agent.kill()
-        await agent.wait()
-        await reader
 
     [record] = await gw.records()
     assert record["class"] == "incoming" and record["extension"] == "1001"

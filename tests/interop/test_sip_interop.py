@@ -158,51 +158,57 @@ module_app\t\taccount.so
 """
 
 
+@contextlib.asynccontextmanager
+async def registered_baresip(gw: Gateway, home: Path, config: str,
+                             account_params: str = "") -> AsyncIterator[bytearray]:
+    """baresip as extension 1001 (created here) with `config`, registered with digest and
+    answering at once; yields its output so far (for failure messages)."""
+    info = await gw.extension("1001")
+    (home / "config").write_text(config)
+    (home / "accounts").write_text(
+        f"<sip:1001@{info['sip_domain']}>;auth_pass={PASSWORD};"
+        f"outbound=\"sip:127.0.0.1:{gw.address[1]}\";answermode=auto;regint=300{account_params}\n")
+    assert BARESIP is not None and gw.server is not None
+    proc = await asyncio.create_subprocess_exec(
+        BARESIP, "-f", str(home), stdin=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    output = bytearray()
+
+    async def collect() -> None:
+        assert proc.stdout is not None
+        while chunk := await proc.stdout.read(65536):
+            output.extend(chunk)
+
+    reader = asyncio.create_task(collect())
+    try:
+        registrar = gw.server.b2bua.registrar
+        for _ in range(200):  # baresip registers within a second or so
+            if len(registrar):
+                break
+            await asyncio.sleep(0.05)
+        assert len(registrar) == 1, output.decode(errors="replace")[-4000:]
+        yield output
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            proc.kill()
+        await proc.wait()
+        await reader
+
+
 @needs_baresip
 async def test_baresip_registers_with_digest_and_answers_a_trunk_call(gw: Gateway) -> None:
     await gw.start(digest_algorithms=["MD5"])
-    info = await gw.extension("1001")
     with tempfile.TemporaryDirectory() as d:
-        home = Path(d)
-        port = free_port()
-        (home / "config").write_text(BARESIP_CONFIG.format(port=port))
-        (home / "accounts").write_text(
-            f"<sip:1001@{info['sip_domain']}>;auth_pass={PASSWORD};"
-            f"outbound=\"sip:127.0.0.1:{gw.address[1]}\";answermode=auto;regint=300\n")
-        assert BARESIP is not None
-        proc = await asyncio.create_subprocess_exec(
-            BARESIP, "-f", str(home), "-s", stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
-        output = bytearray()
-
-        async def collect() -> None:
-            assert proc.stdout is not None
-            while chunk := await proc.stdout.read(65536):
-                output.extend(chunk)
-
-        reader = asyncio.create_task(collect())
-        try:
-            assert gw.server is not None
-            registrar = gw.server.b2bua.registrar
-            for _ in range(100):
-                if len(registrar):
-                    break
-                await asyncio.sleep(0.1)
-            assert len(registrar) == 1, output.decode(errors="replace")[-4000:]
+        async with registered_baresip(gw, Path(d), BARESIP_CONFIG.format(port=free_port())) as out:
             carrier = await gw.carrier()
             call = carrier.dial(DID, "01012345678")
             try:
                 await wait(call.answered, timeout=10)
             except TimeoutError:
-                raise AssertionError(output.decode(errors="replace")[-6000:]) from None
+                raise AssertionError(out.decode(errors="replace")[-6000:]) from None
             await carrier.hangup(call)
             [record] = await gw.records()
             assert record["class"] == "incoming" and record["extension"] == "1001"
-        finally:
-            with contextlib.suppress(ProcessLookupError):
-                proc.kill()
-            await proc.wait()
-            await reader
 
 
 async def test_svwar_finds_no_extension(gw: Gateway) -> None:
