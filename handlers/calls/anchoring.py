@@ -81,7 +81,6 @@ class Anchoring:
         self.lookup: Callable[[uuid.UUID], Call | None] = lambda _c: None
         self.on_media_end: Callable[[uuid.UUID, EventKind, str], None] = lambda _c, _k, _d: None
         self.on_digit: Callable[[uuid.UUID, MediaSide, str], None] | None = None
-        self.unanchored = 0  # calls that found no reserved session (counted, logged)
         self._ready: deque[RelaySession] = deque()
         self._refilling = False
         self._by_session: dict[str, uuid.UUID] = {}  # media session id -> call id
@@ -291,7 +290,6 @@ class AnchoredBridge:
             if session is None:
                 # Refusing the call would be worse than carrying it unrecorded; say so loudly.
                 self._unanchored = True
-                self._owner.unanchored += 1
                 log.warning("call_media_not_anchored", call=str(self._call_id),
                             reason="no reserved media session")
                 return sdp

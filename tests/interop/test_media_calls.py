@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,14 @@ from protocols.rtp.g711 import Codec, decode
 from protocols.rtp.wav import read_wav
 from sim.sip.phone import SimPhone
 from tests.integration.test_calls import DID, PASSWORD, Gateway, gw
-from tests.interop.test_sip_interop import BARESIP, SCENARIOS, SIPP, free_port, registered_baresip
+from tests.interop.test_sip_interop import (
+    BARESIP,
+    SCENARIOS,
+    SIPP,
+    free_port,
+    registered_baresip,
+    terminate,
+)
 from tests.media.conftest import media
 from tests.protocols.rtp.pcap import SIPP_PCAPS, udp_payloads
 
@@ -61,14 +67,7 @@ async def echoing_phone(gw: Gateway) -> Any:
         assert await registrar.register(contact=f"<sip:1001@127.0.0.1:{port}>") == 200
         yield proc
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
-            await proc.wait()
+        await terminate(proc)
 
 
 async def pcap_caller(gw: Gateway, cwd: Path) -> tuple[int, str]:

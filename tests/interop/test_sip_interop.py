@@ -63,14 +63,19 @@ async def sipp_uas(transport: str, *extra: str) -> AsyncIterator[int]:
     try:
         yield port
     finally:
-        with contextlib.suppress(ProcessLookupError):
-            proc.send_signal(signal.SIGTERM)
-        with contextlib.suppress(TimeoutError):
-            async with asyncio.timeout(5):
-                await proc.wait()
-        if proc.returncode is None:
-            proc.kill()
+        await terminate(proc)
+
+
+async def terminate(proc: asyncio.subprocess.Process) -> None:
+    """SIGTERM, five seconds to exit, then SIGKILL."""
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(signal.SIGTERM)
+    with contextlib.suppress(TimeoutError):
+        async with asyncio.timeout(5):
             await proc.wait()
+    if proc.returncode is None:
+        proc.kill()
+        await proc.wait()
 
 
 async def sipp_uac(gateway: tuple[str, int], transport: str, calls: int, rate: int,
