@@ -162,6 +162,14 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("verification_send_limit", 429, "This number received as many codes as allowed in the "
                                        "window; wait `Retry-After` seconds."),
     _x("verification_tenant_limit", 429, "The account sent as many codes this hour as allowed."),
+    # -- live calls (handlers.calls.control_routes) ----------------------------------------------
+    _x("call_not_found", 404, "No such call in progress for this tenant (it may have ended)."),
+    _x("call_not_answered", 409, "The call is not answered by an agent (ringing, in the IVR "
+                                 "or ending), so this command does not apply."),
+    _x("not_a_customer_call", 409, "An internal call has no customer to block."),
+    _x("media_not_anchored", 409, "The call's audio does not pass through the gateway (media "
+                                  "anchoring is off), so nothing can be played into it."),
+    _x("calls_unavailable", 503, "SIP is not running on this instance."),
     # -- media (handlers.media) -----------------------------------------------------------------
     _x("media_unavailable", 503, "The media process (or rtpengine) is not running or did not "
                                  "answer."),

@@ -19,6 +19,7 @@ from handlers.tenants import Principal
 if TYPE_CHECKING:
     from handlers.api.framework import RouteTable
     from handlers.api.ratelimit import RateLimiter
+    from handlers.calls.service import CallDriver
     from handlers.events.hub import EventHub
 
 # A readiness check answers (ok, detail); it must be quick (it runs on every /readyz).
@@ -50,6 +51,8 @@ class AppContext:
     settings_changed: list[Callable[[uuid.UUID], None]] = field(default_factory=list)
     # The event log's follower serving GET /v1/events (daemon/wiring.py starts it).
     events: EventHub | None = None
+    # The SIP call driver of this instance (live calls, call commands); None without SIP.
+    calls: CallDriver | None = None
 
     def forget_key(self, key_id: object) -> None:
         """Drop a revoked key from this instance's cache at once."""

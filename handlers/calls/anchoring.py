@@ -25,7 +25,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import asyncpg
 import structlog
@@ -39,7 +39,7 @@ from handlers.media.client import MediaProcess, RelaySession
 from handlers.media.interface import EventKind, MediaEvent, RecordingResult, RecordingStatus
 from handlers.media.interface import Side as MediaSide
 from handlers.media.recordings import RecordingPolicy
-from handlers.media.sdp import FarEnd, SdpError, anchor
+from handlers.media.sdp import FarEnd, SdpError, anchor, local_answer
 from protocols.rtp.g711 import Codec
 
 log = structlog.get_logger("telgate.calls.media")
@@ -47,6 +47,12 @@ log = structlog.get_logger("telgate.calls.media")
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError)
 REVIVE_FIRST_DELAY = 0.2  # seconds before starting a media process that went away again...
 REVIVE_MAX_DELAY = 30.0  # ... doubling while it fails to start, up to this
+
+
+class PromptFiles(Protocol):
+    """Where a tenant's prompt is, as the media process plays it (handlers/ivr/prompts.py)."""
+
+    def path(self, tenant_id: uuid.UUID | None, name: str, codec: Codec) -> Path: ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +75,10 @@ class Anchoring:
 
     def __init__(self, media: MediaProcess, pool: asyncpg.Pool, *, recordings_root: Path,
                  retention: timedelta = recordings.DEFAULT_RETENTION, reserve: int = 16,
+                 prompts: PromptFiles | None = None,
                  clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
         self.media = media
+        self.prompts = prompts
         self.pool = pool
         self.recordings_root = recordings_root
         self.retention = retention
@@ -81,6 +89,7 @@ class Anchoring:
         self.lookup: Callable[[uuid.UUID], Call | None] = lambda _c: None
         self.on_media_end: Callable[[uuid.UUID, EventKind, str], None] = lambda _c, _k, _d: None
         self.on_digit: Callable[[uuid.UUID, MediaSide, str], None] | None = None
+        self.on_played: Callable[[uuid.UUID, MediaSide, str], None] | None = None
         self._ready: deque[RelaySession] = deque()
         self._refilling = False
         self._by_session: dict[str, uuid.UUID] = {}  # media session id -> call id
@@ -92,9 +101,12 @@ class Anchoring:
     def bind(self, *, policy: Callable[[uuid.UUID], RecordingPolicy],
              lookup: Callable[[uuid.UUID], Call | None],
              on_media_end: Callable[[uuid.UUID, EventKind, str], None],
-             on_digit: Callable[[uuid.UUID, MediaSide, str], None] | None = None) -> None:
-        """Connect to the call driver: tenants' policies, live calls, and where media ends go."""
-        self.policy, self.lookup, self.on_media_end, self.on_digit = policy, lookup, on_media_end, on_digit
+             on_digit: Callable[[uuid.UUID, MediaSide, str], None] | None = None,
+             on_played: Callable[[uuid.UUID, MediaSide, str], None] | None = None) -> None:
+        """Connect to the call driver: tenants' policies, live calls, and where media events
+        go (ends, keys, prompts played)."""
+        self.policy, self.lookup, self.on_media_end = policy, lookup, on_media_end
+        self.on_digit, self.on_played = on_digit, on_played
 
     # -- the factory ------------------------------------------------------------------------
 
@@ -156,6 +168,8 @@ class Anchoring:
             self.on_media_end(call_id, event.kind, event.detail)
         elif event.kind is EventKind.DTMF and event.side is not None and self.on_digit is not None:
             self.on_digit(call_id, event.side, event.detail)
+        elif event.kind is EventKind.PLAYED and event.side is not None:
+            self.played(call_id, event.side, event.detail)
         elif event.kind is EventKind.RECORDING_FAILED:
             log.warning("call_recording_failed", call=str(call_id), error=event.detail)
 
@@ -185,6 +199,12 @@ class Anchoring:
                 await self._refill()
         finally:
             self._reviving = False
+
+    def played(self, call_id: uuid.UUID, side: MediaSide, play_id: str) -> None:
+        """Tell the driver a prompt ended (also when it could not be played at all, so that
+        a flow waiting for it goes on)."""
+        if self.on_played is not None:
+            self.on_played(call_id, side, play_id)
 
     def forget(self, session: RelaySession) -> None:
         self._by_session.pop(session.call_id, None)
@@ -228,6 +248,7 @@ class AnchoredBridge:
         "_chain",
         "_closed",
         "_codec",
+        "_music",
         "_owner",
         "_row",
         "_session",
@@ -243,6 +264,7 @@ class AnchoredBridge:
         self._row: uuid.UUID | None = None
         self._closed = False
         self._unanchored = False
+        self._music: set[Side] = set()  # sides hearing music on hold
 
     # -- MediaBridge -------------------------------------------------------------------------
 
@@ -265,11 +287,73 @@ class AnchoredBridge:
         if self._session is not None and not self._closed:
             session = self._session
             self._then(lambda: session.hold(MediaSide(side.value)))
+            if self._owner.prompts is not None:
+                self._music.add(side)
+                self.play(side, "hold_music", 0, loop=True)
 
     def unhold(self, side: Side) -> None:
         if self._session is not None and not self._closed:
             session = self._session
+            if side in self._music:
+                self._music.discard(side)
+                self.stop(side)
             self._then(lambda: session.unhold(MediaSide(side.value)))
+
+    def can_play(self) -> bool:
+        return (self._owner.prompts is not None and not self._closed and not self._unanchored
+                and (self._session is not None or self._owner.reserved > 0))
+
+    def local_answer(self, source: Side, offer: bytes) -> bytes | None:
+        if self._closed or self._unanchored:
+            return None
+        session = self._session
+        if session is None:
+            session = self._session = self._owner.take(self._call_id)
+            if session is None:
+                return None
+        try:
+            answer = local_answer(offer, session.address, session.ports[MediaSide(source.value)],
+                                  session=self._call_id.int % 10**12)
+        except SdpError as exc:
+            log.info("call_sdp_not_answerable", call=str(self._call_id), error=str(exc))
+            return None
+        self._codec = answer.codec
+        target = answer.far
+        if target.address != "0.0.0.0":
+            self._then(lambda: self._remote(session, source, target))
+        return answer.body
+
+    def play(self, side: Side, prompt: str, play_id: int, *, loop: bool = False) -> None:
+        session, owner = self._session, self._owner
+        if session is None or self._closed:
+            return
+        call = owner.lookup(self._call_id)
+        codec = self._codec or Codec.PCMU
+        media_side = MediaSide(side.value)
+        try:
+            if owner.prompts is None:
+                raise LookupError("no prompt store")
+            path = owner.prompts.path(call.tenant_id if call is not None else None, prompt, codec)
+        except (LookupError, OSError, DomainError) as exc:
+            log.error("call_prompt_missing", call=str(self._call_id), prompt=prompt,
+                      error=str(exc))
+            asyncio.get_running_loop().call_soon(owner.played, self._call_id, media_side,
+                                                 str(play_id))
+            return
+
+        async def start() -> None:
+            try:
+                await session.play(media_side, path, loop=loop, play_id=str(play_id))
+            except DomainError:
+                owner.played(self._call_id, media_side, str(play_id))  # the flow goes on
+                raise
+
+        self._then(start)
+
+    def stop(self, side: Side) -> None:
+        session = self._session
+        if session is not None and not self._closed:
+            self._then(lambda: session.stop(MediaSide(side.value)))
 
     def close(self) -> None:
         if self._closed:

@@ -19,6 +19,7 @@ from handlers.calls.events import CallEvent
 from handlers.calls.media import MediaBridge, Side
 from handlers.calls.routing import RingPlan
 from handlers.calls.session_timer import LegTimer
+from handlers.ivr.flow import FlowRun
 from protocols.sip.auth import DigestClient
 from protocols.sip.dialog import Dialog
 from protocols.sip.message import Request
@@ -146,6 +147,10 @@ class Call:
     answered: float | None = None
     reinvite: Relay | None = None
     ack_waits: Leg | None = None  # late offer: this leg's ACK waits for the other's answer
+    ivr: FlowRun | None = None  # answered by the gateway's IVR instead of an agent
+    ivr_trigger: str | None = None  # why the IVR took it: closed, no_agent, no_answer
+    blocking: bool = False  # abuse block: the customer hears the warning, then BYE
+    held: set[Side] = field(default_factory=set)  # sides on hold (hearing music)
 
     def move(self, new: CallState) -> None:
         """Change state, refusing transitions the table does not list."""
@@ -227,7 +232,15 @@ class CollectDigits:
     terminator: str = "#"
 
 
-Command = Hangup | Answer | Hold | Transfer | BridgeToMedia | Play | CollectDigits
+@dataclass(frozen=True, slots=True)
+class AbuseBlock:
+    """Seed 002 §14: release the agent at once; the customer hears the abuse warning to its
+    end, then BYE."""
+
+    call_id: uuid.UUID
+
+
+Command = Hangup | Answer | Hold | Transfer | BridgeToMedia | Play | CollectDigits | AbuseBlock
 
 
 class CommandRefused(Exception):
@@ -277,4 +290,16 @@ class Published:
     event: CallEvent
 
 
-Output = Authenticate | ResolveTenants | RecordReady | Published
+@dataclass(frozen=True, slots=True)
+class CallbackCaptured:
+    """The callback IVR took a request: the driver stores it on the tenant's callback list."""
+
+    tenant_id: uuid.UUID
+    call_id: uuid.UUID
+    did: str | None
+    caller: str
+    number: str
+    trigger: str
+
+
+Output = Authenticate | ResolveTenants | RecordReady | Published | CallbackCaptured

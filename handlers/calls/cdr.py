@@ -67,6 +67,9 @@ class EndReason(enum.StrEnum):
     RTP_TIMEOUT = "rtp_timeout"  # no audio from either leg for media.rtp_timeout_seconds
     MEDIA_LOST = "media_lost"  # the media process carrying the call's audio went away
     SHUTDOWN = "shutdown"  # the gateway stopped
+    CALLBACK_REQUESTED = "callback_requested"  # the callback IVR took a request to call back
+    CALLBACK_IVR = "callback_ivr"  # ended in the callback IVR without a request
+    ABUSE_BLOCKED = "abuse_blocked"  # the agent blocked an abusive caller (warning, then BYE)
 
 
 BUSY_STATUSES = frozenset({486, 600})

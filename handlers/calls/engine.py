@@ -17,6 +17,7 @@ import uuid
 from collections import deque
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
+from typing import Protocol
 
 import structlog
 
@@ -27,9 +28,11 @@ from handlers.calls import session_timer as st
 from handlers.calls.call import (
     FINAL_SEEN,
     LIVE_ATTEMPT,
+    AbuseBlock,
     Answer,
     Authenticate,
     Call,
+    CallbackCaptured,
     CallState,
     Command,
     CommandRefused,
@@ -49,6 +52,9 @@ from handlers.calls.media import MediaFactory, Side, pass_through
 from handlers.calls.registrar import Registrar
 from handlers.calls.routing import Refusal, RingPlan, Target
 from handlers.calls.trunks import TrunkGate
+from handlers.ivr import flow as ivr
+from handlers.ivr.callback_flow import CALLBACK
+from handlers.media.sdp import direction as sdp_direction
 from protocols.sip.auth import DigestClient
 from protocols.sip.dialog import Dialog, DialogState
 from protocols.sip.errors import SipSyntaxError
@@ -90,6 +96,21 @@ _RELAYED = frozenset({"UPDATE", "INFO", "MESSAGE", "NOTIFY", "OPTIONS"})
 _RELAYED_HEADERS = ("Content-Type", "Event", "Subscription-State", "Info-Package")
 ResponseCallback = Callable[[Response | None], None]
 GLARE_RETRY_SECONDS = 2.0  # a refresh that met 491 is tried again this much later
+IVR_MAX_SECONDS = 300.0  # a call in the callback IVR is ended after this long, whatever
+WARNING_MAX_SECONDS = 150.0  # the abuse warning (≤ 120 s) has ended by then, played or not
+HOLD_MUSIC = "hold_music"
+ABUSE_WARNING = "abuse_warning"
+_DTMF_INFO = frozenset({"application/dtmf-relay", "application/dtmf"})
+
+
+class CallFeatures(Protocol):
+    """A tenant's business hours and which situations send callers to the callback IVR
+    (handlers/ivr/hours.py)."""
+
+    @property
+    def callback_on(self) -> frozenset[str]: ...
+
+    def open_at(self, did: str | None, at: datetime) -> bool: ...
 
 
 class CallEngine:
@@ -105,6 +126,8 @@ class CallEngine:
         tenants: Mapping[str, uuid.UUID],
         may_send: Callable[[uuid.UUID, str], bool],
         max_call_seconds: Callable[[uuid.UUID], float | None] = lambda _t: None,
+        features: Callable[[uuid.UUID], CallFeatures | None] = lambda _t: None,
+        accepts_calls: Callable[[uuid.UUID, str], bool] = lambda _t, _e: True,
         media: MediaFactory = pass_through,
         ids: IdGenerator | None = None,
         epoch: float = 0.0,
@@ -116,6 +139,8 @@ class CallEngine:
         self.tenants = tenants  # configured tenant names -> ids (the driver fills it)
         self.may_send = may_send
         self.max_call_seconds = max_call_seconds
+        self.features = features  # business hours and callback triggers per tenant
+        self.accepts_calls = accepts_calls  # presence: offline and DND extensions are skipped
         self.media = media
         self.ids = ids or IdGenerator()
         self.epoch = epoch  # wall-clock seconds at engine time 0, for the records
@@ -179,9 +204,40 @@ class CallEngine:
             self._terminate(call, HangupBy.SYSTEM, command.reason)
         elif isinstance(command, Answer):
             self._answer_locally(call, command.sdp)
+        elif isinstance(command, AbuseBlock):
+            self._abuse_block(call)
         else:
             # Hold, transfer and the media commands need the media process (next issues).
             raise CommandRefused("not_supported", f"{type(command).__name__} is not available")
+
+    def live(self, tenant: uuid.UUID) -> list[Call]:
+        """The tenant's calls in progress, oldest first."""
+        return sorted((c for c in self.calls.values() if c.tenant_id == tenant),
+                      key=lambda c: (c.started, c.id))
+
+    def wall(self, at: float) -> datetime:
+        """The UTC time of engine time `at`."""
+        return self._wall(at)
+
+    def digit(self, call_id: uuid.UUID, side: Side, key: str, now: float) -> None:
+        """A DTMF key from `side` of a call (RFC 4733 through the media process)."""
+        self._now = now
+        call = self.calls.get(call_id)
+        if call is not None and call.ivr is not None and side is Side.A:
+            call.ivr.digit(key, now)
+            self._run_ivr(call)
+
+    def played(self, call_id: uuid.UUID, side: Side, play_id: int, now: float) -> None:
+        """A prompt the engine asked for finished playing to `side`."""
+        self._now = now
+        call = self.calls.get(call_id)
+        if call is None:
+            return
+        if call.blocking:
+            self._hangup(call, HangupBy.SYSTEM, EndReason.ABUSE_BLOCKED)
+        elif call.ivr is not None:
+            call.ivr.played(play_id, now)
+            self._run_ivr(call)
 
     def admitted(self, pending: Authenticate, extension: Extension, now: float) -> None:
         """An extension's INVITE passed digest: route it (internal or outgoing)."""
@@ -219,6 +275,13 @@ class CallEngine:
         call.did, call.trunk = did.number, trunk
         if self._a_leg(call, request, peer, txn) is None:
             return
+        features = self.features(tenant)
+        if features is not None and "closed" in features.callback_on and \
+                not features.open_at(did.number, self._wall()):
+            log.info("call_incoming_closed", call=str(call.id), tenant=str(tenant),
+                     caller=numbers.mask(caller), did=numbers.mask(did.number))
+            if self._start_ivr(call, "closed"):
+                return
         plan = routing.did_plan(did, lambda ext: self._targets(tenant, ext))
         log.info("call_incoming", call=str(call.id), tenant=str(tenant),
                  caller=numbers.mask(caller), did=numbers.mask(did.number),
@@ -293,8 +356,18 @@ class CallEngine:
         elif name.startswith("expire:"):
             log.info("call_session_expired", call=str(call.id), leg=name[-1])
             self._terminate(call, HangupBy.SYSTEM, EndReason.SESSION_EXPIRED)
+        elif name == "ivr" and call.ivr is not None:
+            call.ivr.handle_timer(self._now)
+            self._run_ivr(call)
+        elif name == "ivr_limit":
+            log.info("call_ivr_too_long", call=str(call.id))
+            self._hangup(call, HangupBy.SYSTEM, self._ivr_reason(call))
+        elif name == "warning_limit":
+            self._hangup(call, HangupBy.SYSTEM, EndReason.ABUSE_BLOCKED)
 
     def _targets(self, tenant: uuid.UUID, extension: str) -> list[Target]:
+        if not self.accepts_calls(tenant, extension):
+            return []  # offline or do-not-disturb: as if unregistered
         return [Target(extension, b.uri, b.peer)
                 for b in self.registrar.contacts((tenant, extension), self._now)]
 
@@ -735,6 +808,12 @@ class CallEngine:
         a = call.a
         if call.state is CallState.ENDED or a is None or a.server_txn is None:
             return
+        if call.direction is Direction.INCOMING and call.trunk is not None:
+            features = self.features(call.tenant_id)
+            trigger = "no_answer" if timed_out else "no_agent"
+            if features is not None and trigger in features.callback_on and \
+                    self._start_ivr(call, trigger):
+                return
         status = routing.failure_status(call.direction, call.failures, timed_out=timed_out)
         self._refuse_a(call, status)
         if timed_out:
@@ -779,12 +858,136 @@ class CallEngine:
         call.answered = self._now
         call.timers.clear()
         headers = [("Content-Type", SDP)] if sdp else []
+        a.last_sdp = sdp
         a.server_txn.respond(a.dialog.create_response(a.invite, 200, headers=headers,
                                                       body=sdp), self._now)
         a.dialog.confirm()
         a.move(LegState.CONFIRMED)
         call.media.answered()
-        self._publish(call, "call.answered", {"extension": None})
+        self._publish(call, "call.answered", {"extension": None,
+                                              "ivr": CALLBACK.name if call.ivr else None})
+
+    # -- the gateway answering: callback IVR, abuse block ---------------------------------
+
+    def _start_ivr(self, call: Call, trigger: str) -> bool:
+        """Answer a ringing incoming call with the callback IVR; False when its media cannot
+        end here (no anchoring, no usable offer), and the call goes on as without it."""
+        a = call.a
+        if a is None or a.server_txn is None or not call.ringing or not a.invite.body or \
+                not call.media.can_play():
+            return False
+        sdp = call.media.local_answer(Side.A, a.invite.body)
+        if sdp is None:
+            return False
+        self._cancel_attempts(call)
+        caller = call.caller if call.caller.isdigit() else ""
+        call.ivr = ivr.FlowRun(CALLBACK, {
+            "announcement": "callback_closed" if trigger == "closed" else "callback_busy",
+            "caller": caller})
+        call.ivr_trigger = trigger
+        log.info("call_callback_ivr", call=str(call.id), trigger=trigger)
+        self._answer_locally(call, sdp)
+        self._set_timer(call, "ivr_limit", IVR_MAX_SECONDS)
+        call.ivr.start(self._now)
+        self._run_ivr(call)
+        return True
+
+    def _run_ivr(self, call: Call) -> None:
+        """Carry out what the call's IVR asks for, and keep its timer."""
+        run = call.ivr
+        if run is None or call.state is not CallState.ANSWERED:
+            return
+        while (action := run.next_action()) is not None:
+            if isinstance(action, ivr.PlayPrompt):
+                call.media.play(Side.A, action.prompt, action.play_id)
+            elif isinstance(action, ivr.StopPlaying):
+                call.media.stop(Side.A)
+            elif isinstance(action, ivr.StoreEntry):
+                number = action.values.get("number", "")
+                self._out.append(CallbackCaptured(call.tenant_id, call.id, call.did, call.caller,
+                                                  number, call.ivr_trigger or ""))
+                log.info("call_callback_requested", call=str(call.id),
+                         number=numbers.mask(number))
+            elif isinstance(action, ivr.EndCall):
+                self._hangup(call, HangupBy.SYSTEM, self._ivr_reason(call))
+                return
+        call.timers.pop("ivr", None)
+        deadline = run.get_timer()
+        if deadline is not None:
+            self._set_timer(call, "ivr", max(0.0, deadline - self._now))
+
+    @staticmethod
+    def _ivr_reason(call: Call) -> EndReason:
+        if call.ivr is not None and "callback" in call.ivr.stored:
+            return EndReason.CALLBACK_REQUESTED
+        return EndReason.CALLBACK_IVR
+
+    def _abuse_block(self, call: Call) -> None:
+        if call.blocking:
+            return  # said twice: once is enough
+        if call.state is not CallState.ANSWERED or call.ivr is not None or call.b is None:
+            raise CommandRefused("call_not_answered",
+                                 "only a call answered by an agent can be blocked")
+        if call.direction is Direction.INTERNAL:
+            raise CommandRefused("not_a_customer_call", "an internal call has no customer")
+        if not call.media.can_play():
+            raise CommandRefused("media_not_anchored",
+                                 "the call's audio does not pass through the gateway")
+        customer = Side.B if call.direction is Direction.OUTGOING else Side.A
+        agent = call.a if customer is Side.B else call.b
+        assert agent is not None
+        call.blocking = True
+        call.timers.pop("max_duration", None)
+        log.info("call_abuse_blocked", call=str(call.id), extension=call.extension)
+        self._bye(agent)  # the agent is free at once
+        for side in list(call.held):
+            call.media.stop(side)
+        call.held.clear()
+        call.media.play(customer, ABUSE_WARNING, 1)
+        self._set_timer(call, "warning_limit", WARNING_MAX_SECONDS)
+
+    def _answer_here(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
+        """An in-dialog request on a call whose other side is the gateway itself (IVR, abuse
+        warning): keys by SIP INFO are taken, offers get our SDP again, the rest is refused."""
+        call = leg.call
+        assert leg.dialog is not None
+        method = request.method
+        if method == "INFO" and request.content_type in _DTMF_INFO:
+            key = _info_digit(request.body)
+            txn.respond(leg.dialog.create_response(request, 200), self._now)
+            if key is not None and call.ivr is not None:
+                call.ivr.digit(key, self._now)
+                self._run_ivr(call)
+            return
+        if method in ("INVITE", "UPDATE"):
+            body = leg.last_sdp if method == "INVITE" or request.body else b""
+            headers = [("Content-Type", SDP)] if body else []
+            txn.respond(leg.dialog.create_response(request, 200, headers=headers, body=body),
+                        self._now)
+            return
+        status = 200 if method == "OPTIONS" else 405
+        txn.respond(leg.dialog.create_response(request, status, headers=[("Allow", ALLOW)]),
+                    self._now)
+
+    def _hold_changed(self, call: Call, source: Leg, target: Leg, offer: bytes) -> None:
+        """`source` offered to put `target` on hold (a=sendonly/inactive) or to take it off:
+        music plays to the held side; the recording goes on."""
+        if not offer:
+            return
+        held = sdp_direction(offer) in ("sendonly", "inactive")
+        if held == (target.side in call.held):
+            return
+        if held:
+            call.held.add(target.side)
+            call.media.hold(target.side)
+        else:
+            call.held.discard(target.side)
+            call.media.unhold(target.side)
+        log.info("call_held" if held else "call_resumed", call=str(call.id),
+                 side=target.side.value)
+        self._publish(call, "call.held", {"held": held, "side": target.side.value,
+                                          "by": source.side.value,
+                                          "extension": call.extension})
 
     # -- in-dialog --------------------------------------------------------------------------
 
@@ -811,11 +1014,19 @@ class CallEngine:
                 by = HangupBy.CALLER if leg.side is Side.A else HangupBy.CALLEE
                 if leg.state is LegState.CONFIRMED:
                     leg.move(LegState.ENDED)
-                self._hangup(call, by, EndReason.NORMAL)
+                if call.ivr is not None:
+                    call.ivr.caller_hung_up(now)
+                    reason = self._ivr_reason(call)
+                else:
+                    reason = EndReason.ABUSE_BLOCKED if call.blocking else EndReason.NORMAL
+                self._hangup(call, by, reason)
             elif leg.side is Side.B:
                 self._b_failed(leg, 487)  # an early dialog ended by the callee
             else:
                 self._forget_leg(leg)
+            return
+        if call.state is CallState.ANSWERED and (call.ivr is not None or call.blocking):
+            self._answer_here(leg, request, txn)
             return
         if call.state is not CallState.ANSWERED or other is None or other.dialog is None:
             txn.respond(dialog.create_response(request, 491 if method == "INVITE" else 481),
@@ -866,6 +1077,7 @@ class CallEngine:
         if call.reinvite is not None:
             txn.respond(source.dialog.create_response(request, 491), self._now)  # glare
             return
+        self._hold_changed(call, source, target, request.body)
         headers, body = self._body(call, source, request, offer=True)
         headers.extend(self._session_headers(target))
         sent = target.dialog.create_request("INVITE", branch=self.ids.branch(),
@@ -1005,8 +1217,13 @@ class CallEngine:
         self.calls.pop(call.id, None)
         call.media.close()
         final = 200 if answered else status
-        klass = classify(call.direction, answered=answered, final_status=final,
+        # A call the IVR answered was not answered by anyone: it is a missed call whose
+        # record says how it ended (callback_requested / callback_ivr).
+        by_agent = answered and call.ivr is None
+        klass = classify(call.direction, answered=by_agent, final_status=final,
                          caller_gave_up=caller_gave_up)
+        if not by_agent:
+            call.answered = None
         talk = self._now - call.answered if call.answered is not None else 0.0
         sip_call_id = call.a.invite.call_id if call.a is not None else ""
         record = CallRecord(
@@ -1027,3 +1244,16 @@ class CallEngine:
 
     def _publish(self, call: Call, kind: str, data: dict[str, object]) -> None:
         self._out.append(Published(CallEvent(kind, call.id, call.tenant_id, self._wall(), data)))
+
+
+def _info_digit(body: bytes) -> str | None:
+    """The key of a SIP INFO DTMF body: `Signal=5` (application/dtmf-relay) or `5`
+    (application/dtmf)."""
+    text = body.decode("ascii", "replace").strip()
+    for line in text.splitlines():
+        name, sep, value = line.partition("=")
+        if sep and name.strip().lower() == "signal":
+            text = value.strip()
+            break
+    key = text[:1].upper()
+    return key if len(text) == 1 and key in ivr.DIGITS else None

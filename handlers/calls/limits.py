@@ -1,5 +1,6 @@
 """Per-tenant call settings the engine and media read synchronously: the maximum duration of
-an answered call and the recording policy.
+an answered call, the recording policy, and the call features (business hours, callback
+triggers: handlers/ivr/features.py).
 
 A tenant's `max_call_seconds` setting (in `tenants.settings`, edited through the tenant
 settings API) overrides the configured default `sip.max_call_seconds`; 0 means no limit.
@@ -14,6 +15,7 @@ import uuid
 import asyncpg
 import structlog
 
+from handlers.ivr.features import CallFeatures, tenant_call_features
 from handlers.media.recordings import RecordingPolicy
 
 log = structlog.get_logger("telgate.calls.limits")
@@ -57,6 +59,11 @@ class CallLimits:
         self.default = default_max_call_seconds
         self._tenants: dict[uuid.UUID, float] = {}
         self._policies: dict[uuid.UUID, RecordingPolicy] = {}
+        self._features: dict[uuid.UUID, CallFeatures] = {}
+
+    def features(self, tenant: uuid.UUID) -> CallFeatures | None:
+        """`tenant`'s business hours and callback triggers (None: always open, no IVR)."""
+        return self._features.get(tenant)
 
     def recording_policy(self, tenant: uuid.UUID) -> RecordingPolicy:
         """What `tenant` records (default: nothing, as the tenant settings say)."""
@@ -72,3 +79,4 @@ class CallLimits:
         async with pool.acquire() as conn:
             self._tenants = await tenant_max_call_seconds(conn)
             self._policies = await tenant_recording_policies(conn)
+            self._features = await tenant_call_features(conn)

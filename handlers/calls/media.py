@@ -2,7 +2,9 @@
 
 The engine allocates one `MediaBridge` per call and tells it every SDP offer and answer that
 crosses between the legs (it returns the body to send on the other side), when the call is
-answered, when a side is put on hold or taken off it, and when the call ends. `PassThrough`
+answered, when a side is put on hold or taken off it (music on hold plays to it), when a
+prompt is to be played to a side, and when the call ends. An IVR answers a caller through
+`local_answer`. `PassThrough`
 leaves SDP untouched (media flows end to end); the RTP relay/recorder (handlers/media with
 protocols/rtp) and rtpengine's NG protocol implement the same interface.
 """
@@ -53,6 +55,24 @@ class MediaBridge(Protocol):
         """The call ended: release ports and complete the recording."""
         ...
 
+    def can_play(self) -> bool:
+        """Whether prompts can be played into this call (its media goes through us)."""
+        ...
+
+    def local_answer(self, source: Side, offer: bytes) -> bytes | None:
+        """Answer `source`'s SDP offer ourselves (an IVR talks to it): the SDP answer, or None
+        when its media cannot end here."""
+        ...
+
+    def play(self, side: Side, prompt: str, play_id: int, *, loop: bool = False) -> None:
+        """Play the tenant's prompt `prompt` to `side` (instead of the other side's audio);
+        when it ends the engine hears `played(play_id)`."""
+        ...
+
+    def stop(self, side: Side) -> None:
+        """Stop what is playing to `side`."""
+        ...
+
 
 class PassThrough:
     """No anchoring: SDP crosses unchanged and media flows end to end."""
@@ -75,6 +95,18 @@ class PassThrough:
         return None
 
     def close(self) -> None:
+        return None
+
+    def can_play(self) -> bool:
+        return False
+
+    def local_answer(self, source: Side, offer: bytes) -> bytes | None:
+        return None
+
+    def play(self, side: Side, prompt: str, play_id: int, *, loop: bool = False) -> None:
+        return None
+
+    def stop(self, side: Side) -> None:
         return None
 
 

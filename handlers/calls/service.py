@@ -26,12 +26,14 @@ from prometheus_client import Counter, Gauge
 from config.schema import MediaConfig
 from config.sip import SipConfig
 from handlers.api.context import AppContext
+from handlers import numbers
 from handlers.calls import extensions as ext_db
 from handlers.calls import registrations
 from handlers.calls.admission import Admission
 from handlers.calls.anchoring import Anchoring
 from handlers.calls.call import (
     Authenticate,
+    CallbackCaptured,
     Command,
     CommandRefused,
     Hangup,
@@ -43,13 +45,16 @@ from handlers.calls.cdr import CallRecord, CdrWriter, EndReason
 from handlers.calls.engine import CallEngine
 from handlers.calls.events import EventBus
 from handlers.calls.limits import CallLimits
-from handlers.calls.media import MediaFactory, pass_through
+from handlers.calls.media import MediaFactory, Side, pass_through
+from handlers.calls.presence import Presence, PresenceCache
 from handlers.calls.registrar import Registrar
 from handlers.calls.registrations import Epoch, RegistrationFollower
 from handlers.calls.trunks import TrunkGate
 from handlers.media import recordings
 from handlers.media.client import MediaProcess, MediaSettings
+from handlers.ivr import callbacks
 from handlers.media.interface import EventKind
+from handlers.media.interface import Side as MediaSide
 from protocols.sip.core import SipCore
 from protocols.sip.errors import SipSyntaxError
 from protocols.sip.message import IdGenerator, make_response
@@ -82,12 +87,14 @@ class CallDriver:
         self.epoch = Epoch(time.time() - loop.time())
         self.registrar = Registrar(config)
         self.limits = CallLimits(config.max_call_seconds)
+        self.presence = PresenceCache()
         self.admission = Admission(config, pool, tenants, secret=secret, ids=self.ids,
                                    clock=self.endpoint.now)
         self.engine = CallEngine(
             self.core.layer, config, registrar=self.registrar,
             trunks=TrunkGate(config, secret=secret), tenants=tenants, may_send=may_send,
-            max_call_seconds=self.limits.max_call_seconds, media=media, ids=self.ids,
+            max_call_seconds=self.limits.max_call_seconds, features=self.limits.features,
+            accepts_calls=self.presence.accepts_calls, media=media, ids=self.ids,
             epoch=self.epoch.wall)
         self.endpoint.extra_timer = self.engine.get_timer
         self.endpoint.on_timer = self._on_timer
@@ -141,6 +148,8 @@ class CallDriver:
                 self._spawn(self._authenticate(out))
             elif isinstance(out, ResolveTenants):
                 self._spawn(self._resolve(out))
+            elif isinstance(out, CallbackCaptured):
+                self._spawn(self._store_callback(out))
 
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.get_running_loop().create_task(coro)
@@ -210,11 +219,46 @@ class CallDriver:
         del tenant
         self._spawn(self._refresh_limits())
 
+    def presence_changed(self, tenant: uuid.UUID, extension: str, presence: Presence) -> None:
+        """An agent's presence changed here: the next call sees it."""
+        self.presence.update(tenant, extension, presence)
+
     async def _refresh_limits(self) -> None:
         try:
             await self.limits.refresh(self.pool)
         except _DB_ERRORS as exc:
             log.warning("call_settings_not_refreshed", error=str(exc))
+
+    async def _store_callback(self, request: CallbackCaptured) -> None:
+        """Put the IVR's request on the tenant's callback list (with its `callback.created`
+        event, in one transaction); tried again while the database is away."""
+        delay = 0.5
+        for attempt in range(8):
+            try:
+                async with self.pool.acquire() as conn:
+                    await callbacks.create(
+                        conn, tenant_id=request.tenant_id, call_id=request.call_id,
+                        did=request.did, caller=request.caller, number=request.number,
+                        trigger=request.trigger)
+                return
+            except _DB_ERRORS as exc:
+                log.warning("callback_not_stored", call=str(request.call_id), attempt=attempt,
+                            error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 30.0)
+        log.error("callback_lost", call=str(request.call_id), tenant=str(request.tenant_id),
+                  number=numbers.mask(request.number))
+
+    def digit(self, call_id: uuid.UUID, side: MediaSide, key: str) -> None:
+        """A key pressed on a call (RFC 4733, seen by the media process)."""
+        self.engine.digit(call_id, Side(side.value), key, self.now)
+        self._drain()
+
+    def played(self, call_id: uuid.UUID, side: MediaSide, play_id: str) -> None:
+        """A prompt ended on a call."""
+        if play_id.isdigit():
+            self.engine.played(call_id, Side(side.value), int(play_id), self.now)
+            self._drain()
 
     def media_ended(self, call_id: uuid.UUID, kind: EventKind, detail: str) -> None:
         """The media side gave up on a call (no RTP, or the media process went away)."""
@@ -235,6 +279,7 @@ class CallDriver:
         self.registrar.prune(now)
         self.admission.lockout.prune(now)
         await self.limits.refresh(self.pool)
+        await self.presence.refresh(self.pool)  # changes made on other instances
         aors = self.registrar.aors()
         async with self.pool.acquire() as conn:
             await registrations.delete_expired(conn)
@@ -297,6 +342,10 @@ class CallsServer:
         if self.context is not None:
             with contextlib.suppress(ValueError):
                 self.context.settings_changed.remove(self.b2bua.settings_changed)
+            with contextlib.suppress(ValueError):
+                self.context.presence_changed.remove(self.b2bua.presence_changed)
+            if self.context.calls is self.b2bua:
+                self.context.calls = None
         await self.b2bua.close()
         if self.anchoring is not None:
             await self.anchoring.stop()  # every ended call's recording completed and indexed
@@ -335,9 +384,11 @@ async def serve_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext
     driver = CallDriver(config, pool, may_send=context.index.may_send, cdrs=cdrs, bus=bus,
                         tenants=tenants, media=anchoring or media, secret=secret)
     await driver.limits.refresh(pool)
+    await driver.presence.refresh(pool)
     if anchoring is not None:
         anchoring.bind(policy=driver.limits.recording_policy, lookup=driver.calls.get,
-                       on_media_end=driver.media_ended)
+                       on_media_end=driver.media_ended, on_digit=driver.digit,
+                       on_played=driver.played)
         await anchoring.start()
     await driver.follower.start()
     try:
@@ -356,6 +407,8 @@ async def serve_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext
     driver.port = port
     _count_calls(driver, context)
     context.settings_changed.append(driver.settings_changed)
+    context.calls = driver
+    context.presence_changed.append(driver.presence_changed)
     server = CallsServer(driver, udp, tcp, cdrs, bus, anchoring=anchoring, context=context)
     server.sweeper = asyncio.create_task(_housekeeping(driver, config), name="sip-sweep")
     log.info("sip_listening", host=config.host, port=port, trunks=len(config.trunks),

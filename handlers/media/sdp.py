@@ -84,3 +84,54 @@ def _origin(value: str, address: str) -> str:
     if len(parts) == 6:
         parts[5] = address
     return " ".join(parts)
+
+
+def direction(body: bytes) -> str:
+    """The direction of a body's audio stream (`inactive` for the RFC 2543 hold address);
+    `sendrecv` when it has none we can read."""
+    try:
+        target = far_end(body)
+    except SdpError:
+        return "sendrecv"
+    return "inactive" if target.address == "0.0.0.0" else target.direction
+
+
+@dataclass(frozen=True, slots=True)
+class LocalAnswer:
+    """Our answer to an offer whose media ends here (an IVR): the body and what it chose."""
+
+    body: bytes
+    far: FarEnd
+    codec: Codec
+    telephone_event: int | None
+
+
+def local_answer(offer: bytes, address: str, port: int, *, session: int) -> LocalAnswer:
+    """Answer `offer` with audio received at `address`:`port`: the first G.711 law it offers,
+    and RFC 4733 telephone-events when it offers them (keys for the IVR)."""
+    target = far_end(offer)
+    codec = target.codec
+    if codec is None:
+        raise SdpError("no G.711 codec offered")
+    sdp = SessionDescription.parse(offer)
+    media = next(m for m in sdp.media if m.media == "audio" and m.port != 0)
+    events: int | None = None
+    for key, value in media.lines:
+        if key == "a" and value.lower().startswith("rtpmap:"):
+            pt, _, encoding = value[7:].partition(" ")
+            if encoding.lower().startswith("telephone-event/8000") and pt.isdigit():
+                events = int(pt)
+                break
+    formats = f"{codec.payload_type}" + (f" {events}" if events is not None else "")
+    answer_direction = {"sendonly": "recvonly", "recvonly": "sendonly",
+                        "inactive": "inactive"}.get(target.direction, "sendrecv")
+    lines = [
+        "v=0", f"o=telgate {session} 1 IN IP4 {address}", "s=telgate",
+        f"c=IN IP4 {address}", "t=0 0", f"m=audio {port} RTP/AVP {formats}",
+        f"a=rtpmap:{codec.payload_type} {codec.encoding}/8000",
+    ]
+    if events is not None:
+        lines += [f"a=rtpmap:{events} telephone-event/8000", f"a=fmtp:{events} 0-15"]
+    lines += ["a=ptime:20", f"a={answer_direction}"]
+    body = ("\r\n".join(lines) + "\r\n").encode()
+    return LocalAnswer(body, target, codec, events)

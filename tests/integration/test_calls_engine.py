@@ -53,7 +53,8 @@ class Net:
     """The engine and its SIP core, with an inbox of parsed messages per peer."""
 
     def __init__(self, *, strategy: str = "simultaneous", extensions: tuple[str, ...] = ("1001",),
-                 session_expires: int = 1800, max_call: float | None = None) -> None:
+                 session_expires: int = 1800, max_call: float | None = None,
+                 **engine_options: Any) -> None:
         self.now = 1000.0
         did = DidConfig(number=DID, tenant="acme", extensions=list(extensions),
                         strategy=strategy,  # type: ignore[arg-type]
@@ -68,7 +69,8 @@ class Net:
             self.core.layer, config, registrar=self.registrar,
             trunks=TrunkGate(config, secret=b"k" * 32), tenants={"acme": TENANT},
             may_send=lambda _t, number: number == "0215550000",
-            max_call_seconds=lambda _t: max_call, epoch=1_767_000_000.0 - 1000.0)
+            max_call_seconds=lambda _t: max_call, epoch=1_767_000_000.0 - 1000.0,
+            **engine_options)
         self.inbox: dict[Peer, list[Request | Response]] = defaultdict(list)
         self.records: list[CallRecord] = []
         self.outputs: list[Any] = []

@@ -1,0 +1,146 @@
+"""Control API routes of live calls: the tenant's calls in progress, and the commands an
+agent's CRM gives them (hang up, abuse block — seed 002 §13-1⑦, §14)."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from aiohttp import web
+from pydantic import BaseModel, Field
+
+from handlers.api.context import CTX
+from handlers.api.framework import Route, RouteTable, arg, principal, respond
+from handlers.api.models import Page, Params, TimeUuidPage, Uuid
+from handlers.api.scopes import Scope
+from handlers.calls.call import AbuseBlock, Call, CallState, CommandRefused, Hangup
+from handlers.calls.engine import CallEngine
+from handlers.calls.service import CallDriver
+from handlers.errors import DomainError
+from handlers.pagination import split_time_cursor, time_cursor
+
+TAG = "calls"
+CallStateName = Literal["routing", "ringing", "answered", "ivr", "blocking"]
+
+
+class LiveCall(BaseModel):
+    """A call in progress."""
+
+    id: uuid.UUID = Field(description="the call's id (its call record will carry the same)")
+    direction: Literal["incoming", "outgoing", "internal"]
+    state: CallStateName = Field(description="routing, ringing, answered (by an agent), ivr "
+                                             "(the callback IVR has it), blocking (the abuse "
+                                             "warning is playing)")
+    caller: str
+    callee: str
+    did: str | None
+    extension: str | None = Field(description="the agent's extension, once known")
+    started_at: datetime
+    answered_at: datetime | None
+    held: list[Literal["a", "b"]] = Field(description="sides on hold, hearing music")
+    ivr_trigger: Literal["closed", "no_agent", "no_answer"] | None = Field(
+        description="why the callback IVR took the call")
+
+
+class CallPath(Params):
+    call_id: Uuid
+
+
+def _state(call: Call) -> CallStateName:
+    if call.blocking:
+        return "blocking"
+    if call.ivr is not None:
+        return "ivr"
+    return "ringing" if call.state is CallState.RINGING else \
+        "answered" if call.state is CallState.ANSWERED else "routing"
+
+
+def _view(engine: CallEngine, call: Call) -> LiveCall:
+    return LiveCall.model_validate({
+        "id": call.id, "direction": call.direction.value, "state": _state(call),
+        "caller": call.caller, "callee": call.callee, "did": call.did,
+        "extension": call.extension, "started_at": engine.wall(call.started),
+        "answered_at": None if call.answered is None or call.ivr is not None
+        else engine.wall(call.answered),
+        "held": sorted(side.value for side in call.held), "ivr_trigger": call.ivr_trigger})
+
+
+def _driver(request: web.Request) -> CallDriver:
+    driver = request.app[CTX].calls
+    if driver is None:
+        raise DomainError("calls_unavailable", "SIP is not running on this instance")
+    return driver
+
+
+def _call(driver: CallDriver, tenant: uuid.UUID, call_id: uuid.UUID) -> Call:
+    call = driver.engine.calls.get(call_id)
+    if call is None or call.tenant_id != tenant:  # another tenant's call does not exist here
+        raise DomainError("call_not_found", "no such call in progress")
+    return call
+
+
+async def list_calls(request: web.Request) -> web.Response:
+    who = principal(request)
+    q = arg(request, TimeUuidPage)
+    driver = _driver(request)
+    engine = driver.engine
+    views = [_view(engine, c) for c in engine.live(who.tenant_id)]
+    if q.cursor is not None:
+        at, key = split_time_cursor(q.cursor)
+        views = [v for v in views if (v.started_at, v.id.hex) > (at, key)]
+    items = views[:q.limit]
+    nxt = (time_cursor(items[-1].started_at, items[-1].id.hex)
+           if len(views) > q.limit and items else None)
+    return respond(Page[LiveCall](items=items, next_cursor=nxt))
+
+
+async def get_call(request: web.Request) -> web.Response:
+    who = principal(request)
+    driver = _driver(request)
+    call = _call(driver, who.tenant_id, arg(request, CallPath).call_id)
+    return respond(_view(driver.engine, call))
+
+
+def _command(request: web.Request, make: type[AbuseBlock] | type[Hangup]) -> web.Response:
+    who = principal(request)
+    driver = _driver(request)
+    call = _call(driver, who.tenant_id, arg(request, CallPath).call_id)
+    try:
+        driver.command(make(call.id))
+    except CommandRefused as exc:
+        raise DomainError(exc.code, exc.detail) from None
+    return respond(_view(driver.engine, call), 202)
+
+
+async def abuse_block(request: web.Request) -> web.Response:
+    return _command(request, AbuseBlock)
+
+
+async def hang_up(request: web.Request) -> web.Response:
+    return _command(request, Hangup)
+
+
+def add_routes(t: RouteTable) -> None:
+    """Declare the live-call routes."""
+    t.add(Route("GET", "/v1/calls", list_calls, "Calls in progress, oldest first", TAG,
+                query=TimeUuidPage, responses={200: Page[LiveCall]},
+                errors=("calls_unavailable",), scope=Scope.READ))
+    t.add(Route("GET", "/v1/calls/{call_id}", get_call, "A call in progress", TAG,
+                path_params=CallPath, responses={200: LiveCall},
+                errors=("call_not_found", "calls_unavailable"), scope=Scope.READ))
+    t.add(Route("POST", "/v1/calls/{call_id}/abuse-block", abuse_block,
+                "Block an abusive caller: warning, then hang up", TAG, path_params=CallPath,
+                responses={202: LiveCall},
+                errors=("call_not_found", "call_not_answered", "not_a_customer_call",
+                        "media_not_anchored", "calls_unavailable"),
+                scope=Scope.SEND,
+                description="The agent's phone is hung up at once; the customer hears the "
+                            "tenant's `abuse_warning` prompt to its end, then the call ends "
+                            "(its record says `abuse_blocked`). Saying it again while the "
+                            "warning plays changes nothing."))
+    t.add(Route("POST", "/v1/calls/{call_id}/hangup", hang_up, "End a call now", TAG,
+                path_params=CallPath, responses={202: LiveCall},
+                errors=("call_not_found", "calls_unavailable"), scope=Scope.SEND,
+                description="An answered call is hung up on both sides; a ringing one is "
+                            "refused to the caller (its record says `command`)."))

@@ -1,0 +1,338 @@
+"""The gateway answering calls itself, through the call engine on a fake clock: the callback
+IVR (closed, nobody available, nobody answering), keys by RFC 4733 and SIP INFO, the abuse
+block, and phone-initiated hold with music.
+
+The media process is outside this test: `Media` stands where the anchored media bridge is and
+answers as it does (our SDP, prompts that end when the test says so)."""
+
+from __future__ import annotations
+
+import dataclasses
+import uuid
+from datetime import datetime
+
+import pytest
+
+from handlers.calls.call import AbuseBlock, CallbackCaptured, CommandRefused, Published
+from handlers.calls.media import Side
+from protocols.sip.message import Request, Response
+from tests.integration.test_calls_engine import (
+    ANSWER,
+    CARRIER,
+    OFFER,
+    Caller,
+    Net,
+    Phone,
+    answered_call,
+    phone_peer,
+)
+
+OUR_SDP = b"v=0\r\no=telgate 1 1 IN IP4 192.0.2.1\r\ns=telgate\r\nc=IN IP4 192.0.2.1\r\n" \
+          b"t=0 0\r\nm=audio 20000 RTP/AVP 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+HOLD = ANSWER.replace(b"m=audio 5000 RTP/AVP 0\r\n", b"m=audio 5000 RTP/AVP 0\r\na=sendonly\r\n")
+RESUME = ANSWER.replace(b"m=audio 5000 RTP/AVP 0\r\n",
+                        b"m=audio 5000 RTP/AVP 0\r\na=sendrecv\r\n")
+
+
+@dataclasses.dataclass
+class Played:
+    side: Side
+    prompt: str
+    play_id: int
+    loop: bool
+
+
+class Bridge:
+    """One call's media as the engine sees it: what it was asked to play, stop, hold."""
+
+    def __init__(self) -> None:
+        self.plays: list[Played] = []
+        self.stops: list[Side] = []
+        self.holds: list[tuple[str, Side]] = []
+        self.answered_locally = False
+
+    def offer(self, source: Side, sdp: bytes) -> bytes:
+        return sdp
+
+    def answer(self, source: Side, sdp: bytes) -> bytes:
+        return sdp
+
+    def answered(self) -> None:
+        return None
+
+    def hold(self, side: Side) -> None:
+        self.holds.append(("hold", side))
+
+    def unhold(self, side: Side) -> None:
+        self.holds.append(("unhold", side))
+
+    def close(self) -> None:
+        return None
+
+    def can_play(self) -> bool:
+        return True
+
+    def local_answer(self, source: Side, offer: bytes) -> bytes | None:
+        self.answered_locally = True
+        return OUR_SDP
+
+    def play(self, side: Side, prompt: str, play_id: int, *, loop: bool = False) -> None:
+        self.plays.append(Played(side, prompt, play_id, loop))
+
+    def stop(self, side: Side) -> None:
+        self.stops.append(side)
+
+
+class Media:
+    def __init__(self) -> None:
+        self.bridges: dict[uuid.UUID, Bridge] = {}
+
+    def __call__(self, call_id: uuid.UUID) -> Bridge:
+        self.bridges[call_id] = Bridge()
+        return self.bridges[call_id]
+
+
+@dataclasses.dataclass
+class Features:
+    """A tenant's business hours (open or not, whatever the time) and callback triggers."""
+
+    open: bool = True
+    callback_on: frozenset[str] = frozenset({"closed", "no_agent", "no_answer"})
+    asked: list[tuple[str | None, datetime]] = dataclasses.field(default_factory=list)
+
+    def open_at(self, did: str | None, at: datetime) -> bool:
+        self.asked.append((did, at))
+        return self.open
+
+
+class Ivr:
+    """A trunk call and the engine's IVR, with a hand on the prompts' ends."""
+
+    def __init__(self, *, features: Features, available: bool = True, **options: object) -> None:
+        self.media = Media()
+        self.features = features
+        self.net = Net(media=self.media, features=lambda _t: features,
+                       accepts_calls=lambda _t, _e: available, **options)
+
+    @property
+    def call_id(self) -> uuid.UUID:
+        [call_id] = self.media.bridges
+        return call_id
+
+    @property
+    def bridge(self) -> Bridge:
+        return self.media.bridges[self.call_id]
+
+    def heard(self) -> list[str]:
+        return [p.prompt for p in self.bridge.plays]
+
+    def finish_prompt(self) -> None:
+        """The prompt playing now reaches its end."""
+        last = self.bridge.plays[-1]
+        self.net.engine.played(self.call_id, last.side, last.play_id, self.net.now)
+        self.net._pump()
+
+    def finish_prompts(self, until: str) -> None:
+        for _ in range(40):
+            if self.heard()[-1] == until:
+                self.finish_prompt()
+                return
+            self.finish_prompt()
+        raise AssertionError(f"{until} never played: {self.heard()}")
+
+    def key(self, key: str) -> None:
+        self.net.engine.digit(self.call_id, Side.A, key, self.net.now)
+        self.net._pump()
+
+    def callbacks(self) -> list[CallbackCaptured]:
+        return [o for o in self.net.outputs if isinstance(o, CallbackCaptured)]
+
+
+def answered_by_ivr(ivr: Ivr) -> Caller:
+    caller = Caller.dial(ivr.net)
+    ok = ivr.net.expect(CARRIER, "200")
+    assert isinstance(ok, Response) and ok.body == OUR_SDP
+    caller.answered(ok)
+    return caller
+
+
+def test_outside_business_hours_the_ivr_answers_and_a_request_lands_on_the_list() -> None:
+    ivr = Ivr(features=Features(open=False))
+    ivr.net.register("1001", 1)
+    answered_by_ivr(ivr)
+    assert ivr.net.take(phone_peer(1)) == []  # no agent was rung
+    assert ivr.heard() == ["callback_closed"]
+    ivr.finish_prompts(until="callback_menu")
+    ivr.key("1")  # call me back on this number
+    assert ivr.bridge.stops == []  # the menu had ended: nothing to cut
+    ivr.finish_prompts(until="callback_confirm")
+    assert ivr.heard()[2:] == ["callback_number_is", *[f"digit_{d}" for d in "01012345678"],
+                               "callback_confirm"]
+    ivr.key("1")
+    [request] = ivr.callbacks()
+    assert (request.number, request.caller, request.did, request.trigger) == \
+        ("01012345678", "01012345678", "0212345678", "closed")
+    assert ivr.heard()[-1] == "callback_saved"
+    assert ivr.net.take(CARRIER) == []  # the thanks are heard to their end
+    ivr.finish_prompt()
+    ivr.net.expect(CARRIER, "BYE")
+    record = ivr.net.record()
+    assert (record.call_class, record.end_reason, record.hangup_by) == \
+        ("missed", "callback_requested", "system")
+    assert record.answered_at is None and record.talk_seconds == 0
+
+
+def test_the_did_and_the_time_of_the_call_decide_whether_it_is_open() -> None:
+    features = Features(open=False)
+    ivr = Ivr(features=features)
+    answered_by_ivr(ivr)
+    [(did, at)] = features.asked
+    assert did == "0212345678" and at.tzinfo is not None
+
+
+def test_closed_without_the_callback_feature_rings_as_always() -> None:
+    ivr = Ivr(features=Features(open=False, callback_on=frozenset()))
+    ivr.net.register("1001", 1)
+    Caller.dial(ivr.net)
+    Phone.rung(ivr.net)
+    assert ivr.bridge.plays == []
+
+
+def test_every_agent_on_do_not_disturb_sends_the_caller_to_the_ivr() -> None:
+    ivr = Ivr(features=Features(), available=False)
+    ivr.net.register("1001", 1)
+    answered_by_ivr(ivr)
+    assert ivr.net.take(phone_peer(1)) == []
+    assert ivr.heard() == ["callback_busy"]
+
+
+def test_nobody_answering_in_time_sends_the_caller_to_the_ivr() -> None:
+    ivr = Ivr(features=Features())
+    ivr.net.register("1001", 1)
+    Caller.dial(ivr.net)
+    phone = Phone.rung(ivr.net)
+    phone.respond(180)
+    ivr.net.advance(60.1)  # (before our 200 is retransmitted)
+    assert "CANCEL" in [m.method for m in ivr.net.take(phone.peer) if isinstance(m, Request)]
+    ok = [m for m in ivr.net.take(CARRIER) if isinstance(m, Response) and m.status == 200]
+    assert len(ok) == 1 and ok[0].body == OUR_SDP
+    assert ivr.heard() == ["callback_busy"]
+    [bridge] = ivr.media.bridges.values()
+    assert bridge.answered_locally
+
+
+def test_a_typed_number_by_sip_info_is_the_one_stored() -> None:
+    ivr = Ivr(features=Features(open=False))
+    caller = answered_by_ivr(ivr)
+    for key in "0311112222#":
+        caller.request("INFO", headers=[("Content-Type", "application/dtmf-relay")],
+                       body=f"Signal={key}\r\nDuration=160\r\n".encode())
+        ivr.net.expect(CARRIER, "200")
+    assert ivr.bridge.stops == [Side.A]  # the first key cut the announcement
+    caller.request("INFO", headers=[("Content-Type", "application/dtmf")], body=b"1")
+    [request] = ivr.callbacks()
+    assert request.number == "0311112222"
+
+
+def test_the_caller_hanging_up_in_the_ivr_stores_nothing_and_says_so() -> None:
+    ivr = Ivr(features=Features(open=False))
+    caller = answered_by_ivr(ivr)
+    ivr.finish_prompt()
+    caller.request("BYE")
+    ivr.net.expect(CARRIER, "200")
+    assert ivr.callbacks() == []
+    record = ivr.net.record()
+    assert (record.call_class, record.end_reason, record.hangup_by) == \
+        ("missed", "callback_ivr", "caller")
+
+
+def test_no_key_at_all_ends_the_call_after_the_goodbye() -> None:
+    ivr = Ivr(features=Features(open=False))
+    answered_by_ivr(ivr)
+    for _ in range(3):
+        ivr.finish_prompts(until="callback_menu")
+        ivr.net.advance(6.5)  # nothing pressed
+    assert ivr.heard()[-1] == "callback_goodbye"
+    ivr.finish_prompt()
+    ivr.net.expect(CARRIER, "BYE")
+    assert ivr.net.record().end_reason == "callback_ivr" and ivr.callbacks() == []
+
+
+def test_a_caller_refreshing_its_session_in_the_ivr_gets_our_sdp_again() -> None:
+    ivr = Ivr(features=Features(open=False))
+    caller = answered_by_ivr(ivr)
+    caller.request("INVITE", headers=[("Content-Type", "application/sdp")], body=OFFER)
+    ok = ivr.net.expect(CARRIER, "200")
+    assert isinstance(ok, Response) and ok.body == OUR_SDP
+
+
+# -- abuse block ------------------------------------------------------------------------------
+
+
+def anchored_call() -> tuple[Ivr, Caller, Phone]:
+    ivr = Ivr(features=Features())
+    caller, phone = answered_call(ivr.net)
+    ivr.net.take(phone.peer)
+    return ivr, caller, phone
+
+
+def test_abuse_block_frees_the_agent_at_once_and_ends_after_the_warning() -> None:
+    ivr, _caller, phone = anchored_call()
+    ivr.net.engine.command(AbuseBlock(ivr.call_id), ivr.net.now)
+    ivr.net._pump()
+    ivr.net.expect(phone.peer, "BYE")
+    assert [(p.side, p.prompt) for p in ivr.bridge.plays] == [(Side.A, "abuse_warning")]
+    assert ivr.net.take(CARRIER) == []  # the customer hears the warning first
+    ivr.net.engine.command(AbuseBlock(ivr.call_id), ivr.net.now)  # said twice: no harm
+    ivr.finish_prompt()
+    ivr.net.expect(CARRIER, "BYE")
+    record = ivr.net.record()
+    assert (record.call_class, record.end_reason, record.hangup_by) == \
+        ("incoming", "abuse_blocked", "system")
+
+
+def test_a_customer_hanging_up_during_the_warning_is_still_recorded_as_blocked() -> None:
+    ivr, caller, _phone = anchored_call()
+    ivr.net.engine.command(AbuseBlock(ivr.call_id), ivr.net.now)
+    caller.request("BYE")
+    assert ivr.net.record().end_reason == "abuse_blocked"
+
+
+def test_a_warning_that_never_reports_its_end_still_ends_the_call() -> None:
+    ivr, _caller, _phone = anchored_call()
+    ivr.net.engine.command(AbuseBlock(ivr.call_id), ivr.net.now)
+    ivr.net.advance(150.1)
+    ivr.net.expect(CARRIER, "BYE")
+    assert ivr.net.record().end_reason == "abuse_blocked"
+
+
+def test_a_ringing_call_cannot_be_blocked() -> None:
+    ivr = Ivr(features=Features(callback_on=frozenset()))
+    ivr.net.register("1001", 1)
+    Caller.dial(ivr.net)
+    with pytest.raises(CommandRefused) as refused:
+        ivr.net.engine.command(AbuseBlock(ivr.call_id), ivr.net.now)
+    assert refused.value.code == "call_not_answered"
+
+
+# -- hold -------------------------------------------------------------------------------------
+
+
+def carrier_accepts_reinvite(ivr: Ivr, caller: Caller) -> None:
+    reinvite = ivr.net.expect(CARRIER, "INVITE")
+    assert isinstance(reinvite, Request) and caller.dialog is not None
+    ivr.net.send(caller.dialog.create_response(
+        reinvite, 200, headers=[("Content-Type", "application/sdp")], body=OFFER), CARRIER)
+
+
+def test_a_phone_putting_the_caller_on_hold_plays_music_to_the_caller() -> None:
+    ivr, caller, phone = anchored_call()
+    phone.request("INVITE", body=HOLD)
+    carrier_accepts_reinvite(ivr, caller)
+    assert ivr.bridge.holds == [("hold", Side.A)]
+    held = [o.event for o in ivr.net.outputs if isinstance(o, Published)
+            and o.event.type == "call.held"]
+    assert [e.data["held"] for e in held] == [True]
+    phone.request("INVITE", body=RESUME)
+    carrier_accepts_reinvite(ivr, caller)
+    assert ivr.bridge.holds == [("hold", Side.A), ("unhold", Side.A)]
