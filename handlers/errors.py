@@ -202,6 +202,8 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("invalid_extension", 422, "An extension is 1 to 4 digits."),
     _x("invalid_password", 422, "A SIP password is 8-128 printable characters."),
     _x("extension_exists", 409, "The extension exists."),
+    # -- the callback list (handlers.ivr.callbacks) ---------------------------------------------
+    _x("callback_not_found", 404, "No such callback entry for this tenant."),
     # -- departments and statistics (handlers.departments, handlers.calls.search) ---------------
     _x("department_exists", 409, "A department with this name exists."),
     _x("unknown_member", 422, "An extension or SP ID named as a department's member is not "
