@@ -103,8 +103,9 @@ class Playback:
         stream, audio, length, pt = self._stream, self._audio, self._length, self._payload_type
         for k in range(first, newest + 1):
             offset = (k * FRAME_SAMPLES) % length if self._frames is None else k * FRAME_SAMPLES
-            out.append(stream.packet(pt, self.sent == 0, (self._first_timestamp + k * FRAME_SAMPLES) & 0xFFFFFFFF,
-                                     audio[offset:offset + FRAME_SAMPLES], self.start + k * FRAME_SECONDS))
+            timestamp = (self._first_timestamp + k * FRAME_SAMPLES) & 0xFFFFFFFF
+            out.append(stream.packet(pt, self.sent == 0, timestamp, audio[offset:offset + FRAME_SAMPLES],
+                                     self.start + k * FRAME_SECONDS))
             self.sent += 1
         self._next = max(self._next, newest + 1)
         return out

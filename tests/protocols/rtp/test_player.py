@@ -4,6 +4,8 @@ hold music looping without a gap, and a late sender catching up by at most a sec
 
 from __future__ import annotations
 
+import itertools
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -30,7 +32,7 @@ def run(playback: Playback, until: float) -> list[RtpPacket]:
 
 
 def assert_contiguous(packets: list[RtpPacket]) -> None:
-    for before, after in zip(packets, packets[1:], strict=False):
+    for before, after in itertools.pairwise(packets):
         assert after.sequence == (before.sequence + 1) & 0xFFFF
         assert after.timestamp == (before.timestamp + 160) & 0xFFFFFFFF
         assert after.ssrc == before.ssrc
