@@ -155,13 +155,16 @@ async def test_prompt_that_cannot_be_read_is_refused(media: MediaProcess, tmp_pa
     session, customer, _ = await connect(media, events=events)
     empty = prompt(tmp_path, "empty.pcma", b"")
     for path, why in ((tmp_path / "missing.pcma", "no file"), (empty, "is empty"),
-                      (tmp_path, "Is a directory")):
+                      (tmp_path, "not a regular file")):
         with pytest.raises(DomainError) as refused:
             await session.play(Side.A, path, play_id="x")
         assert refused.value.code == "media_prompt_unavailable" and why in str(refused.value)
-    with pytest.raises(DomainError) as refused:
-        await media.request("play", call="no-such-call", side="a", file=str(empty), play="x")
-    assert refused.value.code == "media_unknown_call"
+    music = prompt(tmp_path, "moh.pcma", ONE_SECOND)
+    for bad in ({"call": "no-such-call"}, {"side": "c"}, {"loop": "yes"}, {"play": 7}, {"codec": "G729"}):
+        fields = {"call": session.call_id, "side": "a", "file": str(music), "play": "x", **bad}
+        with pytest.raises(DomainError) as refused:
+            await media.request("play", **fields)
+        assert refused.value.code == ("media_unknown_call" if "call" in bad else "media_bad_request")
     await settle(0.1)
     assert customer.received == [] and list(events) == []
     await session.close()
