@@ -96,6 +96,7 @@ class Counters:
     send_errors: int = 0
     timeouts: int = 0
     plays_started: int = 0
+    prompt_packets: int = 0
 
 
 class MediaLoop:
@@ -225,6 +226,7 @@ class MediaLoop:
                     except OSError:
                         self.counters.send_errors += 1
                 leg.played += len(packets)
+                self.counters.prompt_packets += len(packets)
             timer = play.playback.get_timer()
             if timer is not None:
                 heapq.heappush(due, (timer, next(self._due_order), play))
