@@ -171,6 +171,8 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("media_ports_exhausted", 503, "No free RTP port pair in the configured range."),
     _x("media_bad_sdp", 422, "An SDP body the media side cannot anchor (no audio, an "
                              "unresolvable host); the call engine answers SIP 488."),
+    _x("media_prompt_unavailable", 422, "The prompt file cannot be played: missing, unreadable, "
+                                        "empty or too large (`detail` says which)."),
     _x("media_refused", 503, "rtpengine refused an NG command or answered without SDP (its "
                              "reason in `detail`)."),
     _x("recording_not_found", 404, "No such recording for this tenant."),
