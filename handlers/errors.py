@@ -191,8 +191,7 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("prompt_too_long", 422, "A prompt lasts at most 120 seconds."),
     _x("prompt_too_short", 422, "A prompt lasts at least 0.1 seconds."),
     _x("prompt_storage_error", 500, "The prompt's files could not be read or written (a "
-                                    "storage fault, in the server log); the prompt is "
-                                    "unchanged."),
+                                    "storage fault, in the server log)."),
     # -- webhooks -------------------------------------------------------------------------------
     _x("invalid_url", 422, "A webhook URL is an absolute http(s) URL without credentials."),
     _x("forbidden_target", 422, "The webhook URL's host is, or resolves to, an address telgate "

@@ -141,23 +141,43 @@ class PromptStore:
         self._prepared = False
 
     def prepare(self) -> None:
-        """Convert the shipped defaults and clear temporary files a crash left (at start)."""
+        """Convert the shipped defaults (those not converted yet) and clear temporary files a
+        crash left; the daemon calls it at start."""
         with self._commit:
             if self._prepared:
                 return
             self._default_dir.mkdir(parents=True, exist_ok=True)
             for name in PROMPTS:
-                source = self.defaults / f"{name}.wav"
-                try:
-                    converted = convert(source.read_bytes())
-                except DomainError as exc:
-                    raise ValueError(f"default prompt {source}: {exc.detail}") from None
-                _write_set(self._default_dir, name, converted.pcm)
-                self._default_seconds[name] = converted.duration
+                self._default_seconds[name] = self._prepare_default(name)
             for leftover in self.root.glob("*/.*.tmp"):
                 leftover.unlink(missing_ok=True)
             self._prepared = True
         log.info("prompts_prepared", root=str(self.root), defaults=len(PROMPTS))
+
+    def _prepare_default(self, name: str) -> float:
+        """Seconds of the default prompt, converted unless its files are already current."""
+        source = (self.defaults / f"{name}.wav").read_bytes()
+        if self._converted(name, source):
+            return (len(source) - _WAV_HEADER) / 2 / RATE
+        try:
+            converted = convert(source)
+        except DomainError as exc:
+            raise ValueError(f"default prompt {name}: {exc.detail}") from None
+        _write_set(self._default_dir, name, converted.pcm)
+        return converted.duration
+
+    def _converted(self, name: str, source: bytes) -> bool:
+        """Whether the kept files are the conversion of `source`: the shipped files are
+        already 8 kHz 16-bit mono, which converting leaves as it is, so the kept .wav is the
+        same file (a start after the first converts nothing)."""
+        try:
+            if (self._default_dir / f"{name}.wav").read_bytes() != source:
+                return False
+            sizes = {(self._default_dir / f"{name}.{suffix}").stat().st_size
+                     for suffix in _SUFFIX.values()}
+        except FileNotFoundError:
+            return False
+        return sizes == {(len(source) - _WAV_HEADER) // 2}
 
     def path(self, tenant_id: uuid.UUID | None, name: str, codec: Codec) -> Path:
         """The raw G.711 file (8 kHz, a byte per sample, no header) callers of the tenant hear."""

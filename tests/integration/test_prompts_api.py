@@ -10,14 +10,17 @@ from array import array
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
+from daemon.app import Runtime
+from daemon.wiring import start_prompts
 from handlers import tenants
 from handlers.api.scopes import Scope
 from handlers.ivr.prompts import PROMPTS, PromptStore
 from protocols.rtp.g711 import Codec
 from protocols.rtp.wav import pcm_wav, read_pcm
-from tests.conftest import Api
+from tests.conftest import Api, make_config
 
 WAV = {"Content-Type": "audio/wav"}
 
@@ -159,3 +162,17 @@ async def test_the_document_describes_the_wav_body_and_the_names(api: Api) -> No
     assert put["parameters"][0]["schema"]["enum"] == list(PROMPTS)
     assert {"invalid_audio", "body_too_large"} <= {
         c for r in put["responses"].values() for c in r.get("x-error-codes", [])}
+
+
+async def test_the_daemon_keeps_prompts_under_its_state_dir(
+        api: Api, pool: asyncpg.Pool, db_dsn: str, tmp_path: Path) -> None:
+    await start_prompts(Runtime(make_config(tmp_path, db_dsn), pool, db_dsn, api.context))
+    try:
+        t = await api.new_tenant()
+        resp = await t.call("PUT", "/v1/prompts/hold_music", data=stereo_wav(48000, 3.0),
+                            headers=WAV)
+        assert resp.status == 201
+        assert (tmp_path / "prompts" / str(t.id) / "hold_music.pcmu").stat().st_size == 24000
+        assert (tmp_path / "prompts" / "default" / "hold_music.pcma").exists()
+    finally:
+        api.context.prompts = None

@@ -141,3 +141,14 @@ def test_a_failed_write_leaves_the_old_prompt_and_no_temporary_file(
 def test_path_prepares_the_defaults_on_first_use(tmp_path: Path) -> None:
     fresh = PromptStore(tmp_path)
     assert fresh.path(None, "digit_1", Codec.PCMA).exists()
+
+
+def test_a_restart_converts_only_defaults_that_changed(tmp_path: Path) -> None:
+    PromptStore(tmp_path).prepare()
+    kept = tmp_path / "default" / "digit_5.pcmu"
+    before = kept.stat().st_mtime_ns
+    (tmp_path / "default" / "digit_6.pcma").unlink()
+    again = PromptStore(tmp_path)
+    again.prepare()
+    assert kept.stat().st_mtime_ns == before
+    assert again.path(None, "digit_6", Codec.PCMA).exists()
