@@ -185,6 +185,15 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("recording_storage_error", 500, "The recording's file could not be read or deleted (a "
                                        "storage fault, in the server log); nothing was deleted."),
     _x("invalid_recording_policy", 422, "`recording_policy` is all, none or exclude_internal."),
+    # -- IVR prompts (handlers.ivr.prompts) -----------------------------------------------------
+    _x("prompts_unavailable", 503, "Prompt storage is not running on this instance."),
+    _x("invalid_audio", 422, "The upload is not a WAV file we can read; `detail` says why "
+                             "(unsupported format such as MP3 or ADPCM, truncated data chunk, "
+                             "sample rate outside 8-48 kHz, more than two channels)."),
+    _x("prompt_too_long", 422, "A prompt lasts at most 120 seconds."),
+    _x("prompt_too_short", 422, "A prompt lasts at least 0.1 seconds."),
+    _x("prompt_storage_error", 500, "The prompt's files could not be read or written (a "
+                                    "storage fault, in the server log)."),
     # -- webhooks -------------------------------------------------------------------------------
     _x("invalid_url", 422, "A webhook URL is an absolute http(s) URL without credentials."),
     _x("forbidden_target", 422, "The webhook URL's host is, or resolves to, an address telgate "

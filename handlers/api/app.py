@@ -15,7 +15,7 @@ from handlers.api.ratelimit import RateLimiter
 from handlers.calls import routes as calls_routes
 from handlers.calls import stats_routes as call_stats_routes
 from handlers.events import routes as event_routes
-from handlers.ivr import callback_routes
+from handlers.ivr import callback_routes, prompt_routes
 from handlers.media import recording_routes
 from handlers.messages import history_routes, imports, inbound
 from handlers.messages import routes as message_routes
@@ -33,6 +33,7 @@ ROUTE_PROVIDERS: list[RouteProvider] = [
     calls_routes.add_routes, recording_routes.add_routes, verify_routes.add_routes,
     audit_routes.add_routes, departments.add_routes, call_stats_routes.add_routes,
     inbound.add_routes, event_routes.add_routes, callback_routes.add_routes,
+    prompt_routes.add_routes,
 ]
 
 

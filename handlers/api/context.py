@@ -20,6 +20,7 @@ if TYPE_CHECKING:
     from handlers.api.framework import RouteTable
     from handlers.api.ratelimit import RateLimiter
     from handlers.events.hub import EventHub
+    from handlers.ivr.prompts import PromptStore
 
 # A readiness check answers (ok, detail); it must be quick (it runs on every /readyz).
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
@@ -50,6 +51,8 @@ class AppContext:
     settings_changed: list[Callable[[uuid.UUID], None]] = field(default_factory=list)
     # The event log's follower serving GET /v1/events (daemon/wiring.py starts it).
     events: EventHub | None = None
+    # The IVR prompts, under <state_dir>/prompts (daemon/wiring.py prepares it at start).
+    prompts: PromptStore | None = None
 
     def forget_key(self, key_id: object) -> None:
         """Drop a revoked key from this instance's cache at once."""
