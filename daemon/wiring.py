@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+
 from config.schema import Config
 from daemon.app import Runtime, Starter, Stopper
 from handlers.api.ratelimit import InstanceHeartbeat, RateLimiter
@@ -9,6 +11,7 @@ from handlers.calls.events import EventBus
 from handlers.calls.service import start_calls
 from handlers.events.hub import EventHub
 from handlers.events.writer import EventLogWriter
+from handlers.ivr.prompts import PromptStore
 from handlers.media.retention import RetentionSweeper
 from handlers.messages.dispatch import Dispatcher
 from handlers.messages.mms_dispatch import MmsDispatcher
@@ -115,6 +118,13 @@ async def start_event_stream(runtime: Runtime) -> Stopper:
     return hub.stop
 
 
+async def start_prompts(runtime: Runtime) -> None:
+    """The IVR prompts under <state_dir>/prompts, the shipped defaults converted for playing."""
+    store = PromptStore(runtime.config.state_dir / "prompts")
+    await asyncio.to_thread(store.prepare)
+    runtime.context.prompts = store
+
+
 async def start_calls_service(runtime: Runtime) -> Stopper | None:
     """The SIP B2BUA toward trunks and extensions (unless sip.enabled is false), with its
     media process anchoring and recording calls (unless media.enabled is false); its call
@@ -131,7 +141,7 @@ async def start_calls_service(runtime: Runtime) -> Stopper | None:
         stop_calls = await start_calls(
             runtime.config.sip, runtime.pool, runtime.context, runtime.dsn, bus=bus,
             media=runtime.config.media, state_dir=runtime.config.state_dir,
-            retention=runtime.config.recordings.retention)
+            retention=runtime.config.recordings.retention, prompts=runtime.context.prompts)
     except BaseException:
         await writer.stop(drain)
         raise
@@ -152,7 +162,7 @@ def starters(config: Config, *, demo: bool) -> list[Starter]:
         found.append(start_simulators)
     found += [start_registry_index, start_instance_heartbeat, start_dispatcher,
               start_mms_dispatcher, start_webhook_deliverer, start_verification_sweeper,
-              start_recording_retention, start_event_stream,
+              start_recording_retention, start_event_stream, start_prompts,
               start_calls_service]
     if demo:
         from daemon.demo import start_demo_phone

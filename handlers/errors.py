@@ -179,6 +179,8 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("media_ports_exhausted", 503, "No free RTP port pair in the configured range."),
     _x("media_bad_sdp", 422, "An SDP body the media side cannot anchor (no audio, an "
                              "unresolvable host); the call engine answers SIP 488."),
+    _x("media_prompt_unavailable", 422, "The prompt file cannot be played: missing, unreadable, "
+                                        "empty or too large (`detail` says which)."),
     _x("media_refused", 503, "rtpengine refused an NG command or answered without SDP (its "
                              "reason in `detail`)."),
     _x("recording_not_found", 404, "No such recording for this tenant."),
@@ -191,6 +193,15 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("recording_storage_error", 500, "The recording's file could not be read or deleted (a "
                                        "storage fault, in the server log); nothing was deleted."),
     _x("invalid_recording_policy", 422, "`recording_policy` is all, none or exclude_internal."),
+    # -- IVR prompts (handlers.ivr.prompts) -----------------------------------------------------
+    _x("prompts_unavailable", 503, "Prompt storage is not running on this instance."),
+    _x("invalid_audio", 422, "The upload is not a WAV file we can read; `detail` says why "
+                             "(unsupported format such as MP3 or ADPCM, truncated data chunk, "
+                             "sample rate outside 8-48 kHz, more than two channels)."),
+    _x("prompt_too_long", 422, "A prompt lasts at most 120 seconds."),
+    _x("prompt_too_short", 422, "A prompt lasts at least 0.1 seconds."),
+    _x("prompt_storage_error", 500, "The prompt's files could not be read or written (a "
+                                    "storage fault, in the server log)."),
     # -- webhooks -------------------------------------------------------------------------------
     _x("invalid_url", 422, "A webhook URL is an absolute http(s) URL without credentials."),
     _x("forbidden_target", 422, "The webhook URL's host is, or resolves to, an address telgate "
@@ -210,6 +221,8 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("invalid_extension", 422, "An extension is 1 to 4 digits."),
     _x("invalid_password", 422, "A SIP password is 8-128 printable characters."),
     _x("extension_exists", 409, "The extension exists."),
+    # -- the callback list (handlers.ivr.callbacks) ---------------------------------------------
+    _x("callback_not_found", 404, "No such callback entry for this tenant."),
     # -- departments and statistics (handlers.departments, handlers.calls.search) ---------------
     _x("department_exists", 409, "A department with this name exists."),
     _x("unknown_member", 422, "An extension or SP ID named as a department's member is not "

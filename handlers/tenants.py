@@ -8,22 +8,26 @@ import secrets
 import uuid
 import zoneinfo
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Literal
 
 import asyncpg
 from pydantic import (
     AfterValidator,
     BaseModel,
     Field,
+    GetJsonSchemaHandler,
     StringConstraints,
     WithJsonSchema,
 )
+from pydantic.json_schema import JsonSchemaValue
+from pydantic_core import CoreSchema
 
 from handlers import audit as audit_trail
-from handlers.api.models import Body
+from handlers.api.models import Body, Day, Timestamp
 from handlers.api.scopes import Scope
 from handlers.errors import DomainError
+from handlers.ivr.hours import clock_minutes
 
 KEY_PREFIX = "tgk_"
 SP_ID_PATTERN = r"^[A-Za-z0-9_.-]{1,32}$"
@@ -279,13 +283,61 @@ def _known_zone(name: str) -> str:
     return name
 
 
+CloseTime = Annotated[str, StringConstraints(
+    pattern=r"^(([01][0-9]|2[0-3]):[0-5][0-9]|24:00)$")]
+DID_KEY_PATTERN = r"^[0-9]+(-[0-9]+)*$"
+DidDigits = Annotated[str, StringConstraints(pattern=DID_KEY_PATTERN, max_length=24)]
+CallbackTrigger = Literal["closed", "no_agent", "no_answer"]  # handlers.ivr.features.Trigger
+ClosureReason = Annotated[str, StringConstraints(max_length=200)]
+
+
+class _KeysNamed:
+    """Publishes a map's key constraint as `propertyNames`: pydantic writes it as
+    `patternProperties`, which leaves keys outside the pattern allowed by the document though
+    the model refuses them."""
+
+    def __get_pydantic_json_schema__(self, core: CoreSchema, handler: GetJsonSchemaHandler
+                                     ) -> JsonSchemaValue:
+        schema = handler(core)
+        patterns = schema.pop("patternProperties", None)
+        if patterns:
+            (pattern, values), = patterns.items()
+            schema["additionalProperties"] = values
+            schema["propertyNames"] = {**schema.get("propertyNames", {}), "pattern": pattern}
+        return schema
+
+
+class DayHours(Body):
+    """One weekday's own opening window."""
+
+    opens: ClockTime = Field(description="HH:MM, e.g. 09:00")
+    closes: CloseTime = Field(description="HH:MM after opens, or 24:00 (midnight), e.g. 13:00")
+
+
+class Closure(Body):
+    """A one-off closure (a company event, a system change): closed from starts to ends."""
+
+    starts: Timestamp = Field(description="RFC 3339, closed from this instant")
+    ends: Timestamp = Field(description="RFC 3339 after starts, open again from this instant")
+    reason: ClosureReason = Field("", description="shown to people, e.g. 창립기념일")
+
+
 class BusinessHours(Body):
-    """When the tenant answers calls, in the tenant's time zone."""
+    """When the tenant answers calls, in the tenant's time zone. A window lies within one
+    calendar day (closes may be 24:00); outside it, on holidays and during closures the
+    tenant is closed (docs/ivr.md)."""
 
     days: list[Weekday] = Field(min_length=1, max_length=7,
                                 description="the days open, e.g. mon..fri")
     opens: ClockTime = Field(description="HH:MM, e.g. 09:00")
-    closes: ClockTime = Field(description="HH:MM, after opens, e.g. 18:00")
+    closes: CloseTime = Field(description="HH:MM after opens, or 24:00 (midnight), e.g. 18:00")
+    hours_by_day: dict[Weekday, DayHours] = Field(
+        default_factory=dict, description="a window of its own for some of `days`, e.g. "
+                                          '{"sat": {"opens": "09:00", "closes": "13:00"}}')
+    holidays: list[Day] = Field(default_factory=list, max_length=400,
+                                description="dates (YYYY-MM-DD) closed all day")
+    closures: list[Closure] = Field(default_factory=list, max_length=100,
+                                    description="one-off closures")
 
 
 class TenantSettings(BaseModel):
@@ -300,7 +352,16 @@ class TenantSettings(BaseModel):
         None, description="the closing line of advertisements, naming optout_number "
                           "(default: 무료거부 080-…)")
     timezone: str = Field("Asia/Seoul", description="IANA zone of business_hours")
-    business_hours: BusinessHours | None = Field(None, description="for the call features")
+    business_hours: BusinessHours | None = Field(
+        None, description="when calls are answered; null: always (docs/ivr.md)")
+    did_business_hours: dict[str, BusinessHours] = Field(
+        default_factory=dict, description="hours of particular DIDs (digits), replacing "
+                                          "business_hours for calls to that DID")
+    callback_on: list[CallbackTrigger] = Field(
+        default_factory=list, description="when a caller is offered the callback IVR: closed "
+                                          "(outside business hours), no_agent (no target "
+                                          "extension can ring), no_answer (ring timeout); "
+                                          "empty: never")
     recording_policy: Literal["all", "none", "exclude_internal"] = Field(
         "none", description="which calls are recorded")
     default_rid: str | None = Field(
@@ -339,6 +400,11 @@ class SettingsPatch(Body):
         Field(None, examples=["무료거부 080-123-4567"])
     timezone: TimeZoneName | None = None
     business_hours: BusinessHours | None = None
+    did_business_hours: Annotated[dict[DidDigits, BusinessHours], Field(max_length=100),
+                                  _KeysNamed()] | None = Field(
+        None, examples=[{"0212345678": {"days": ["mon", "tue", "wed", "thu", "fri"],
+                                        "opens": "08:00", "closes": "20:00"}}])
+    callback_on: Annotated[list[CallbackTrigger], Field(max_length=3)] | None = None
     recording_policy: Literal["all", "none", "exclude_internal"] | None = None
     default_rid: Annotated[str, StringConstraints(pattern=RID_PATTERN)] | None = None
     mms_lms_fallback: bool | None = None
@@ -390,6 +456,46 @@ def _digits(text: str) -> str:
     return "".join(ch for ch in text if ch.isdigit())
 
 
+def _checked_hours(hours: dict[str, Any], where: str) -> dict[str, Any]:
+    """Business hours as stored (holidays sorted, once each), refused (422 naming the field)
+    where a window does not open before it closes, a day's own window is for a day not open,
+    or a closure does not end after it starts."""
+    def window(w: dict[str, Any], at: str) -> None:
+        if clock_minutes(w["closes"]) <= clock_minutes(w["opens"]):
+            raise DomainError("invalid_setting", f"{at}.closes must be after opens (a window "
+                              "lies within one day; 24:00 is midnight)", field=f"{at}.closes")
+
+    window(hours, where)
+    for day, own in hours["hours_by_day"].items():
+        if day not in hours["days"]:
+            raise DomainError("invalid_setting", f"{where}.hours_by_day.{day}: {day} is not "
+                              f"in days", field=f"{where}.hours_by_day.{day}")
+        window(own, f"{where}.hours_by_day.{day}")
+    for i, closure in enumerate(hours["closures"]):
+        try:
+            starts, ends = (datetime.fromisoformat(closure[k].replace("Z", "+00:00"))
+                            .astimezone(UTC) for k in ("starts", "ends"))
+        except OverflowError:
+            raise DomainError("invalid_setting", f"{where}.closures[{i}] reaches outside the "
+                              "years 1-9999", field=f"{where}.closures[{i}]") from None
+        if ends <= starts:
+            raise DomainError("invalid_setting", f"{where}.closures[{i}].ends must be after "
+                              "starts", field=f"{where}.closures[{i}].ends")
+    return {**hours, "holidays": sorted(set(hours["holidays"]))}
+
+
+def _checked_did_hours(by_did: dict[str, Any]) -> dict[str, Any]:
+    """DID hours keyed by digits, each checked; two keys naming one DID are refused."""
+    out: dict[str, Any] = {}
+    for key, hours in by_did.items():
+        did = _digits(key)
+        if did in out:
+            raise DomainError("invalid_setting", f"did_business_hours names {did} twice",
+                              field=f"did_business_hours.{key}")
+        out[did] = _checked_hours(hours, f"did_business_hours.{did}")
+    return out
+
+
 def _formatted_080(number: str) -> str:
     return f"{number[:3]}-{number[3:-4]}-{number[-4:]}"
 
@@ -407,9 +513,11 @@ async def update_settings(
     async with conn.transaction():
         await conn.execute("SELECT 1 FROM tenants WHERE id = $1 FOR UPDATE", tenant_id)
         current = await get_settings(conn, tenant_id)
-        merged = current.model_dump()
-        merged.update({k: v.model_dump() if isinstance(v, BaseModel) else v
-                       for k, v in changes.items()})
+        merged = current.model_dump(mode="json")
+        merged.update(patch.model_dump(mode="json", include=set(changes)))
+        for name, value in changes.items():  # null puts a list or map back to empty
+            if value is None and getattr(_DEFAULTS, name) is not None:
+                merged[name] = getattr(_DEFAULTS, name)
         if changes.get("optout_number"):
             merged["optout_number"] = _digits(str(changes["optout_number"]))
             if "ad_optout_line" not in changes:
@@ -421,10 +529,11 @@ async def update_settings(
                 raise DomainError("invalid_setting", "ad_optout_line must name the tenant's "
                                   "optout_number (e.g. 무료거부 080-123-4567)",
                                   field="ad_optout_line")
-        hours = merged["business_hours"]
-        if hours is not None and hours["closes"] <= hours["opens"]:
-            raise DomainError("invalid_setting", "business_hours.closes must be after opens",
-                              field="business_hours.closes")
+        if merged["business_hours"] is not None:
+            merged["business_hours"] = _checked_hours(merged["business_hours"],
+                                                      "business_hours")
+        merged["did_business_hours"] = _checked_did_hours(merged["did_business_hours"])
+        merged["callback_on"] = sorted(set(merged["callback_on"]))
         if changes.get("default_rid"):
             merged["default_rid"] = _digits(str(changes["default_rid"]))
             known = await conn.fetchval(

@@ -16,6 +16,7 @@ from handlers.calls import control_routes
 from handlers.calls import routes as calls_routes
 from handlers.calls import stats_routes as call_stats_routes
 from handlers.events import routes as event_routes
+from handlers.ivr import callback_routes, prompt_routes
 from handlers.media import recording_routes
 from handlers.messages import history_routes, imports, inbound
 from handlers.messages import routes as message_routes
@@ -32,7 +33,8 @@ ROUTE_PROVIDERS: list[RouteProvider] = [
     history_routes.add_routes, imports.add_routes, webhook_routes.add_routes,
     calls_routes.add_routes, control_routes.add_routes, recording_routes.add_routes, verify_routes.add_routes,
     audit_routes.add_routes, departments.add_routes, call_stats_routes.add_routes,
-    inbound.add_routes, event_routes.add_routes,
+    inbound.add_routes, event_routes.add_routes, callback_routes.add_routes,
+    prompt_routes.add_routes,
 ]
 
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from handlers.api.ratelimit import RateLimiter
     from handlers.calls.service import CallDriver
     from handlers.events.hub import EventHub
+    from handlers.ivr.prompts import PromptStore
 
 # A readiness check answers (ok, detail); it must be quick (it runs on every /readyz).
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
@@ -53,6 +54,8 @@ class AppContext:
     events: EventHub | None = None
     # The SIP call driver of this instance (live calls, call commands); None without SIP.
     calls: CallDriver | None = None
+    # The IVR prompts, under <state_dir>/prompts (daemon/wiring.py prepares it at start).
+    prompts: PromptStore | None = None
 
     def forget_key(self, key_id: object) -> None:
         """Drop a revoked key from this instance's cache at once."""

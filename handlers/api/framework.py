@@ -58,6 +58,16 @@ class Upload:
     fields: type[BaseModel] | None = None
 
 
+@dataclass(frozen=True, slots=True)
+class Raw:
+    """A body taken as it is sent (an audio file) in one of `media_types`, at most
+    `max_bytes`; the handler reads it with `raw_body(request)`."""
+
+    media_types: tuple[str, ...]
+    max_bytes: int
+    description: str = ""
+
+
 Answer = type[BaseModel] | File | None
 
 
@@ -76,7 +86,7 @@ class Route:
     path_params: type[Params] | None = None
     query: type[Params] | None = None
     headers: type[Params] | None = None
-    body: type[Body] | Upload | None = None
+    body: type[Body] | Upload | Raw | None = None
     responses: Mapping[int, Answer] = field(default_factory=dict)
     errors: tuple[str, ...] = ()
     description: str = ""
@@ -108,6 +118,9 @@ class Route:
         if isinstance(self.body, Upload):
             implied += ["body_too_large", "unsupported_media_type", "missing_file",
                         "malformed_multipart", "invalid_field", "body_timeout", "malformed_body"]
+        elif isinstance(self.body, Raw):
+            implied += ["body_too_large", "unsupported_media_type", "body_timeout",
+                        "malformed_body"]
         elif self.body is not None:
             implied += ["malformed_json", "invalid_field", "body_too_large",
                         "unsupported_media_type", "json_too_deep", "body_timeout",
@@ -139,6 +152,11 @@ def accepted_json(request: web.Request) -> dict[str, Any]:
 
 def uploaded_file(request: web.Request) -> bytes:
     """The bytes of the multipart part `file` of an Upload route."""
+    return request[_UPLOAD]
+
+
+def raw_body(request: web.Request) -> bytes:
+    """The body of a Raw route, as sent."""
     return request[_UPLOAD]
 
 
@@ -208,6 +226,11 @@ def _bind(route: Route) -> Handler:
                                   field=unknown[0] or None)
             if route.body.fields is not None:
                 inputs[route.body.fields] = _validate(route.body.fields, fields, "invalid_field")
+        elif isinstance(route.body, Raw):
+            if request.content_type not in route.body.media_types:
+                raise DomainError("unsupported_media_type",
+                                  f"send the body as {route.body.media_types[0]}")
+            request[_UPLOAD] = await read_limited(request, route.body.max_bytes)
         elif route.body is not None:
             sent = await read_json(request)
             inputs[route.body] = _validate(route.body, sent, "invalid_field")
@@ -309,7 +332,7 @@ def _openapi(routes: list[Route], version: str) -> dict[str, Any]:
         if isinstance(r.body, Upload):
             if r.body.fields is not None:
                 wanted.append((r.body.fields, "validation"))
-        elif r.body is not None:
+        elif r.body is not None and not isinstance(r.body, Raw):
             wanted.append((r.body, "validation"))
         for answer in r.responses.values():
             if isinstance(answer, type):
@@ -347,6 +370,11 @@ def _openapi(routes: list[Route], version: str) -> dict[str, Any]:
             op["requestBody"] = {"required": True, "content": {"multipart/form-data": {
                 "schema": {"type": "object", "required": required, "properties": props,
                            "additionalProperties": False}}}}
+        elif isinstance(r.body, Raw):
+            binary = {"schema": {"type": "string", "format": "binary",
+                                 "maxLength": r.body.max_bytes}}
+            op["requestBody"] = {"required": True, "description": r.body.description,
+                                 "content": {t: binary for t in r.body.media_types}}
         elif r.body is not None:
             op["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": keys[(r.body, "validation")]}}}

@@ -25,12 +25,12 @@ from prometheus_client import Counter, Gauge
 
 from config.schema import MediaConfig
 from config.sip import SipConfig
-from handlers.api.context import AppContext
 from handlers import numbers
+from handlers.api.context import AppContext
 from handlers.calls import extensions as ext_db
 from handlers.calls import registrations
 from handlers.calls.admission import Admission
-from handlers.calls.anchoring import Anchoring
+from handlers.calls.anchoring import Anchoring, PromptFiles
 from handlers.calls.call import (
     Authenticate,
     CallbackCaptured,
@@ -50,9 +50,9 @@ from handlers.calls.presence import Presence, PresenceCache
 from handlers.calls.registrar import Registrar
 from handlers.calls.registrations import Epoch, RegistrationFollower
 from handlers.calls.trunks import TrunkGate
+from handlers.ivr import callbacks
 from handlers.media import recordings
 from handlers.media.client import MediaProcess, MediaSettings
-from handlers.ivr import callbacks
 from handlers.media.interface import EventKind
 from handlers.media.interface import Side as MediaSide
 from protocols.sip.core import SipCore
@@ -474,7 +474,8 @@ def _count_calls(driver: CallDriver, context: AppContext) -> None:
 
 
 async def start_media(config: MediaConfig, pool: asyncpg.Pool, state_dir: Path, *,
-                      retention: timedelta = recordings.DEFAULT_RETENTION) -> Anchoring:
+                      retention: timedelta = recordings.DEFAULT_RETENTION,
+                      prompts: PromptFiles | None = None) -> Anchoring:
     """Start the media process per `config` and the anchoring the engine uses; recordings
     left `recording` by a crash are completed from their files first."""
     control = state_dir / "media.sock"
@@ -492,13 +493,14 @@ async def start_media(config: MediaConfig, pool: asyncpg.Pool, state_dir: Path, 
     process = MediaProcess(settings)
     await process.start()
     return Anchoring(process, pool, recordings_root=settings.recordings, retention=retention,
-                     reserve=config.reserve)
+                     reserve=config.reserve, prompts=prompts)
 
 
 async def start_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext, dsn: str,
                       *, bus: EventBus | None = None, media: MediaConfig | None = None,
                       state_dir: Path | None = None,
                       retention: timedelta = recordings.DEFAULT_RETENTION,
+                      prompts: PromptFiles | None = None,
                       ) -> Callable[[], Awaitable[None]]:
     """Daemon starter: serve SIP per `config` (media anchored and recorded per `media` when
     it is enabled), add the `sip` readiness check, and return the stopper. Pass `bus` to
@@ -513,7 +515,8 @@ async def start_calls(config: SipConfig, pool: asyncpg.Pool, context: AppContext
         return nothing
     anchoring = None
     if media is not None and media.enabled:
-        anchoring = await start_media(media, pool, state_dir or Path("var"), retention=retention)
+        anchoring = await start_media(media, pool, state_dir or Path("var"), retention=retention,
+                                      prompts=prompts)
     try:
         server = await serve_calls(config, pool, context, bus=bus, anchoring=anchoring)
     except BaseException:

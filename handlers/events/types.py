@@ -20,7 +20,8 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("call.ended", "a call ended, with its call record"),
     EventType("call.held", "a call was put on hold (call control, not emitted yet)", False),
     EventType("call.transferred", "a call was transferred (call control, not emitted yet)", False),
-    EventType("callback.created", "a caller asked to be called back (not emitted yet)", False),
+    EventType("callback.created", "a caller left a number in the callback IVR: callback_id, "
+              "call_id, did, caller, number, trigger"),
     EventType("presence.changed", "an agent's presence changed (not emitted yet)", False),
     EventType("message.accepted", "a send request was queued"),
     EventType("message.canceled", "a scheduled message was canceled"),

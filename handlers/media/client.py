@@ -37,6 +37,8 @@ _REFUSALS = {
     "bad_address": "media_bad_request", "unknown_call": "media_unknown_call",
     "call_exists": "media_call_exists", "ports_exhausted": "media_ports_exhausted",
     "ports_unavailable": "media_ports_exhausted", "internal_error": "media_unavailable",
+    "prompt_not_found": "media_prompt_unavailable", "prompt_unreadable": "media_prompt_unavailable",
+    "prompt_empty": "media_prompt_unavailable", "prompt_too_large": "media_prompt_unavailable",
 }
 
 
@@ -177,8 +179,13 @@ class MediaProcess:
         handler = self._handlers.get(message["call"])
         if handler is None:
             return
+        try:
+            kind = EventKind(message["event"])
+        except ValueError:  # a newer media process: one unknown event must not end the session
+            log.warning("media_event_unknown", event=message["event"], call_id=message["call"])
+            return
         side = Side(message["side"]) if message.get("side") else None
-        handler(MediaEvent(message["call"], EventKind(message["event"]), side, message.get("detail", "")))
+        handler(MediaEvent(message["call"], kind, side, message.get("detail", "")))
 
 
 async def _ipv4(host: str) -> str:
@@ -223,6 +230,23 @@ class RelaySession:
 
     async def unhold(self, side: Side) -> None:
         await self._media.request("unhold", call=self.call_id, side=side.value)
+
+    async def play(self, side: Side, file: Path, *, loop: bool = False, play_id: str,
+                   codec: Codec | None = None) -> float:
+        """Play `file` to `side` (see `MediaSession.play`); DomainError `media_prompt_unavailable`
+        if the file is missing, unreadable, empty or too large. A relative path is taken from
+        the media process's working directory (the daemon's when it started it)."""
+        fields: dict[str, Any] = {"call": self.call_id, "side": side.value, "file": str(file),
+                                  "loop": loop, "play": play_id}
+        if codec is not None:
+            fields["codec"] = codec.encoding
+        reply = await self._media.request("play", **fields)
+        return float(reply["duration"])
+
+    async def stop(self, side: Side) -> bool:
+        """Stop the prompt playing to `side`; False if none was."""
+        reply = await self._media.request("stop", call=self.call_id, side=side.value)
+        return bool(reply["stopped"])
 
     async def query(self) -> dict[str, Any]:
         """Latching state and packet counts per leg."""

@@ -2,9 +2,10 @@
 
 The engine sees a `MediaService` that makes one `MediaSession` per call; a session rewrites the
 SDP crossing the B2BUA so both legs send RTP to us, is told when the call is answered, put on
-hold or re-pointed at a new phone, reports RTP timeouts and digits as `MediaEvent`s, and hands
-back the recording when closed. The verbs are rtpengine's NG commands (offer, answer, delete,
-block/unblock media), so an rtpengine-backed service can implement the same protocol.
+hold or re-pointed at a new phone, plays prompts to a leg, reports RTP timeouts, digits and
+finished prompts as `MediaEvent`s, and hands back the recording when closed. The verbs are
+rtpengine's NG commands (offer, answer, delete, block/unblock media, play/stop media), so an
+rtpengine-backed service can implement the same protocol.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 from protocols.rtp.g711 import Codec
@@ -54,6 +56,7 @@ class EventKind(enum.Enum):
     TIMEOUT = "timeout"  # no RTP for the configured time: end the call with reason rtp_timeout
     DTMF = "dtmf"  # an RFC 4733 digit from one leg
     RECORDING_FAILED = "recording_failed"  # relaying goes on; the recording will be marked failed
+    PLAYED = "played"  # a prompt sent to `side` ended by itself; `detail` is its play id
     LOST = "lost"  # the media process went away: the session's media is gone
 
 
@@ -103,6 +106,19 @@ class MediaSession(Protocol):
 
     async def unhold(self, side: Side) -> None:
         """`side` is taken off hold."""
+        ...
+
+    async def play(self, side: Side, file: Path, *, loop: bool = False, play_id: str,
+                   codec: Codec | None = None) -> float:
+        """Send `file` (raw G.711, 8 kHz, in the call's law unless `codec` says otherwise) to
+        `side` instead of the other leg's audio, replacing any prompt playing there; `loop`
+        repeats it until `stop` (hold music). A prompt that ends by itself is reported as a
+        `played` event carrying `play_id`. Returns the file's length in seconds."""
+        ...
+
+    async def stop(self, side: Side) -> bool:
+        """Stop the prompt playing to `side` (no `played` event); the other leg's audio reaches
+        it again. False if none was playing."""
         ...
 
     async def repoint(self, side: Side, sdp: bytes) -> bytes:

@@ -3,6 +3,8 @@
 It owns every RTP socket and recording file, and is driven over a Unix stream socket speaking
 JSON lines (`docs/media.md` lists the commands). A plain epoll loop rather than asyncio: each
 wake-up drains every ready socket, which keeps the per-packet cost to a few microseconds.
+Prompts (IVR, hold music) are sent from the same loop: a heap of the plays' next due times
+sets how long epoll may wait, so each packet leaves on its 20 ms mark.
 
 Run: ``python -m handlers.media.process --control /path/media.sock --ports 16384-32767``.
 """
@@ -12,6 +14,8 @@ from __future__ import annotations
 import argparse
 import concurrent.futures
 import contextlib
+import heapq
+import itertools
 import json
 import os
 import re
@@ -30,9 +34,11 @@ import structlog
 
 from handlers.media.interface import RecordingResult, RecordingStatus
 from handlers.media.ports import PortPool, PortsExhausted
+from handlers.media.prompt_cache import PromptCache, PromptUnavailable
 from handlers.media.recorder import Recorder
 from handlers.media.relay import RelayCall
 from protocols.rtp.g711 import Codec
+from protocols.rtp.player import Playback, RtpStream
 
 log = structlog.get_logger("media")
 SIDES = {"a": 0, "b": 1}
@@ -59,6 +65,20 @@ class Entry:
     codec: Codec
     record_path: Path | None
     failure_reported: bool = False
+    plays: list[Play | None] = field(default_factory=lambda: [None, None])  # per leg, A then B
+    streams: list[RtpStream | None] = field(default_factory=lambda: [None, None])  # kept across plays
+
+
+@dataclass(slots=True, eq=False)
+class Play:
+    """A prompt being sent to one leg; `active` goes False when it ends, is replaced or stopped
+    (its stale entry in the heap is then skipped)."""
+
+    entry: Entry
+    leg: int
+    playback: Playback
+    play_id: str
+    active: bool = True
 
 
 @dataclass(slots=True)
@@ -75,6 +95,8 @@ class Counters:
     recording_failures: int = 0
     send_errors: int = 0
     timeouts: int = 0
+    plays_started: int = 0
+    prompt_packets: int = 0
 
 
 class MediaLoop:
@@ -95,6 +117,10 @@ class MediaLoop:
         # fd -> (entry, leg index, is RTCP, socket)
         self._media: dict[int, tuple[Entry, int, bool, socket.socket]] = {}
         self._clients: dict[int, Client] = {}
+        self._prompts = PromptCache()
+        # (next due time, tie-break, play) of every play; entries of ended plays linger until due
+        self._due: list[tuple[float, int, Play]] = []
+        self._due_order = itertools.count()
         # One thread for all file work (recordings' writes, closes, digests), in order: a slow
         # disk delays recordings, never the loop.
         self._disk = concurrent.futures.ThreadPoolExecutor(max_workers=1, thread_name_prefix="media-disk")
@@ -124,7 +150,8 @@ class MediaLoop:
         next_tick = self._clock() + self._tick
         next_second = self._clock() + 1.0
         while self._running:
-            wait = max(0.0, next_tick - self._clock())
+            wake = min(next_tick, self._due[0][0]) if self._due else next_tick
+            wait = max(0.0, wake - self._clock())
             try:
                 events = self._epoll.poll(wait)
             except InterruptedError:
@@ -140,6 +167,8 @@ class MediaLoop:
                     self._finish_closes()
                 else:
                     self._client_event(fd, mask)
+            if self._due:
+                self._send_prompts(self._clock())  # again: a play command may have just begun one
             if now >= next_tick:
                 next_tick = now + self._tick
                 self._flush_recorders(now)
@@ -177,6 +206,38 @@ class MediaLoop:
                 for index, digit in call.digits:
                     self._event(entry, "dtmf", side="ab"[index], detail=digit)
                 call.digits.clear()
+
+    def _send_prompts(self, now: float) -> None:
+        """Send every play's packets that are due; report the plays that ended."""
+        due = self._due
+        while due and due[0][0] <= now:
+            play = heapq.heappop(due)[2]
+            if not play.active:
+                continue
+            entry = play.entry
+            leg = entry.call.legs[play.leg]
+            packets = play.playback.packets_due(now)
+            destination = leg.rtp_destination()
+            if destination is not None:  # nowhere to send yet: the prompt's time passes anyway
+                sock = entry.sockets[play.leg * 2]
+                for packet in packets:
+                    try:
+                        sock.sendto(packet, destination)
+                    except OSError:
+                        self.counters.send_errors += 1
+                leg.played += len(packets)
+                self.counters.prompt_packets += len(packets)
+            timer = play.playback.get_timer()
+            if timer is not None:
+                heapq.heappush(due, (timer, next(self._due_order), play))
+                continue
+            self._end_play(play)
+            self._event(entry, "played", side="ab"[play.leg], detail=play.play_id)
+
+    def _end_play(self, play: Play) -> None:
+        play.active = False
+        play.entry.plays[play.leg] = None
+        play.entry.call.legs[play.leg].playing = False
 
     def _flush_recorders(self, now: float) -> None:
         self._ticks += 1
@@ -339,20 +400,56 @@ class MediaLoop:
         self._entry(request).call.legs[SIDES[str(request["side"])]].held = False
         return {}
 
+    def _op_play(self, fd: int, request: dict[str, Any]) -> dict[str, Any]:
+        entry = self._entry(request)
+        index = SIDES[str(request["side"])]
+        play_id = request["play"]
+        loop = request.get("loop", False)
+        if not isinstance(play_id, str) or not isinstance(loop, bool):
+            raise ControlError("bad_request", "play is a string, loop a boolean")
+        # The file is in whatever law the caller chose for the call; by default the session's.
+        codec = Codec.from_name(str(request["codec"])) if request.get("codec") else entry.codec
+        try:
+            audio = self._prompts.read(Path(str(request["file"])))
+        except PromptUnavailable as exc:
+            raise ControlError(exc.code, str(exc)) from exc
+        current = entry.plays[index]
+        if current is not None:
+            self._end_play(current)  # replaced: no `played` for it
+        stream = entry.streams[index]
+        if stream is None:
+            stream = entry.streams[index] = RtpStream.random()
+        now = self._clock()
+        play = Play(entry, index, Playback(audio, codec, stream, now, loop=loop), play_id)
+        entry.plays[index] = play
+        entry.call.legs[index].playing = True
+        heapq.heappush(self._due, (now, next(self._due_order), play))
+        self.counters.plays_started += 1
+        return {"duration": play.playback.duration}
+
+    def _op_stop(self, fd: int, request: dict[str, Any]) -> dict[str, Any]:
+        entry = self._entry(request)
+        play = entry.plays[SIDES[str(request["side"])]]
+        if play is not None:
+            self._end_play(play)
+        return {"stopped": play is not None}
+
     def _op_query(self, fd: int, request: dict[str, Any]) -> dict[str, Any]:
         entry = self._entry(request)
         legs = {}
-        for side, leg in zip("ab", entry.call.legs, strict=True):
+        for side, leg, play in zip("ab", entry.call.legs, entry.plays, strict=True):
             legs[side] = {"state": leg.state.value, "latched": list(leg.rtp) if leg.rtp else None,
                           "received": leg.received, "forwarded": leg.forwarded, "foreign": leg.foreign,
-                          "held": leg.held}
+                          "held": leg.held, "playing": play.play_id if play else None,
+                          "played": leg.played}
         recorder = entry.call.recorder
         return {"legs": legs, "recording": None if recorder is None else
                 {"path": str(recorder.path), "error": recorder.error, "late_samples": recorder.late_samples}}
 
     def _op_stats(self, fd: int, request: dict[str, Any]) -> dict[str, Any]:
         return {"calls": len(self._calls), "ports_in_use": len(self.pool.in_use),
-                "media_sockets": len(self._media), "pid": os.getpid(), **asdict(self.counters)}
+                "media_sockets": len(self._media), "pid": os.getpid(),
+                "plays_active": sum(1 for _, _, play in self._due if play.active), **asdict(self.counters)}
 
     def _op_close(self, fd: int, request: dict[str, Any]) -> dict[str, Any] | None:
         entry = self._entry(request)
@@ -385,6 +482,9 @@ class MediaLoop:
         """Free the call's sockets and ports at once; finish its recording file on the disk
         thread (True if there is one: its result comes through `_finish_closes`)."""
         self._calls.pop(entry.call.call_id, None)
+        for play in entry.plays:
+            if play is not None:
+                self._end_play(play)
         for sock in entry.sockets:
             self._media.pop(sock.fileno(), None)
             with contextlib.suppress(OSError):

@@ -1,5 +1,6 @@
 """The relay's state for one call, without sockets: where each leg's packets come from and go
-to (latching), what is forwarded, what the recorder gets, and when the call has gone silent.
+to (latching), what is forwarded (nothing to a held leg, nor to one hearing a prompt), what
+the recorder gets, and when the call has gone silent.
 
 `MediaLoop` (process.py) owns the sockets and calls `rtp_from`/`rtcp_from` with each datagram;
 they answer where to send it, or None to drop it.
@@ -36,8 +37,10 @@ class Leg:
     rtp: Address | None = None  # latched source, once a packet came
     rtcp: Address | None = None
     held: bool = False
+    playing: bool = False  # a prompt is sent to it instead of the other leg's audio
     received: int = 0
     forwarded: int = 0
+    played: int = 0  # prompt packets sent to it
     foreign: int = 0  # packets from another source after latching: dropped
     stale: Address | None = None  # the phone this leg was re-pointed away from
     last_packet: float | None = None
@@ -54,6 +57,10 @@ class Leg:
         if self.signalled is not None:
             return (self.signalled[0], self.signalled[1] + 1)
         return None
+
+    def rtp_destination(self) -> Address | None:
+        """Where RTP for this leg goes: its latched source, else the address in its SDP."""
+        return self.rtp or self.signalled
 
     def set_remote(self, address: Address, *, relatch: bool) -> None:
         """Its SDP named `address`; a re-pointed leg (or a new address) latches again."""
@@ -109,7 +116,7 @@ class RelayCall:
                 payload = data[start:end]
             self.recorder.feed(0 if leg_index == self.customer else 1, pt, seq, ts, ssrc, payload, now)
         other = self.legs[1 - leg_index]
-        if other.held:
+        if other.held or other.playing:
             return None
         destination = other.rtp or other.signalled
         if destination is not None:

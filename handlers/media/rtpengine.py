@@ -4,7 +4,8 @@
 Each leg is an NG tag (`a`, `b`): an SDP from a leg is an NG `offer` from that tag, unless it
 answers the other leg's offer (`answer`); `hold` blocks the media flowing towards the held
 leg (`block media` from the other tag); `close` is `delete`. Recording through rtpengine's
-recording daemon is not wired: sessions report no recording.
+recording daemon is not wired: sessions report no recording. Nor are prompts (NG `play media`
+needs rtpengine's transcoding build and reports no end of play): `play` is refused.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import itertools
+from pathlib import Path
 from typing import Any
 
 from handlers.errors import DomainError
@@ -132,6 +134,13 @@ class RtpengineSession:
     async def unhold(self, side: Side) -> None:
         await self._service.command({"command": "unblock media", "call-id": self.call_id,
                                      "from-tag": TAGS[side.other]})
+
+    async def play(self, side: Side, file: Path, *, loop: bool = False, play_id: str,
+                   codec: Codec | None = None) -> float:
+        raise DomainError("media_refused", "prompts are not played through rtpengine", status=503)
+
+    async def stop(self, side: Side) -> bool:
+        return False  # nothing can be playing
 
     async def close(self) -> RecordingResult:
         if self._closed is None:

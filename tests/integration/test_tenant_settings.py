@@ -26,7 +26,8 @@ async def test_a_fresh_tenant_shows_the_defaults(api: Api) -> None:
     resp = await t.call("GET", "/v1/tenant/settings")
     assert await resp.json() == {
         "sms_max_bytes": 90, "optout_number": None, "ad_optout_line": None,
-        "timezone": "Asia/Seoul", "business_hours": None, "recording_policy": "none",
+        "timezone": "Asia/Seoul", "business_hours": None, "did_business_hours": {},
+        "callback_on": [], "recording_policy": "none",
         "default_rid": None, "mms_lms_fallback": False, "max_call_seconds": None,
         "api_requests_per_second": 2000.0,
         "key_requests_per_second": 2000.0, "recipients_per_second": 100_000.0,
@@ -47,7 +48,8 @@ async def test_patch_changes_only_the_named_settings_and_is_audited(
     assert status == 200
     assert body["optout_number"] == "0801234567" and body["sms_max_bytes"] == 80
     assert body["business_hours"] == {"days": ["mon", "fri"], "opens": "09:00",
-                                      "closes": "18:00"}
+                                      "closes": "18:00", "hours_by_day": {}, "holidays": [],
+                                      "closures": []}
     again = await (await t.call("GET", "/v1/tenant/settings")).json()
     assert again == body
     status, body = await _patch(t, {"business_hours": None})
@@ -57,6 +59,9 @@ async def test_patch_changes_only_the_named_settings_and_is_audited(
     assert [sorted(r["details"]["changed"]) for r in audited] == [
         ["optout_number"], ["business_hours", "recording_policy", "sms_max_bytes"],
         ["business_hours"]]
+
+
+_HOURS = {"days": ["mon", "tue", "wed", "thu", "fri"], "opens": "09:00", "closes": "18:00"}
 
 
 @pytest.mark.parametrize(("body", "code", "field"), [
@@ -69,6 +74,36 @@ async def test_patch_changes_only_the_named_settings_and_is_audited(
     ({"recording_policy": "some"}, "invalid_field", "recording_policy"),
     ({"business_hours": {"days": ["mon"], "opens": "18:00", "closes": "09:00"}},
      "invalid_setting", "business_hours.closes"),
+    ({"business_hours": {"days": ["mon"], "opens": "09:00", "closes": "24:01"}},
+     "invalid_field", "business_hours.closes"),
+    ({"business_hours": {"days": ["mon"], "opens": "24:00", "closes": "24:00"}},
+     "invalid_field", "business_hours.opens"),
+    ({"business_hours": {**_HOURS, "hours_by_day": {"sat": {"opens": "09:00",
+                                                             "closes": "13:00"}}}},
+     "invalid_setting", "business_hours.hours_by_day.sat"),
+    ({"business_hours": {**_HOURS, "hours_by_day": {"mon": {"opens": "13:00",
+                                                             "closes": "09:00"}}}},
+     "invalid_setting", "business_hours.hours_by_day.mon.closes"),
+    ({"business_hours": {**_HOURS, "hours_by_day": {"holiday": _HOURS}}},
+     "invalid_field", "business_hours.hours_by_day.holiday"),
+    ({"business_hours": {**_HOURS, "holidays": ["2026-02-30"]}},
+     "invalid_field", "business_hours.holidays[0]"),
+    ({"business_hours": {**_HOURS, "holidays": ["2026-01-01"] * 401}},
+     "invalid_field", "business_hours.holidays"),
+    ({"business_hours": {**_HOURS, "closures": [
+        {"starts": "2026-05-01T00:00:00+09:00", "ends": "2026-05-02T00:00:00+09:00"},
+        {"starts": "2026-05-05T09:00:00+09:00", "ends": "2026-05-05T00:00:00Z"}]}},
+     "invalid_setting", "business_hours.closures[1].ends"),
+    ({"business_hours": {**_HOURS, "closures": [{"starts": "2026-05-01T00:00:00",
+                                                  "ends": "2026-05-02T00:00:00Z"}]}},
+     "invalid_field", "business_hours.closures[0].starts"),
+    ({"did_business_hours": {"02-1234-5678": {**_HOURS, "closes": "08:00"}}},
+     "invalid_setting", "did_business_hours.0212345678.closes"),
+    ({"did_business_hours": {"0212345678": _HOURS, "02-1234-5678": _HOURS}},
+     "invalid_setting", "did_business_hours.02-1234-5678"),
+    ({"did_business_hours": {f"02{n:08d}": _HOURS for n in range(101)}},
+     "invalid_field", "did_business_hours"),
+    ({"callback_on": ["closed", "busy"]}, "invalid_field", "callback_on[1]"),
     ({"default_rid": "02-1234-5678"}, "sender_not_registered", "default_rid"),
     ({"colour": "blue"}, "invalid_field", "colour"),
 ])
@@ -79,6 +114,41 @@ async def test_invalid_settings_answer_422_naming_the_field(
     assert (status, problem["code"], problem["field"]) == (422, code, field)
     unchanged = await (await t.call("GET", "/v1/tenant/settings")).json()
     assert unchanged["sms_max_bytes"] == 90 and unchanged["optout_number"] is None
+
+
+async def test_business_hours_with_days_of_their_own_holidays_closures_and_did_hours(
+        api: Api, pool: asyncpg.Pool) -> None:
+    t = await api.new_tenant()
+    hours = {"days": ["mon", "tue", "wed", "thu", "fri", "sat"], "opens": "09:00",
+             "closes": "18:00", "hours_by_day": {"sat": {"opens": "09:00", "closes": "13:00"}},
+             "holidays": ["2026-12-25", "2026-01-01", "2026-12-25"],
+             "closures": [{"starts": "2026-05-01T13:00:00+09:00",
+                           "ends": "2026-05-01T09:00:00Z", "reason": "창립기념일"}]}
+    status, body = await _patch(t, {
+        "business_hours": hours, "callback_on": ["no_agent", "closed"],
+        "did_business_hours": {"1588-1234": {"days": ["mon"], "opens": "00:00",
+                                             "closes": "24:00"}}})
+    assert status == 200, body
+    assert body["business_hours"] == {**hours, "holidays": ["2026-01-01", "2026-12-25"],
+                                      "closures": [{"starts": "2026-05-01T13:00:00+09:00",
+                                                    "ends": "2026-05-01T09:00:00Z",
+                                                    "reason": "창립기념일"}]}
+    assert body["did_business_hours"] == {"15881234": {
+        "days": ["mon"], "opens": "00:00", "closes": "24:00", "hours_by_day": {},
+        "holidays": [], "closures": []}}
+    assert body["callback_on"] == ["closed", "no_agent"]
+    assert await (await t.call("GET", "/v1/tenant/settings")).json() == body
+    # null puts the map and the list back to empty; the hours stay.
+    status, body = await _patch(t, {"did_business_hours": None, "callback_on": None})
+    assert (status, body["did_business_hours"], body["callback_on"]) == (200, {}, [])
+    assert body["business_hours"]["hours_by_day"] == hours["hours_by_day"]
+    # Hours stored before the new fields existed still read (no holidays, no closures).
+    await pool.execute("UPDATE tenants SET settings = jsonb_set(settings, '{business_hours}', "
+                       "'{\"days\": [\"mon\"], \"opens\": \"09:00\", \"closes\": "
+                       "\"18:00\"}') WHERE id = $1", t.id)
+    shown = (await (await t.call("GET", "/v1/tenant/settings")).json())["business_hours"]
+    assert shown == {"days": ["mon"], "opens": "09:00", "closes": "18:00",
+                     "hours_by_day": {}, "holidays": [], "closures": []}
 
 
 async def test_default_rid_must_be_a_registered_sender_number(api: Api) -> None:
