@@ -21,7 +21,8 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("call.held", "a call was put on hold (call control, not emitted yet)", False),
     EventType("call.transferred", "a call was transferred (call control, not emitted yet)", False),
     EventType("callback.created", "a caller asked to be called back (not emitted yet)", False),
-    EventType("presence.changed", "an agent's presence changed (not emitted yet)", False),
+    EventType("presence.changed", "an agent's presence changed: extension, name, "
+                                  "department_id, presence, previous"),
     EventType("message.accepted", "a send request was queued"),
     EventType("message.canceled", "a scheduled message was canceled"),
     EventType("message.recipient.delivered", "a delivery receipt said delivered"),
