@@ -1,5 +1,5 @@
-"""Departments (부서) of a tenant and their members: extensions (the agents of calls, until
-agents exist) and SP IDs (the sending accounts of messages). Plain SQL, one query per function.
+"""Departments (부서) of a tenant and their members: extensions (agents: an agent is an
+extension) and SP IDs (the sending accounts of messages). Plain SQL, one query per function.
 
 A member belongs to at most one department; naming it in another moves it. Call records and
 messages keep the department their member had when they were written (migration 0012).

@@ -12,7 +12,7 @@ from handlers.api.framework import RouteTable, request_middleware
 from handlers.api.hostile import hostile_guard
 from handlers.api.outage import outage_errors, outage_headers
 from handlers.api.ratelimit import RateLimiter
-from handlers.calls import control_routes
+from handlers.calls import agent_routes, control_routes
 from handlers.calls import routes as calls_routes
 from handlers.calls import stats_routes as call_stats_routes
 from handlers.events import routes as event_routes
@@ -31,10 +31,10 @@ RouteProvider = Callable[[RouteTable], None]
 ROUTE_PROVIDERS: list[RouteProvider] = [
     service.add_routes, keys.add_routes, registry_routes.add_routes, message_routes.add_routes,
     history_routes.add_routes, imports.add_routes, webhook_routes.add_routes,
-    calls_routes.add_routes, control_routes.add_routes, recording_routes.add_routes, verify_routes.add_routes,
-    audit_routes.add_routes, departments.add_routes, call_stats_routes.add_routes,
-    inbound.add_routes, event_routes.add_routes, callback_routes.add_routes,
-    prompt_routes.add_routes,
+    calls_routes.add_routes, control_routes.add_routes, agent_routes.add_routes,
+    recording_routes.add_routes, verify_routes.add_routes, audit_routes.add_routes,
+    departments.add_routes, call_stats_routes.add_routes, inbound.add_routes,
+    event_routes.add_routes, callback_routes.add_routes, prompt_routes.add_routes,
 ]
 
 

@@ -19,6 +19,7 @@ from handlers.tenants import Principal
 if TYPE_CHECKING:
     from handlers.api.framework import RouteTable
     from handlers.api.ratelimit import RateLimiter
+    from handlers.calls.presence import Presence
     from handlers.calls.service import CallDriver
     from handlers.events.hub import EventHub
     from handlers.ivr.prompts import PromptStore
@@ -50,6 +51,10 @@ class AppContext:
     # Told the tenant whose settings this instance just changed (caches refresh at once; other
     # instances' caches within their own refresh period).
     settings_changed: list[Callable[[uuid.UUID], None]] = field(default_factory=list)
+    # Told (tenant, extension, presence) when an agent's presence was set here, so the call
+    # engine's PresenceCache takes it at once (other instances' at their next refresh).
+    presence_changed: list[Callable[[uuid.UUID, str, Presence], None]] = field(
+        default_factory=list)
     # The event log's follower serving GET /v1/events (daemon/wiring.py starts it).
     events: EventHub | None = None
     # The SIP call driver of this instance (live calls, call commands); None without SIP.

@@ -46,8 +46,8 @@ class DepartmentPatch(Body):
 class DepartmentOut(BaseModel):
     id: uuid.UUID
     name: str
-    extensions: list[str] = Field(description="its extensions; an extension is also the "
-                                              "agent of its calls until agents exist")
+    extensions: list[str] = Field(description="its extensions, which are its agents "
+                                              "(/v1/agents)")
     sp_ids: list[str]
     created_at: datetime
     updated_at: datetime

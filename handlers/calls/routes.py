@@ -23,6 +23,7 @@ from handlers.api.models import (
 from handlers.api.scopes import Scope
 from handlers.calls import cdr, registrations, search
 from handlers.calls import extensions as ext_db
+from handlers.calls.presence import Presence
 from handlers.calls.stats_routes import CallSearchQuery, call_filter
 from handlers.errors import DomainError
 from handlers.pagination import split_time_cursor, time_cursor
@@ -207,9 +208,13 @@ async def update_extension(request: web.Request) -> web.Response:
 async def delete_extension(request: web.Request) -> web.Response:
     who = principal(request)
     number = arg(request, ExtensionPath).extension
-    async with request.app[CTX].pool.acquire() as conn:
+    ctx = request.app[CTX]
+    async with ctx.pool.acquire() as conn:
         if not await ext_db.delete(conn, who.tenant_id, number):
             raise DomainError("not_found", "no such extension")
+    # Its presence went with the row: an extension made again with this number starts online.
+    for listener in ctx.presence_changed:
+        listener(who.tenant_id, number, Presence.ONLINE)
     return web.Response(status=204)
 
 

@@ -3,7 +3,7 @@ by Korean hour, day, weekday, month, agent, department, number or class, and the
 record export. Plain SQL over `call_records`; every time is bucketed in Asia/Seoul.
 
 A call belongs to the moment it started. Its agent is its extension (who answered, or who
-called out) until agents exist; its department is the one that extension had when the call
+called out: an agent is an extension); its department is the one that extension had when the call
 ended (stamped by the database, migration 0012). Its number is the tenant's own number: the
 DID dialled for incoming calls, the presented caller ID for outgoing ones (none for internal
 calls); its customer is the other party of an external call.

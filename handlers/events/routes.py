@@ -42,8 +42,9 @@ class EventsQuery(Params):
     types: Annotated[str, StringConstraints(pattern=TYPES_PATTERN)] | None = Field(
         None, description=f"comma-separated event types to receive (default: all): {_TYPES_TEXT}")
     extension: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,4}$")] | None \
-        = Field(None, description="only call events involving this extension (rung, answered, "
-                                  "or in the call record); other events are left out")
+        = Field(None, description="only events involving this extension (calls it was rung "
+                                  "for, answered or is in the record of, and its presence "
+                                  "changes); other events are left out")
     last_event_id: LogId | None = Field(
         None, description="resume after this event id, for clients that cannot send the "
                           "`Last-Event-ID` header (the header wins when both are given)")

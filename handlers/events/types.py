@@ -18,11 +18,13 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("call.ringing", "a call started ringing: caller, DID, extensions rung"),
     EventType("call.answered", "a call was answered (the extension that answered)"),
     EventType("call.ended", "a call ended, with its call record"),
-    EventType("call.held", "a call was put on hold (call control, not emitted yet)", False),
+    EventType("call.held", "a side of a call was put on hold (music plays to it) or taken off "
+              "it: held, side, by, extension"),
     EventType("call.transferred", "a call was transferred (call control, not emitted yet)", False),
     EventType("callback.created", "a caller left a number in the callback IVR: callback_id, "
               "call_id, did, caller, number, trigger"),
-    EventType("presence.changed", "an agent's presence changed (not emitted yet)", False),
+    EventType("presence.changed", "an agent's presence changed: extension, name, "
+                                  "department_id, presence, previous"),
     EventType("message.accepted", "a send request was queued"),
     EventType("message.canceled", "a scheduled message was canceled"),
     EventType("message.recipient.delivered", "a delivery receipt said delivered"),
