@@ -164,7 +164,11 @@ async def demo_tenant(runtime: Runtime) -> tenants.Tenant:
         except DomainError:
             tenant = await tenants.create_tenant(conn, DEMO_TENANT, actor="demo")
             await tenants.update_settings(
-                conn, tenant.id, tenants.SettingsPatch.model_validate({"recording_policy": "all"}),
+                conn, tenant.id, tenants.SettingsPatch.model_validate({
+                    "recording_policy": "all",
+                    # Nobody to take a call (extension 1001 on DND, or not answering): the
+                    # caller hears the callback IVR and leaves a number (docs/ivr.md).
+                    "callback_on": ["no_agent", "no_answer"]}),
                 actor="demo")
     for listener in runtime.context.settings_changed:
         listener(tenant.id)

@@ -103,7 +103,7 @@ class RelayCall:
         leg.last_packet = now
         pt = data[1] & 0x7F
         if pt == self.telephone_event_pt:
-            self._digit(leg_index, data)
+            self._digit(leg_index, data, now)
         elif self.recorder is not None:  # set once answered
             seq, ts, ssrc = _SEQ_TS_SSRC.unpack_from(data, 2)
             if data[0] == 0x80:  # the usual packet: no CSRC, extension or padding
@@ -156,10 +156,10 @@ class RelayCall:
             return True
         return False
 
-    def _digit(self, leg_index: int, data: bytes) -> None:
+    def _digit(self, leg_index: int, data: bytes, now: float) -> None:
         try:
             packet = parse_rtp(data)
-            for digit in self._dtmf[leg_index].receive(packet):
+            for digit in self._dtmf[leg_index].receive(packet, now):
                 self.digits.append((leg_index, digit.digit))
         except RtpError:
             return

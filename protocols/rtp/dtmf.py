@@ -58,27 +58,35 @@ class DtmfDecoder:
     """Turns a stream's telephone-event packets into digits, once each.
 
     `receive()` returns the digit when its first end packet arrives (or when a new event starts
-    without the old one having ended: the end was lost); later copies return None.
+    without the old one having ended: the end was lost); later copies return None. With arrival
+    times (`now`), a copy counts only within `repeat_window` seconds of the event's end: a
+    sender replaying the same capture (SIPp's RFC 2833 pcaps) or restarting its clock may use
+    an event's timestamp again for the next key press.
     """
 
-    def __init__(self, memory: int = 32) -> None:
-        self._done: deque[int] = deque(maxlen=memory)  # timestamps already reported
+    def __init__(self, memory: int = 32, repeat_window: float = 2.0) -> None:
+        self._done: deque[tuple[int, float | None]] = deque(maxlen=memory)  # reported: (ts, when)
         self._current: tuple[int, TelephoneEvent] | None = None
+        self._window = repeat_window
 
-    def receive(self, packet: RtpPacket) -> list[Digit]:
-        """Digits completed by this packet (usually none or one)."""
+    def _seen(self, ts: int, now: float | None) -> bool:
+        return any(done == ts and (now is None or when is None or now - when < self._window)
+                   for done, when in self._done)
+
+    def receive(self, packet: RtpPacket, now: float | None = None) -> list[Digit]:
+        """Digits completed by this packet (usually none or one); `now`: its arrival."""
         ev = parse_event(packet.payload)
         ts = packet.timestamp
-        if ev.digit is None or ts in self._done:
+        if ev.digit is None or self._seen(ts, now):
             return []
         out: list[Digit] = []
         if self._current is not None and self._current[0] != ts:
             old_ts, old = self._current
-            self._done.append(old_ts)
+            self._done.append((old_ts, now))
             out.append(Digit(old.digit or "", old_ts, old.duration, ended=False))
             self._current = None
         if ev.end:
-            self._done.append(ts)
+            self._done.append((ts, now))
             self._current = None
             out.append(Digit(ev.digit, ts, ev.duration, ended=True))
         elif self._current is None or ev.duration >= self._current[1].duration:
@@ -91,7 +99,7 @@ class DtmfDecoder:
             return []
         ts, ev = self._current
         self._current = None
-        self._done.append(ts)
+        self._done.append((ts, None))
         return [Digit(ev.digit or "", ts, ev.duration, ended=False)]
 
 

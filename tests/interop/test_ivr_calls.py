@@ -166,7 +166,7 @@ async def live_call(gw: Gateway, state: str) -> dict[str, Any]:
 async def test_abuse_block_frees_the_agent_at_once_and_the_caller_hears_the_whole_warning(
         gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
     prompts = await ivr_gateway(gw, media, tmp_path, {"recording_policy": "all"})
-    agent = await gw.phone("1001", Script(audio=Audio(play=Tone(hz=440.0, seconds=60.0))))
+    agent = await gw.phone("1001", Script(audio=Audio(play=Tone())))
     warning = prompts.duration(None, "abuse_warning")
     media_port = free_port("127.0.0.2")
     with rtp_to(media_port) as seen:

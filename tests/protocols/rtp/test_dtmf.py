@@ -62,3 +62,14 @@ def test_lost_end_packets_still_report_the_digit_when_the_next_one_starts() -> N
 def test_short_payload_is_refused() -> None:
     with pytest.raises(RtpError):
         parse_event(b"\x01\x0a")
+
+
+def test_the_same_capture_replayed_later_is_a_second_key_press():
+    """SIPp plays its RFC 2833 pcaps with their own timestamps: pressing 1 twice replays the
+    same event. Copies within the repeat window are one key; a replay later is another."""
+    decoder = DtmfDecoder()
+    packets = encode_digit("1", ssrc=7, sequence=100, timestamp=8000)
+    first = [d.digit for p in packets for d in decoder.receive(p, now=10.0)]
+    again = [d.digit for p in packets[-1:] for d in decoder.receive(p, now=10.05)]
+    later = [d.digit for p in packets for d in decoder.receive(p, now=14.0)]
+    assert (first, again, later) == (["1"], [], ["1"])
