@@ -68,8 +68,12 @@ def daemon() -> Iterator[Daemon]:
                "TELGATE_LOG__FORMAT": "json", "TELGATE_LOG__LEVEL": "warning",
                "TELGATE_LIFECYCLE__DRAIN_SECONDS": "1"}
         env.pop("TELGATE_TEST_DSN", None)
+        # Its log goes to a file: a pipe nobody reads until the end fills at 64 KiB of
+        # warnings (the fuzzer's webhooks failing to deliver) and then blocks the daemon's loop.
+        log_path = Path(d) / "daemon.log"
+        log_file = log_path.open("w")
         proc = subprocess.Popen([sys.executable, "-m", "daemon.cli", "run"], env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                                stdout=subprocess.DEVNULL, stderr=log_file, text=True)
         base = f"http://127.0.0.1:{port}"
         try:
             deadline = time.monotonic() + 90
@@ -80,7 +84,7 @@ def daemon() -> Iterator[Daemon]:
                             break
                 except OSError:
                     pass
-                assert proc.poll() is None, proc.stderr.read() if proc.stderr else ""
+                assert proc.poll() is None, log_path.read_text()
                 assert time.monotonic() < deadline, "the daemon never became ready"
                 time.sleep(0.2)
             yield Daemon(base, env)
@@ -91,6 +95,7 @@ def daemon() -> Iterator[Daemon]:
             except subprocess.TimeoutExpired:
                 proc.kill()
                 proc.wait()
+            log_file.close()
 
 
 def test_a_cli_tenant_sets_its_080_line_with_one_patch_and_sends_an_ad(daemon: Daemon) -> None:
