@@ -1,6 +1,9 @@
 """Call-record search and statistics: the filters of the portals' detail search, counts grouped
 by Korean hour, day, weekday, month, agent, department, number or class, and the rows of the
-record export. Plain SQL over `call_records`; every time is bucketed in Asia/Seoul.
+record export. Searches are plain SQL over `call_records`; statistics read the whole Korean
+months and days of their period from the rollups (`call_stats_monthly`, `call_stats_daily`,
+kept by the database as records are written, migration 0016) and the rest from the records.
+Every time is bucketed in Asia/Seoul.
 
 A call belongs to the moment it started. Its agent is its extension (who answered, or who
 called out) until agents exist; its department is the one that extension had when the call
@@ -11,6 +14,7 @@ calls); its customer is the other party of an external call.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import uuid
@@ -24,6 +28,7 @@ import asyncpg
 
 from handlers.calls import cdr
 from handlers.calls.cdr import CallClass, CallRecord
+from handlers.stats_periods import Span, Unit, cover
 
 KST = ZoneInfo("Asia/Seoul")
 _LOCAL = "(c.started_at AT TIME ZONE 'Asia/Seoul')"
@@ -89,10 +94,12 @@ class CallFilter:
         return [h for h in range(24) if (lo <= h <= hi if lo <= hi else h >= lo or h <= hi)]
 
 
-def where(f: CallFilter) -> tuple[str, list[Any]]:
-    """The WHERE clause over `c` (call_records) and its arguments; only the filters given."""
-    args: list[Any] = [f.tenant_id]
-    clauses = ["c.tenant_id = $1"]
+def where(f: CallFilter, args: list[Any] | None = None) -> tuple[str, list[Any]]:
+    """The WHERE clause over `c` (call_records) and its arguments (appended to `args`, which
+    an enclosing query may have begun); only the filters given."""
+    args = [] if args is None else args
+    args.append(f.tenant_id)
+    clauses = [f"c.tenant_id = ${len(args)}"]
 
     def add(sql: str, value: object) -> None:
         args.append(value)
@@ -236,19 +243,101 @@ class StatsRow:
     counts: Counts
 
 
-async def call_stats(conn: asyncpg.Connection, f: CallFilter,
-                     group_by: Sequence[Dimension]) -> list[StatsRow]:
+# A rollup bucket's key per dimension (None: the rollup cannot answer it).
+_ROLLUP_KEY_SQL: dict[Unit, dict[Dimension, str | None]] = {
+    Unit.DAY: {
+        Dimension.HOUR: None,
+        Dimension.DAY: "s.day",
+        Dimension.WEEKDAY: "extract(isodow FROM s.day)::int",
+        Dimension.MONTH: "date_trunc('month', s.day)::date",
+        Dimension.AGENT: "s.extension",
+        Dimension.DEPARTMENT: "s.department_id",
+        Dimension.NUMBER: "s.number",
+        Dimension.CLASS: "s.class",
+    },
+    Unit.MONTH: {
+        Dimension.HOUR: None,
+        Dimension.DAY: None,
+        Dimension.WEEKDAY: None,
+        Dimension.MONTH: "s.month",
+        Dimension.AGENT: "s.extension",
+        Dimension.DEPARTMENT: "s.department_id",
+        Dimension.NUMBER: "s.number",
+        Dimension.CLASS: "s.class",
+    },
+}
+_ROLLUP_TABLE = {Unit.DAY: ("call_stats_daily", "day"), Unit.MONTH: ("call_stats_monthly", "month")}
+
+
+def rollup_units(f: CallFilter, group_by: Sequence[Dimension]) -> tuple[Unit, ...]:
+    """The rollups that can answer a statistics query, coarsest first: none when it needs the
+    hour or a number filter (hours and the parties' numbers are not rolled up); days only
+    when it needs the day or weekday of a call."""
+    if (Dimension.HOUR in group_by or len(f.hours()) < 24 or f.number is not None
+            or f.customer is not None or f.extension is not None):
+        return ()
+    if Dimension.DAY in group_by or Dimension.WEEKDAY in group_by or f.weekdays:
+        return (Unit.DAY,)
+    return (Unit.MONTH, Unit.DAY)
+
+
+def _rollup_where(f: CallFilter, unit: Unit, span: Span, args: list[Any]) -> str:
+    """The WHERE clause over `s` (a rollup) for the whole buckets of `span`."""
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    column = _ROLLUP_TABLE[unit][1]
+    clauses = [f"s.tenant_id = {arg(f.tenant_id)}",
+               f"s.{column} >= {arg(span.start.astimezone(KST).date())}",
+               f"s.{column} < {arg(span.end.astimezone(KST).date())}"]
+    if f.weekdays:
+        clauses.append(f"extract(isodow FROM s.day)::int = ANY({arg(list(f.weekdays))}::int[])")
+    if f.department_id is not None:
+        clauses.append(f"s.department_id = {arg(f.department_id)}")
+    if f.agent is not None:
+        clauses.append(f"s.extension = {arg(f.agent)}")
+    if f.call_class is not None:
+        clauses.append(f"s.class = {arg(f.call_class)}")
+    if f.direction is not None:
+        clauses.append(f"s.direction = {arg(f.direction)}")
+    if not f.include_internal:
+        clauses.append("NOT s.internal")
+    return " AND ".join(clauses)
+
+
+async def call_stats(conn: asyncpg.Connection, f: CallFilter, group_by: Sequence[Dimension],
+                     *, rollups: bool = True) -> list[StatsRow]:
     """Counts per group, in key order; the time buckets of the period with no calls (and the
-    classes no call had) as zero rows. `f` must have a period (since and until)."""
+    classes no call had) as zero rows. `f` must have a period (since and until).
+
+    The whole Korean months and days of the period come from the rollups, the ragged ends
+    (and everything, for hourly questions) from the records, in one statement (one
+    snapshot); `rollups=False` reads everything from the records (the reference answer)."""
     assert f.since is not None and f.until is not None
     await cdr.settle(conn)
-    sql, args = where(f)
+    parts = cover(f.since, f.until, rollup_units(f, group_by) if rollups else ())
+    args: list[Any] = []
+    branches = []
+    for unit, spans in parts.rolled.items():
+        keys = ", ".join(f"{_ROLLUP_KEY_SQL[unit][d]} AS k{i}" for i, d in enumerate(group_by))
+        for span in spans:
+            branches.append(f"SELECT {keys}, s.class, s.calls, s.talk_seconds "
+                            f"FROM {_ROLLUP_TABLE[unit][0]} s "
+                            f"WHERE {_rollup_where(f, unit, span, args)}")
     keys = ", ".join(f"{_KEY_SQL[d]} AS k{i}" for i, d in enumerate(group_by))
-    per_class = ", ".join(f"count(*) FILTER (WHERE c.class = '{c}') AS {c}" for c in CLASSES)
+    for span in parts.live:
+        sql, args = where(dataclasses.replace(f, since=span.start, until=span.end), args)
+        branches.append(f"SELECT {keys}, c.class, 1 AS calls, "
+                        f"c.talk_seconds::numeric AS talk_seconds "
+                        f"FROM call_records c WHERE {sql}")
+    ks = ", ".join(f"k{i}" for i in range(len(group_by)))
+    per_class = ", ".join(f"coalesce(sum(calls) FILTER (WHERE class = '{c}'), 0)::bigint AS {c}"
+                          for c in CLASSES)
     rows = await conn.fetch(
-        f"""SELECT {keys}, {per_class}, coalesce(sum(c.talk_seconds), 0) AS talk_seconds
-            FROM call_records c WHERE {sql}
-            GROUP BY {", ".join(str(i + 1) for i in range(len(group_by)))}""",
+        f"""SELECT {ks}, {per_class}, coalesce(sum(talk_seconds), 0) AS talk_seconds
+            FROM ({" UNION ALL ".join(branches)}) calls
+            GROUP BY {ks}""",
         *args)  # only our own constants are spliced in
     found = {tuple(_key(d, r[f"k{i}"]) for i, d in enumerate(group_by)):
              Counts({c: r[c] for c in CLASSES}, float(r["talk_seconds"])) for r in rows}
