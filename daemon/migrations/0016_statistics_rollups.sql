@@ -156,20 +156,28 @@ SELECT telgate_call_stats_apply(ARRAY(
 
 -- Messages change after they are written: a recipient's state moves on with the carrier's
 -- answer (a receipt can come days later), so a trigger per recipient would tax every send
--- and every receipt. Instead a periodic job (handlers/messages/rollup.py) rolls up *settled*
--- messages, those whose recipients have all reached a final state (delivered, failed,
--- expired, rejected, canceled: no code moves a recipient out of one), and marks them
--- `stats_rolled` in the same transaction, keeping what it added in `stats_counts`. Statistics
--- read the rollups for rolled messages and the tables for the others, so a message is
--- counted once whether or not the job has reached it.
+-- and every receipt. Instead a periodic job (handlers/messages/rollup.py) rolls up the
+-- recipients that have reached a final state (delivered, failed, expired, rejected,
+-- canceled: no code moves a recipient out of one) and marks their message in the same
+-- transaction: `stats_rolled`, what it added in `stats_counts`, and in `stats_pending` the
+-- recipients it left out because they were not final yet (a bulk send's few receipts that
+-- take days). A later round folds those in as they become final. Statistics read the
+-- rollups, plus from the tables every recipient of a message not rolled up and the pending
+-- recipients of one that is, so each recipient is counted once whether or not the job has
+-- reached it.
 ALTER TABLE messages ADD COLUMN stats_rolled boolean NOT NULL DEFAULT false;
 -- {messages, recipients, sent, delivered, failed, expired, rejected, canceled}, as added
 ALTER TABLE messages ADD COLUMN stats_counts integer[];
+-- the indexes (idx) of the recipients not rolled up yet; NULL when none
+ALTER TABLE messages ADD COLUMN stats_pending integer[];
 
--- What statistics read live: messages not rolled up yet, and any message at a period's
--- ragged edges (a period from 10:30 reads 10:30-11:00 from the tables).
+-- What statistics read live: messages not rolled up yet, rolled ones with pending recipients,
+-- and any message at a period's ragged edges (a period from 10:30 reads 10:30-11:00 from the
+-- tables). The first two are small (the last days' sends); the first also feeds the job.
 CREATE INDEX messages_stats_unrolled ON messages (tenant_id, send_at, id)
     WHERE NOT stats_rolled AND NOT test;
+CREATE INDEX messages_stats_pending ON messages (tenant_id, send_at, id)
+    WHERE stats_pending IS NOT NULL;
 CREATE INDEX messages_tenant_send_at ON messages (tenant_id, send_at);
 
 CREATE TABLE message_stats_hourly (
@@ -275,6 +283,7 @@ BEGIN
         OLD.image_count, OLD.image_bytes)::message_stats_rolled]);
     NEW.stats_rolled := false;
     NEW.stats_counts := NULL;
+    NEW.stats_pending := NULL;
     RETURN NEW;
 END $$;
 CREATE TRIGGER messages_stats_unroll BEFORE UPDATE ON messages FOR EACH ROW
@@ -300,11 +309,13 @@ CREATE TRIGGER messages_stats_delete AFTER DELETE ON messages
 
 -- The rollups rest on final states being final. Should a recipient ever leave one (no code
 -- does today: receipts only match `submitted` recipients), its message is taken out of the
--- rollups rather than left counted in its old state. The WHEN clause is all the dispatcher
--- and the receipts pay: they only move recipients that are not final yet.
+-- rollups rather than left counted in its old state. The message row is updated even when it
+-- is not rolled: the job rolls a message only if its row is the version it counted from, so
+-- a round that counted the old state cannot roll it up afterwards. The WHEN clause is all the
+-- dispatcher and the receipts pay: they only move recipients that are not final yet.
 CREATE FUNCTION telgate_message_stats_reopened() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    UPDATE messages SET stats_rolled = false WHERE id = NEW.message_id AND stats_rolled;
+    UPDATE messages SET stats_rolled = false WHERE id = NEW.message_id;
     RETURN NULL;
 END $$;
 CREATE TRIGGER recipients_stats_reopened AFTER UPDATE OF state, submitted_at ON recipients

@@ -3,8 +3,8 @@ and the per-recipient history rows behind the CSV/XLSX export.
 
 A message belongs to the period of its `send_at` (the time it was, or is to be, sent),
 counted in Korean calendar hours, days and months. History is plain SQL over `messages` and
-`recipients`. Statistics read settled messages that the rollup job has reached (`rollup.py`)
-from the per-day and per-hour rollups, and every other message of the period from the tables.
+`recipients`. Statistics read the recipients that the rollup job has reached (`rollup.py`)
+from the per-day and per-hour rollups, and every other one of the period from the tables.
 """
 
 from __future__ import annotations
@@ -191,7 +191,8 @@ async def message_stats(conn: asyncpg.Connection, f: HistoryFilter, granularity:
 
     Test sends (`test: true`, to one's own phone) are left out; history shows them, marked.
     One statement (one snapshot) adds up the rollups' whole days and hours of the period, the
-    messages there that are not rolled up, and every message of the period's ragged ends;
+    recipients there that are not rolled up (of messages not rolled up, and the pending ones
+    of messages that are), and every recipient of the period's ragged ends;
     `rollups=False` reads every message from the tables (the reference answer)."""
     parts = _cover(f, granularity, rollups)
     args: list[Any] = []
@@ -222,16 +223,21 @@ async def message_stats(conn: asyncpg.Connection, f: HistoryFilter, granularity:
                     FROM {table} s
                     WHERE s.tenant_id = {tenant} AND s.{column} >= {arg(lo)}
                       AND s.{column} < {arg(hi)}{filters.format(t="s")}""")
-    live = [f"m.send_at >= {arg(s.start)} AND m.send_at < {arg(s.end)}" for s in parts.live]
+    # (messages, their recipients to count) read from the tables
+    live = [(f"m.send_at >= {arg(s.start)} AND m.send_at < {arg(s.end)}", "")
+            for s in parts.live]
     if rolled:  # the rolled spans are one stretch between the ragged ends
-        live.append(f"m.send_at >= {arg(min(s.start for s in rolled))} "
-                    f"AND m.send_at < {arg(max(s.end for s in rolled))} AND NOT m.stats_rolled")
+        stretch = (f"m.send_at >= {arg(min(s.start for s in rolled))} "
+                   f"AND m.send_at < {arg(max(s.end for s in rolled))}")
+        live += [(f"{stretch} AND NOT m.stats_rolled", ""),
+                 (f"{stretch} AND m.stats_pending IS NOT NULL",
+                  " AND r.idx = ANY(m.stats_pending)")]
     state_counts = ", ".join(
         f"count(*) FILTER (WHERE r.state = '{s}') AS {s}" for s in STATES if s != "queued")
     extra = "".join(f" AND {column} = {arg(value)}"
                     for column, value in (("m.sender", f.sender), ("r.number", f.recipient))
                     if value is not None)
-    for condition in live:  # apart, so that each reads its own index
+    for condition, recipients in live:  # apart, so that each reads its own index
         branches.append(
             f"""SELECT {_PERIOD_SQL[granularity]} AS period, m.type, m.sp_id,
                        {department.format(t="m")} AS department_id,
@@ -243,7 +249,7 @@ async def message_stats(conn: asyncpg.Connection, f: HistoryFilter, granularity:
                        -- each message's images once: on its first recipient's row
                        coalesce(sum(m.image_count) FILTER (WHERE r.idx = 0), 0) AS images,
                        coalesce(sum(m.image_bytes) FILTER (WHERE r.idx = 0), 0) AS image_bytes
-                FROM messages m JOIN recipients r ON r.message_id = m.id
+                FROM messages m JOIN recipients r ON r.message_id = m.id{recipients}
                 WHERE m.tenant_id = {tenant} AND {condition} AND NOT m.test
                       {filters.format(t="m")}{extra}
                 GROUP BY 1, 2, 3, 4""")

@@ -31,6 +31,10 @@ def kst(*args: int) -> datetime:
     return datetime(*args, tzinfo=KST).astimezone(UTC)  # type: ignore[misc]
 
 
+def utc(text: str) -> datetime:
+    return datetime.fromisoformat(text).replace(tzinfo=UTC)
+
+
 def iso(when: datetime) -> str:
     return when.astimezone(UTC).replace(tzinfo=None).isoformat()
 
@@ -255,15 +259,22 @@ async def rolled(conn: asyncpg.Connection, message_id: uuid.UUID) -> bool:
                                     message_id))
 
 
+async def pending(conn: asyncpg.Connection, message_id: uuid.UUID) -> list[int] | None:
+    """The recipients of a rolled message left to read live."""
+    found: list[int] | None = await conn.fetchval(
+        "SELECT stats_pending FROM messages WHERE id = $1 AND stats_rolled", message_id)
+    return found
+
+
 async def test_message_rollups_answer_what_the_messages_answer(
         sent: dict[str, Any], pool: asyncpg.Pool) -> None:
     t: Tenant = sent["t"]
     async with pool.acquire() as conn:
         before = await assert_messages_as_stored(conn, message_filters(t.id))
-        # settled messages only: not the one awaiting a receipt, the one still sending, the
-        # test send; the other tenant's too
-        assert await rollup.roll_up(conn, NOW, batch=3) == 7 + 3
-        assert not await rolled(conn, sent["ids"][3]) and not await rolled(conn, sent["ids"][4])
+        # not the one still sending, nor the test send; the other tenant's too
+        assert await rollup.roll_up(conn, NOW, batch=3) == 8 + 4
+        assert not await rolled(conn, sent["ids"][4])
+        assert await pending(conn, sent["ids"][3]) == [0]  # its receipt is still due
         assert await assert_messages_as_stored(conn, message_filters(t.id)) == before == 22
         assert await rollup.roll_up(conn, NOW) == 0  # nothing twice
 
@@ -281,7 +292,13 @@ async def test_a_late_receipt_is_counted_once_the_message_settles(
     waiting = sent["ids"][3]
     f = HistoryFilter(t.id, MESSAGE_PERIODS[0], type="lms")
     async with pool.acquire() as conn:
-        await rollup.roll_up(conn, NOW)  # its hour is long over, the receipt is not in
+        # ten minutes after sending, its receipt not in yet: left to be read live
+        assert await rollup.roll_up(conn, utc("2026-11-23T02:10:00")) == 5 + 3
+        assert not await rolled(conn, waiting)
+        await assert_messages_as_stored(conn, message_filters(t.id))
+        # its hour long over: rolled up but for the recipient whose receipt is due
+        await rollup.roll_up(conn, NOW)
+        assert await pending(conn, waiting) == [0]
         assert history.totals(await history.message_stats(conn, f, Granularity.MONTH)).pending \
             == 1
         # the receipt, days later, as the dispatcher matches it (submitted recipients only)
@@ -289,9 +306,11 @@ async def test_a_late_receipt_is_counted_once_the_message_settles(
             "UPDATE recipients SET state = 'delivered', done_at = now(), dlr_stat = 'DELIVRD' "
             "WHERE message_id = $1 AND state = 'submitted'", waiting)
         await assert_messages_as_stored(conn, message_filters(t.id))
-        assert await rollup.roll_up(conn, NOW) == 1 and await rolled(conn, waiting)
         total = history.totals(await history.message_stats(conn, f, Granularity.MONTH))
         assert (total.delivered, total.pending) == (3, 0)
+        assert await rollup.roll_up(conn, NOW) == 1 and await pending(conn, waiting) is None
+        assert await rolled(conn, waiting)
+        assert history.totals(await history.message_stats(conn, f, Granularity.MONTH)) == total
         await assert_messages_as_stored(conn, message_filters(t.id))
 
 
@@ -326,10 +345,11 @@ async def test_changed_and_deleted_messages_leave_the_rollups(sent: dict[str, An
         await assert_messages_as_stored(conn, message_filters(t.id))
         await rollup.roll_up(conn, NOW)
         await assert_messages_as_stored(conn, message_filters(t.id))
-        # the rollups hold exactly the rolled messages' recipients, and no empty bucket
+        # the rollups hold exactly the rolled recipients, and no empty bucket
         expected = await conn.fetchval(
             "SELECT count(*) FROM recipients r JOIN messages m ON m.id = r.message_id "
-            "WHERE m.tenant_id = $1 AND m.stats_rolled", t.id)
+            "WHERE m.tenant_id = $1 AND m.stats_rolled "
+            "AND r.idx <> ALL(coalesce(m.stats_pending, '{}'))", t.id)
         for table in ("message_stats_hourly", "message_stats_daily"):
             held, empty = await conn.fetchrow(
                 f"SELECT sum(recipients), count(*) FILTER (WHERE recipients <= 0) FROM {table} "
@@ -369,6 +389,6 @@ async def test_two_rollup_rounds_at_once_count_each_message_once(
         async with pool.acquire() as conn:
             return await rollup.roll_up(conn, NOW, batch=2)
 
-    assert sum(await asyncio.gather(one_round(), one_round(), one_round())) == 10
+    assert sum(await asyncio.gather(one_round(), one_round(), one_round())) == 12
     async with pool.acquire() as conn:
         await assert_messages_as_stored(conn, message_filters(sent["t"].id))
