@@ -47,13 +47,13 @@ _PENDING = f"array_agg(r.idx ORDER BY r.idx) FILTER (WHERE NOT {_FINAL})"
 # order). A message without recipients is marked and adds nothing, as it adds nothing live.
 _MARK_AND_ADD = """
 locked AS (
-    SELECT m.id FROM messages m JOIN counted c ON c.id = m.id
+    SELECT c.* FROM messages m JOIN counted c ON c.id = m.id
     WHERE m.xmin::text = c.version
     FOR UPDATE OF m SKIP LOCKED
 ), rolled AS (
     UPDATE messages m SET stats_rolled = true, stats_counts = COUNTS,
                           stats_pending = c.pending
-    FROM counted c WHERE m.id = c.id AND m.id IN (SELECT id FROM locked)
+    FROM locked c WHERE m.id = c.id
     RETURNING m.tenant_id, m.send_at, m.type, m.sp_id, m.department_id, m.image_count,
               m.image_bytes, c.counts AS n
 ), hourly AS (
