@@ -3,7 +3,7 @@ through the control API, each with the plan of its main query; then a year's cal
 export streamed, with the process's memory sampled while it streams.
 
     .venv/bin/python -m bench.stats [--calls 1000000] [--recipients 5000000] [--runs 10]
-        [--no-export] [--xlsx] [--state-dir DIR]
+        [--no-export] [--xlsx] [--state-dir DIR] [--screens calls_year,messages]
 
 Everything runs in an embedded PostgreSQL: a temporary one (removed at the end), or with
 `--state-dir` one kept in DIR, whose generated year is reused by the next run with the same
@@ -195,10 +195,16 @@ SCREENS: list[tuple[str, str, dict[str, str]]] = [
     ("calls_month_by_number", "/v1/stats/calls", {"group_by": "number", **MONTH}),
     ("calls_month_by_class_external", "/v1/stats/calls",
      {"group_by": "class", "internal": "false", **MONTH}),
+    ("calls_last_30_days_by_day", "/v1/stats/calls", {"group_by": "day"}),
     ("calls_year_by_month", "/v1/stats/calls", {"group_by": "month", **YEAR}),
     ("calls_year_by_agent", "/v1/stats/calls", {"group_by": "agent", **YEAR}),
     ("calls_year_by_department_x_month", "/v1/stats/calls",
      {"group_by": "department,month", **YEAR}),
+    ("calls_year_by_class_external", "/v1/stats/calls",
+     {"group_by": "class", "internal": "false", **YEAR}),
+    ("calls_year_by_day", "/v1/stats/calls", {"group_by": "day", **YEAR}),
+    ("calls_year_by_weekday", "/v1/stats/calls", {"group_by": "weekday", **YEAR}),
+    ("calls_year_by_hour", "/v1/stats/calls", {"group_by": "hour", **YEAR}),
     ("cdrs_latest_page", "/v1/cdrs", {}),
     ("cdrs_year_by_customer", "/v1/cdrs", {"customer": CUSTOMER, **YEAR}),
     ("cdrs_year_missed_weekday_business_hours", "/v1/cdrs",
@@ -208,6 +214,10 @@ SCREENS: list[tuple[str, str, dict[str, str]]] = [
     ("messages_month_by_department", "/v1/stats/messages",
      {"granularity": "month", "group_by": "department", **MONTH}),
     ("messages_year_by_month", "/v1/stats/messages", {"granularity": "month", **YEAR}),
+    ("messages_year_by_department", "/v1/stats/messages",
+     {"granularity": "month", "group_by": "department", **YEAR}),
+    ("messages_year_by_hour", "/v1/stats/messages", {"granularity": "hour", **YEAR}),
+    ("messages_last_30_days_by_day", "/v1/stats/messages", {"granularity": "day"}),
     ("inbound_messages_month", "/v1/inbound-messages", MONTH),
 ]
 
@@ -266,6 +276,8 @@ async def run_in(args: argparse.Namespace, state_dir: Path) -> None:
         plans: list[tuple[str, str]] = []
         try:
             for name, path, params in SCREENS:
+                if args.screens and not any(w in name for w in args.screens.split(",")):
+                    continue
                 times = []
                 for i in range(args.runs + 1):
                     logged.clear()
@@ -332,6 +344,8 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=10)
     ap.add_argument("--no-export", action="store_true")
     ap.add_argument("--xlsx", action="store_true", help="also export the year as XLSX")
+    ap.add_argument("--screens", default="",
+                    help="only the screens whose names contain one of these (comma-separated)")
     ap.add_argument("--state-dir", type=Path, default=None,
                     help="keep the embedded database here and reuse its year on the next run")
     asyncio.run(run(ap.parse_args()))

@@ -1,13 +1,13 @@
 -- Statistics rollups (issue 14): a year of statistics read a million call records (0.6-0.8 s)
 -- and five million message recipients (1-9 s); these tables hold the same counts per Korean
--- day and month (calls) and per Korean hour and day (messages), so that a year is a few
--- thousand rows. Every answer stays exact: the rollup holds exactly the rows it has counted,
+-- month, day, hour and hour of the day per month, so that a year is a few thousand rows. Every answer stays exact: the rollup holds exactly the rows it has counted,
 -- the rest is read live (handlers/calls/search.py, handlers/messages/history.py).
 
 -- Calls are written once (the CDR writer's COPY, a batch per statement) and never changed:
 -- statement-level triggers add each statement's rows to the rollups in the same transaction,
--- and take deleted (or, should it ever happen, changed) ones out. A day's bucket holds every
--- dimension a statistics query groups or filters by, except the hour (hours are read live).
+-- and take deleted (or, should it ever happen, changed) ones out. Days and months keep every
+-- dimension a statistics query groups or filters by but the hour; hours, and hours of the day
+-- per month, keep the department, class, direction and internal (the rest is read live).
 CREATE TABLE call_stats_daily (
     tenant_id     uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     day           date NOT NULL,              -- the Korean day the calls started
@@ -38,91 +38,115 @@ CREATE TABLE call_stats_monthly (
                                direction, internal)
 );
 
--- One bucket's worth of calls to add or take out.
-CREATE TYPE call_stats_delta AS (
-    tenant_id uuid, day date, extension text, department_id uuid, number text, class text,
-    direction text, internal boolean, calls bigint, talk_seconds numeric
+CREATE TABLE call_stats_hourly (
+    tenant_id     uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    hour          timestamptz NOT NULL,       -- the hour the calls started (a Korean hour)
+    department_id uuid,
+    class         text NOT NULL,
+    direction     text NOT NULL,
+    internal      boolean NOT NULL,
+    calls         bigint NOT NULL,
+    talk_seconds  numeric NOT NULL,
+    UNIQUE NULLS NOT DISTINCT (tenant_id, hour, department_id, class, direction, internal)
 );
 
--- Adds (sign 1) or takes out (sign -1) per-day deltas in both rollups. Keys are taken in
--- order, so two concurrent writers lock rollup rows in the same order (no deadlock). Calls are
--- only taken out of buckets that hold them, with UPDATE, and empty buckets are deleted: a
--- tenant's deletion cascades to its records and to its rollups in an order of PostgreSQL's
--- choosing, and an upsert there would recreate a bucket for a tenant that is going.
-CREATE FUNCTION telgate_call_stats_apply(deltas call_stats_delta[], sign integer)
-RETURNS void LANGUAGE plpgsql AS $$
+CREATE TABLE call_stats_month_hours (
+    tenant_id     uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    month         date NOT NULL,              -- the first day of the Korean month
+    hour          smallint NOT NULL,          -- the Korean hour of the day, 0-23
+    department_id uuid,
+    class         text NOT NULL,
+    direction     text NOT NULL,
+    internal      boolean NOT NULL,
+    calls         bigint NOT NULL,
+    talk_seconds  numeric NOT NULL,
+    UNIQUE NULLS NOT DISTINCT (tenant_id, month, hour, department_id, class, direction,
+                               internal)
+);
+
+-- One hour's worth of calls of one kind, to add (positive) or take out (negative).
+CREATE TYPE call_stats_delta AS (
+    tenant_id uuid, hour timestamptz, extension text, department_id uuid, number text,
+    class text, direction text, internal boolean, calls bigint, talk_seconds numeric
+);
+
+-- Adds deltas to the four rollups. Keys are taken in order, so two concurrent writers lock
+-- rollup rows in the same order (no deadlock). A tenant's deletion cascades to its records
+-- and to its rollups in an order of PostgreSQL's choosing: its deltas are dropped, not
+-- written back into a bucket of a tenant that is going. Buckets left empty are deleted.
+CREATE FUNCTION telgate_call_stats_apply(deltas call_stats_delta[]) RETURNS void
+LANGUAGE plpgsql AS $$
 BEGIN
-    IF sign > 0 THEN
-        INSERT INTO call_stats_daily AS s (tenant_id, day, extension, department_id, number,
-                                           class, direction, internal, calls, talk_seconds)
-        SELECT tenant_id, day, extension, department_id, number, class, direction, internal,
-               sum(calls), sum(talk_seconds)
-        FROM unnest(deltas) GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
-        ON CONFLICT (tenant_id, day, extension, department_id, number, class, direction,
-                     internal)
-        DO UPDATE SET calls = s.calls + excluded.calls,
-                      talk_seconds = s.talk_seconds + excluded.talk_seconds;
-        INSERT INTO call_stats_monthly AS s (tenant_id, month, extension, department_id,
-                                             number, class, direction, internal, calls,
-                                             talk_seconds)
-        SELECT tenant_id, date_trunc('month', day)::date, extension, department_id, number,
-               class, direction, internal, sum(calls), sum(talk_seconds)
-        FROM unnest(deltas) GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
-        ON CONFLICT (tenant_id, month, extension, department_id, number, class, direction,
-                     internal)
-        DO UPDATE SET calls = s.calls + excluded.calls,
-                      talk_seconds = s.talk_seconds + excluded.talk_seconds;
-        RETURN;
+    deltas := ARRAY(SELECT d FROM unnest(deltas) d
+                    WHERE EXISTS (SELECT 1 FROM tenants t WHERE t.id = d.tenant_id));
+    INSERT INTO call_stats_monthly AS s (tenant_id, month, extension, department_id, number,
+                                         class, direction, internal, calls, talk_seconds)
+    SELECT tenant_id, date_trunc('month', hour AT TIME ZONE 'Asia/Seoul')::date, extension,
+           department_id, number, class, direction, internal, sum(calls), sum(talk_seconds)
+    FROM unnest(deltas) GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+    ON CONFLICT (tenant_id, month, extension, department_id, number, class, direction,
+                 internal)
+    DO UPDATE SET calls = s.calls + excluded.calls,
+                  talk_seconds = s.talk_seconds + excluded.talk_seconds;
+    INSERT INTO call_stats_daily AS s (tenant_id, day, extension, department_id, number,
+                                       class, direction, internal, calls, talk_seconds)
+    SELECT tenant_id, (hour AT TIME ZONE 'Asia/Seoul')::date, extension, department_id,
+           number, class, direction, internal, sum(calls), sum(talk_seconds)
+    FROM unnest(deltas) GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8
+    ON CONFLICT (tenant_id, day, extension, department_id, number, class, direction,
+                 internal)
+    DO UPDATE SET calls = s.calls + excluded.calls,
+                  talk_seconds = s.talk_seconds + excluded.talk_seconds;
+    INSERT INTO call_stats_month_hours AS s (tenant_id, month, hour, department_id, class,
+                                             direction, internal, calls, talk_seconds)
+    SELECT tenant_id, date_trunc('month', hour AT TIME ZONE 'Asia/Seoul')::date,
+           extract(hour FROM hour AT TIME ZONE 'Asia/Seoul'), department_id, class,
+           direction, internal, sum(calls), sum(talk_seconds)
+    FROM unnest(deltas) GROUP BY 1, 2, 3, 4, 5, 6, 7 ORDER BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (tenant_id, month, hour, department_id, class, direction, internal)
+    DO UPDATE SET calls = s.calls + excluded.calls,
+                  talk_seconds = s.talk_seconds + excluded.talk_seconds;
+    INSERT INTO call_stats_hourly AS s (tenant_id, hour, department_id, class, direction,
+                                        internal, calls, talk_seconds)
+    SELECT tenant_id, hour, department_id, class, direction, internal, sum(calls),
+           sum(talk_seconds)
+    FROM unnest(deltas) GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (tenant_id, hour, department_id, class, direction, internal)
+    DO UPDATE SET calls = s.calls + excluded.calls,
+                  talk_seconds = s.talk_seconds + excluded.talk_seconds;
+    IF EXISTS (SELECT 1 FROM unnest(deltas) WHERE calls < 0) THEN
+        DELETE FROM call_stats_monthly s USING unnest(deltas) d
+        WHERE s.tenant_id = d.tenant_id AND s.calls = 0
+          AND s.month = date_trunc('month', d.hour AT TIME ZONE 'Asia/Seoul')::date;
+        DELETE FROM call_stats_daily s USING unnest(deltas) d
+        WHERE s.tenant_id = d.tenant_id AND s.calls = 0
+          AND s.day = (d.hour AT TIME ZONE 'Asia/Seoul')::date;
+        DELETE FROM call_stats_month_hours s USING unnest(deltas) d
+        WHERE s.tenant_id = d.tenant_id AND s.calls = 0
+          AND s.month = date_trunc('month', d.hour AT TIME ZONE 'Asia/Seoul')::date;
+        DELETE FROM call_stats_hourly s USING unnest(deltas) d
+        WHERE s.tenant_id = d.tenant_id AND s.hour = d.hour AND s.calls = 0;
     END IF;
-    UPDATE call_stats_daily s SET calls = s.calls - d.calls,
-                                  talk_seconds = s.talk_seconds - d.talk_seconds
-    FROM (SELECT tenant_id, day, extension, department_id, number, class, direction,
-                 internal, sum(calls) AS calls, sum(talk_seconds) AS talk_seconds
-          FROM unnest(deltas) GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8) d
-    WHERE s.tenant_id = d.tenant_id AND s.day = d.day
-      AND s.extension IS NOT DISTINCT FROM d.extension
-      AND s.department_id IS NOT DISTINCT FROM d.department_id
-      AND s.number IS NOT DISTINCT FROM d.number AND s.class = d.class
-      AND s.direction = d.direction AND s.internal = d.internal;
-    DELETE FROM call_stats_daily s USING (SELECT DISTINCT tenant_id, day FROM unnest(deltas)) d
-    WHERE s.tenant_id = d.tenant_id AND s.day = d.day AND s.calls = 0;
-    UPDATE call_stats_monthly s SET calls = s.calls - d.calls,
-                                    talk_seconds = s.talk_seconds - d.talk_seconds
-    FROM (SELECT tenant_id, date_trunc('month', day)::date AS month, extension, department_id,
-                 number, class, direction, internal, sum(calls) AS calls,
-                 sum(talk_seconds) AS talk_seconds
-          FROM unnest(deltas) GROUP BY 1, 2, 3, 4, 5, 6, 7, 8 ORDER BY 1, 2, 3, 4, 5, 6, 7, 8) d
-    WHERE s.tenant_id = d.tenant_id AND s.month = d.month
-      AND s.extension IS NOT DISTINCT FROM d.extension
-      AND s.department_id IS NOT DISTINCT FROM d.department_id
-      AND s.number IS NOT DISTINCT FROM d.number AND s.class = d.class
-      AND s.direction = d.direction AND s.internal = d.internal;
-    DELETE FROM call_stats_monthly s
-    USING (SELECT DISTINCT tenant_id, date_trunc('month', day)::date AS month
-           FROM unnest(deltas)) d
-    WHERE s.tenant_id = d.tenant_id AND s.month = d.month AND s.calls = 0;
 END $$;
 
--- The statement's records as per-day deltas (the transition tables are only visible here).
+-- The statement's records as hourly deltas (transition tables are only visible here).
 CREATE FUNCTION telgate_call_stats_changed() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
     IF TG_OP IN ('DELETE', 'UPDATE') THEN
         PERFORM telgate_call_stats_apply(ARRAY(
             SELECT k::call_stats_delta FROM (
-                SELECT tenant_id, (started_at AT TIME ZONE 'Asia/Seoul')::date, extension,
-                       department_id, CASE direction WHEN 'incoming' THEN did
-                                                     WHEN 'outgoing' THEN caller END,
-                       class, direction, internal, count(*), sum(talk_seconds::numeric)
-                FROM old_rows GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) k), -1);
+                SELECT tenant_id, date_trunc('hour', started_at), extension, department_id,
+                       CASE direction WHEN 'incoming' THEN did WHEN 'outgoing' THEN caller END,
+                       class, direction, internal, -count(*), -sum(talk_seconds::numeric)
+                FROM old_rows GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) k));
     END IF;
     IF TG_OP IN ('INSERT', 'UPDATE') THEN
         PERFORM telgate_call_stats_apply(ARRAY(
             SELECT k::call_stats_delta FROM (
-                SELECT tenant_id, (started_at AT TIME ZONE 'Asia/Seoul')::date, extension,
-                       department_id, CASE direction WHEN 'incoming' THEN did
-                                                     WHEN 'outgoing' THEN caller END,
+                SELECT tenant_id, date_trunc('hour', started_at), extension, department_id,
+                       CASE direction WHEN 'incoming' THEN did WHEN 'outgoing' THEN caller END,
                        class, direction, internal, count(*), sum(talk_seconds::numeric)
-                FROM new_rows GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) k), 1);
+                FROM new_rows GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) k));
     END IF;
     RETURN NULL;
 END $$;
@@ -139,20 +163,28 @@ CREATE TRIGGER call_records_stats_delete AFTER DELETE ON call_records
 
 CREATE FUNCTION telgate_call_stats_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE call_stats_daily, call_stats_monthly;
+    TRUNCATE call_stats_daily, call_stats_monthly, call_stats_hourly, call_stats_month_hours;
     RETURN NULL;
 END $$;
 CREATE TRIGGER call_records_stats_truncate AFTER TRUNCATE ON call_records
     FOR EACH STATEMENT EXECUTE FUNCTION telgate_call_stats_truncated();
 
--- The records written before this migration.
-SELECT telgate_call_stats_apply(ARRAY(
-    SELECT k::call_stats_delta FROM (
-        SELECT tenant_id, (started_at AT TIME ZONE 'Asia/Seoul')::date, extension,
-               department_id, CASE direction WHEN 'incoming' THEN did
-                                             WHEN 'outgoing' THEN caller END,
-               class, direction, internal, count(*), sum(talk_seconds::numeric)
-        FROM call_records GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) k), 1);
+-- The records written before this migration, a month at a time.
+DO $$
+DECLARE
+    month timestamptz;
+BEGIN
+    FOR month IN SELECT DISTINCT date_trunc('month', started_at) FROM call_records LOOP
+        PERFORM telgate_call_stats_apply(ARRAY(
+            SELECT k::call_stats_delta FROM (
+                SELECT tenant_id, date_trunc('hour', started_at), extension, department_id,
+                       CASE direction WHEN 'incoming' THEN did WHEN 'outgoing' THEN caller END,
+                       class, direction, internal, count(*), sum(talk_seconds::numeric)
+                FROM call_records
+                WHERE started_at >= month AND started_at < month + interval '1 month'
+                GROUP BY 1, 2, 3, 4, 5, 6, 7, 8) k));
+    END LOOP;
+END $$;
 
 -- Messages change after they are written: a recipient's state moves on with the carrier's
 -- answer (a receipt can come days later), so a trigger per recipient would tax every send
@@ -218,6 +250,26 @@ CREATE TABLE message_stats_daily (
     UNIQUE NULLS NOT DISTINCT (tenant_id, day, type, sp_id, department_id)
 );
 
+CREATE TABLE message_stats_month_hours (
+    tenant_id     uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    month         date NOT NULL,              -- the first day of the Korean month
+    hour          smallint NOT NULL,          -- the Korean hour of the day, 0-23
+    type          text NOT NULL,
+    sp_id         text,
+    department_id uuid,
+    messages      bigint NOT NULL,
+    recipients    bigint NOT NULL,
+    sent          bigint NOT NULL,
+    delivered     bigint NOT NULL,
+    failed        bigint NOT NULL,
+    expired       bigint NOT NULL,
+    rejected      bigint NOT NULL,
+    canceled      bigint NOT NULL,
+    images        bigint NOT NULL,
+    image_bytes   bigint NOT NULL,
+    UNIQUE NULLS NOT DISTINCT (tenant_id, month, hour, type, sp_id, department_id)
+);
+
 -- A rolled message as it was counted.
 CREATE TYPE message_stats_rolled AS (
     tenant_id uuid, send_at timestamptz, type text, sp_id text, department_id uuid,
@@ -270,6 +322,29 @@ BEGIN
     USING (SELECT DISTINCT tenant_id, (send_at AT TIME ZONE 'Asia/Seoul')::date AS day
            FROM unnest(rolled)) d
     WHERE s.tenant_id = d.tenant_id AND s.day = d.day AND s.recipients = 0;
+    UPDATE message_stats_month_hours s SET
+        messages = s.messages - d.messages, recipients = s.recipients - d.recipients,
+        sent = s.sent - d.sent, delivered = s.delivered - d.delivered,
+        failed = s.failed - d.failed, expired = s.expired - d.expired,
+        rejected = s.rejected - d.rejected, canceled = s.canceled - d.canceled,
+        images = s.images - d.images, image_bytes = s.image_bytes - d.image_bytes
+    FROM (SELECT tenant_id, date_trunc('month', send_at AT TIME ZONE 'Asia/Seoul')::date
+                     AS month, extract(hour FROM send_at AT TIME ZONE 'Asia/Seoul') AS hour,
+                 type, sp_id, department_id, sum(counts[1]) AS messages,
+                 sum(counts[2]) AS recipients, sum(counts[3]) AS sent,
+                 sum(counts[4]) AS delivered, sum(counts[5]) AS failed,
+                 sum(counts[6]) AS expired, sum(counts[7]) AS rejected,
+                 sum(counts[8]) AS canceled, sum(counts[1] * image_count) AS images,
+                 sum(counts[1]::bigint * image_bytes) AS image_bytes
+          FROM unnest(rolled) GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6) d
+    WHERE s.tenant_id = d.tenant_id AND s.month = d.month AND s.hour = d.hour
+      AND s.type = d.type AND s.sp_id IS NOT DISTINCT FROM d.sp_id
+      AND s.department_id IS NOT DISTINCT FROM d.department_id;
+    DELETE FROM message_stats_month_hours s
+    USING (SELECT DISTINCT tenant_id,
+                  date_trunc('month', send_at AT TIME ZONE 'Asia/Seoul')::date AS month
+           FROM unnest(rolled)) d
+    WHERE s.tenant_id = d.tenant_id AND s.month = d.month AND s.recipients = 0;
 END $$;
 
 -- A rolled message that changes what it was counted as (its period, type, SP ID, department,

@@ -1,8 +1,8 @@
 """Call-record search and statistics: the filters of the portals' detail search, counts grouped
 by Korean hour, day, weekday, month, agent, department, number or class, and the rows of the
 record export. Searches are plain SQL over `call_records`; statistics read the whole Korean
-months and days of their period from the rollups (`call_stats_monthly`, `call_stats_daily`,
-kept by the database as records are written, migration 0016) and the rest from the records.
+months, days or hours of their period from the rollups (kept by the database as records are
+written, migration 0016) and the rest from the records.
 Every time is bucketed in Asia/Seoul.
 
 A call belongs to the moment it started. Its agent is its extension (who answered, or who
@@ -243,56 +243,78 @@ class StatsRow:
     counts: Counts
 
 
-# A rollup bucket's key per dimension (None: the rollup cannot answer it).
-_ROLLUP_KEY_SQL: dict[Unit, dict[Dimension, str | None]] = {
-    Unit.DAY: {
-        Dimension.HOUR: None,
-        Dimension.DAY: "s.day",
-        Dimension.WEEKDAY: "extract(isodow FROM s.day)::int",
-        Dimension.MONTH: "date_trunc('month', s.day)::date",
-        Dimension.AGENT: "s.extension",
-        Dimension.DEPARTMENT: "s.department_id",
-        Dimension.NUMBER: "s.number",
-        Dimension.CLASS: "s.class",
-    },
-    Unit.MONTH: {
-        Dimension.HOUR: None,
-        Dimension.DAY: None,
-        Dimension.WEEKDAY: None,
-        Dimension.MONTH: "s.month",
-        Dimension.AGENT: "s.extension",
-        Dimension.DEPARTMENT: "s.department_id",
-        Dimension.NUMBER: "s.number",
-        Dimension.CLASS: "s.class",
-    },
-}
-_ROLLUP_TABLE = {Unit.DAY: ("call_stats_daily", "day"), Unit.MONTH: ("call_stats_monthly", "month")}
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """A call rollup table (migration 0016): its bucket column(s), and per dimension the SQL
+    of a bucket's key (over `s`) when it holds that dimension."""
+
+    table: str
+    unit: Unit
+    keys: dict[Dimension, str]
+
+    def holds(self, dims: set[Dimension]) -> bool:
+        return dims <= set(self.keys)
 
 
-def rollup_units(f: CallFilter, group_by: Sequence[Dimension]) -> tuple[Unit, ...]:
-    """The rollups that can answer a statistics query, coarsest first: none when it needs the
-    hour or a number filter (hours and the parties' numbers are not rolled up); days only
-    when it needs the day or weekday of a call."""
-    if (Dimension.HOUR in group_by or len(f.hours()) < 24 or f.number is not None
-            or f.customer is not None or f.extension is not None):
+_LOCAL_HOUR = "(s.hour AT TIME ZONE 'Asia/Seoul')"
+_PARTY = {Dimension.AGENT: "s.extension", Dimension.DEPARTMENT: "s.department_id",
+          Dimension.NUMBER: "s.number", Dimension.CLASS: "s.class"}
+# Whole months and days with every dimension but the hour ...
+MONTHLY = Rollup("call_stats_monthly", Unit.MONTH, {Dimension.MONTH: "s.month", **_PARTY})
+DAILY = Rollup("call_stats_daily", Unit.DAY, {
+    Dimension.DAY: "s.day", Dimension.WEEKDAY: "extract(isodow FROM s.day)::int",
+    Dimension.MONTH: "date_trunc('month', s.day)::date", **_PARTY})
+# ... and hours, and the hours of the day per month, with the department and class only.
+MONTH_HOURS = Rollup("call_stats_month_hours", Unit.MONTH, {
+    Dimension.HOUR: "s.hour::int", Dimension.MONTH: "s.month",
+    Dimension.DEPARTMENT: "s.department_id", Dimension.CLASS: "s.class"})
+HOURLY = Rollup("call_stats_hourly", Unit.HOUR, {
+    Dimension.HOUR: f"extract(hour FROM {_LOCAL_HOUR})::int",
+    Dimension.DAY: f"{_LOCAL_HOUR}::date",
+    Dimension.WEEKDAY: f"extract(isodow FROM {_LOCAL_HOUR})::int",
+    Dimension.MONTH: f"date_trunc('month', {_LOCAL_HOUR})::date",
+    Dimension.DEPARTMENT: "s.department_id", Dimension.CLASS: "s.class"})
+
+
+def rollups_for(f: CallFilter, group_by: Sequence[Dimension]) -> tuple[Rollup, ...]:
+    """The rollups that answer a statistics query, coarsest first (the rest of the period is
+    read from the records): those holding every dimension it groups or filters by, and none
+    when it filters by a party's number (not rolled up)."""
+    if f.number is not None or f.customer is not None or f.extension is not None:
         return ()
-    if Dimension.DAY in group_by or Dimension.WEEKDAY in group_by or f.weekdays:
-        return (Unit.DAY,)
-    return (Unit.MONTH, Unit.DAY)
+    needs = set(group_by)
+    for needed, dim in ((f.weekdays, Dimension.WEEKDAY), (len(f.hours()) < 24, Dimension.HOUR),
+                        (f.department_id, Dimension.DEPARTMENT), (f.agent, Dimension.AGENT),
+                        (f.call_class, Dimension.CLASS)):
+        if needed:
+            needs.add(dim)
+    # direction and internal are kept by every rollup
+    for family in ((MONTHLY, DAILY), (MONTH_HOURS, HOURLY)):
+        usable = tuple(r for r in family if r.holds(needs))
+        if usable:
+            return usable
+    return ()
 
 
-def _rollup_where(f: CallFilter, unit: Unit, span: Span, args: list[Any]) -> str:
+def _rollup_where(f: CallFilter, rollup: Rollup, span: Span, args: list[Any]) -> str:
     """The WHERE clause over `s` (a rollup) for the whole buckets of `span`."""
     def arg(value: object) -> str:
         args.append(value)
         return f"${len(args)}"
 
-    column = _ROLLUP_TABLE[unit][1]
-    clauses = [f"s.tenant_id = {arg(f.tenant_id)}",
-               f"s.{column} >= {arg(span.start.astimezone(KST).date())}",
-               f"s.{column} < {arg(span.end.astimezone(KST).date())}"]
+    lo: date
+    hi: date
+    if rollup.unit is Unit.HOUR:
+        lo, hi, column = span.start, span.end, "hour"
+    else:
+        lo, hi = span.start.astimezone(KST).date(), span.end.astimezone(KST).date()
+        column = "day" if rollup.unit is Unit.DAY else "month"
+    clauses = [f"s.tenant_id = {arg(f.tenant_id)}", f"s.{column} >= {arg(lo)}",
+               f"s.{column} < {arg(hi)}"]
     if f.weekdays:
-        clauses.append(f"extract(isodow FROM s.day)::int = ANY({arg(list(f.weekdays))}::int[])")
+        clauses.append(f"{rollup.keys[Dimension.WEEKDAY]} = ANY({arg(list(f.weekdays))}::int[])")
+    if len(f.hours()) < 24:
+        clauses.append(f"{rollup.keys[Dimension.HOUR]} = ANY({arg(f.hours())}::int[])")
     if f.department_id is not None:
         clauses.append(f"s.department_id = {arg(f.department_id)}")
     if f.agent is not None:
@@ -316,21 +338,25 @@ async def call_stats(conn: asyncpg.Connection, f: CallFilter, group_by: Sequence
     snapshot); `rollups=False` reads everything from the records (the reference answer)."""
     assert f.since is not None and f.until is not None
     await cdr.settle(conn)
-    parts = cover(f.since, f.until, rollup_units(f, group_by) if rollups else ())
+    chosen = {r.unit: r for r in rollups_for(f, group_by)} if rollups else {}
+    parts = cover(f.since, f.until, tuple(chosen))
     args: list[Any] = []
     branches = []
+    groups = ", ".join(str(i + 1) for i in range(len(group_by) + 1))  # the keys and the class
     for unit, spans in parts.rolled.items():
-        keys = ", ".join(f"{_ROLLUP_KEY_SQL[unit][d]} AS k{i}" for i, d in enumerate(group_by))
+        rollup = chosen[unit]
+        keys = ", ".join(f"{rollup.keys[d]} AS k{i}" for i, d in enumerate(group_by))
         for span in spans:
-            branches.append(f"SELECT {keys}, s.class, s.calls, s.talk_seconds "
-                            f"FROM {_ROLLUP_TABLE[unit][0]} s "
-                            f"WHERE {_rollup_where(f, unit, span, args)}")
+            # each branch adds its own up: few rows to the last sum
+            branches.append(f"SELECT {keys}, s.class, sum(s.calls) AS calls, "
+                            f"sum(s.talk_seconds) AS talk_seconds FROM {rollup.table} s "
+                            f"WHERE {_rollup_where(f, rollup, span, args)} GROUP BY {groups}")
     keys = ", ".join(f"{_KEY_SQL[d]} AS k{i}" for i, d in enumerate(group_by))
     for span in parts.live:
         sql, args = where(dataclasses.replace(f, since=span.start, until=span.end), args)
-        branches.append(f"SELECT {keys}, c.class, 1 AS calls, "
-                        f"c.talk_seconds::numeric AS talk_seconds "
-                        f"FROM call_records c WHERE {sql}")
+        branches.append(f"SELECT {keys}, c.class, count(*) AS calls, "
+                        f"sum(c.talk_seconds::numeric) AS talk_seconds "
+                        f"FROM call_records c WHERE {sql} GROUP BY {groups}")
     ks = ", ".join(f"k{i}" for i in range(len(group_by)))
     per_class = ", ".join(f"coalesce(sum(calls) FILTER (WHERE class = '{c}'), 0)::bigint AS {c}"
                           for c in CLASSES)

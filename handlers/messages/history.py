@@ -164,20 +164,24 @@ _ROLLUP_PERIOD_SQL = {
     Unit.DAY: {Granularity.DAY: "to_char(s.day, 'YYYY-MM-DD')",
                Granularity.WEEKDAY: "to_char(s.day, 'ID')",
                Granularity.MONTH: "to_char(s.day, 'YYYY-MM')"},
+    Unit.MONTH: {Granularity.HOUR: "lpad(s.hour::text, 2, '0')",
+                 Granularity.MONTH: "to_char(s.month, 'YYYY-MM')"},
 }
 _ROLLUP_TABLE = {Unit.HOUR: ("message_stats_hourly", "hour"),
-                 Unit.DAY: ("message_stats_daily", "day")}
+                 Unit.DAY: ("message_stats_daily", "day"),
+                 Unit.MONTH: ("message_stats_month_hours", "month")}  # by hour of the day
 _COUNTS = ("messages", "recipients", "sent", "queued", "submitted", "delivered", "failed",
            "expired", "rejected", "canceled", "images", "image_bytes")
 
 
 def _cover(f: HistoryFilter, granularity: Granularity, rollups: bool) -> Cover:
-    """Which parts of the period the rollups can answer: whole Korean days (not for hourly
-    statistics) and hours; none when the filter names a sender or a recipient."""
+    """Which parts of the period the rollups can answer: whole Korean days and hours, or for
+    hourly statistics whole months (by hour of the day) and hours; none when the filter
+    names a sender or a recipient."""
     if not rollups or f.sender is not None or f.recipient is not None:
         units: tuple[Unit, ...] = ()
     elif granularity is Granularity.HOUR:
-        units = (Unit.HOUR,)
+        units = (Unit.MONTH, Unit.HOUR)
     else:
         units = (Unit.DAY, Unit.HOUR)
     return cover(f.period.since, f.period.until, units)
@@ -214,15 +218,19 @@ async def message_stats(conn: asyncpg.Connection, f: HistoryFilter, granularity:
             rolled.append(span)
             lo, hi = (span.start, span.end) if unit is Unit.HOUR else (
                 span.start.astimezone(KST).date(), span.end.astimezone(KST).date())
-            branches.append(
+            branches.append(  # each branch adds its own up: few rows to the last sum
                 f"""SELECT {_ROLLUP_PERIOD_SQL[unit][granularity]} AS period, s.type, s.sp_id,
-                           {department.format(t="s")} AS department_id, s.messages,
-                           s.recipients, s.sent, 0 AS queued, 0 AS submitted, s.delivered,
-                           s.failed, s.expired, s.rejected, s.canceled, s.images,
-                           s.image_bytes
+                           {department.format(t="s")} AS department_id,
+                           sum(s.messages) AS messages, sum(s.recipients) AS recipients,
+                           sum(s.sent) AS sent, 0 AS queued, 0 AS submitted,
+                           sum(s.delivered) AS delivered, sum(s.failed) AS failed,
+                           sum(s.expired) AS expired, sum(s.rejected) AS rejected,
+                           sum(s.canceled) AS canceled, sum(s.images) AS images,
+                           sum(s.image_bytes) AS image_bytes
                     FROM {table} s
                     WHERE s.tenant_id = {tenant} AND s.{column} >= {arg(lo)}
-                      AND s.{column} < {arg(hi)}{filters.format(t="s")}""")
+                      AND s.{column} < {arg(hi)}{filters.format(t="s")}
+                    GROUP BY 1, 2, 3, 4""")
     # (messages, their recipients to count) read from the tables
     live = [(f"m.send_at >= {arg(s.start)} AND m.send_at < {arg(s.end)}", "")
             for s in parts.live]

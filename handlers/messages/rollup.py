@@ -1,5 +1,6 @@
 """The message statistics rollup (migration 0016): a daemon loop that adds message recipients
-in a final state to the per-hour and per-day rollups and marks their message, a batch of
+in a final state to the per-hour, per-day and hour-of-the-day-per-month rollups and marks
+their message, a batch of
 messages per statement. Statistics read the rollups plus, from the tables, whatever is not
 rolled up (`history.message_stats`), so an answer is exact whether or not the loop has reached
 a message; the loop only makes answers cheaper.
@@ -43,7 +44,7 @@ _PENDING = f"array_agg(r.idx ORDER BY r.idx) FILTER (WHERE NOT {_FINAL})"
 # Both passes end alike: lock the counted messages whose row is still the version counted
 # (a change since, or another instance's round, shows as a new version: that message waits
 # for the next round; one locked by a `change` or `cancel` is skipped), mark them, and add
-# what they counted to both rollups, keys in order (concurrent rounds lock buckets in the same
+# what they counted to the three rollups, keys in order (concurrent rounds lock buckets in the same
 # order). A message without recipients is marked and adds nothing, as it adds nothing live.
 _MARK_AND_ADD = """
 locked AS (
@@ -79,6 +80,21 @@ locked AS (
            sum(n[8]), sum(n[1] * image_count), sum(n[1]::bigint * image_bytes)
     FROM rolled WHERE n[2] > 0 GROUP BY 1, 2, 3, 4, 5 ORDER BY 1, 2, 3, 4, 5
     ON CONFLICT (tenant_id, day, type, sp_id, department_id) DO UPDATE SET
+        messages = s.messages + excluded.messages, recipients = s.recipients + excluded.recipients,
+        sent = s.sent + excluded.sent, delivered = s.delivered + excluded.delivered,
+        failed = s.failed + excluded.failed, expired = s.expired + excluded.expired,
+        rejected = s.rejected + excluded.rejected, canceled = s.canceled + excluded.canceled,
+        images = s.images + excluded.images, image_bytes = s.image_bytes + excluded.image_bytes
+), month_hours AS (
+    INSERT INTO message_stats_month_hours AS s (
+        tenant_id, month, hour, type, sp_id, department_id, messages, recipients, sent,
+        delivered, failed, expired, rejected, canceled, images, image_bytes)
+    SELECT tenant_id, date_trunc('month', send_at AT TIME ZONE 'Asia/Seoul')::date,
+           extract(hour FROM send_at AT TIME ZONE 'Asia/Seoul'), type, sp_id, department_id,
+           sum(n[1]), sum(n[2]), sum(n[3]), sum(n[4]), sum(n[5]), sum(n[6]), sum(n[7]),
+           sum(n[8]), sum(n[1] * image_count), sum(n[1]::bigint * image_bytes)
+    FROM rolled WHERE n[2] > 0 GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (tenant_id, month, hour, type, sp_id, department_id) DO UPDATE SET
         messages = s.messages + excluded.messages, recipients = s.recipients + excluded.recipients,
         sent = s.sent + excluded.sent, delivered = s.delivered + excluded.delivered,
         failed = s.failed + excluded.failed, expired = s.expired + excluded.expired,

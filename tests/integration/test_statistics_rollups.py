@@ -19,7 +19,7 @@ from handlers.calls import search
 from handlers.calls.search import CallFilter, Dimension
 from handlers.messages import history, rollup
 from handlers.messages.history import Granularity, HistoryFilter, Period
-from handlers.stats_periods import KST, Unit
+from handlers.stats_periods import KST
 from tests.conftest import Api, Tenant
 from tests.integration.test_call_statistics import store_calls
 from tests.integration.test_message_history import insert_message
@@ -41,6 +41,8 @@ def iso(when: datetime) -> str:
 
 # -- calls ---------------------------------------------------------------------------------------
 
+CALL_ROLLUPS = ("call_stats_monthly", "call_stats_daily", "call_stats_month_hours",
+                "call_stats_hourly")
 EXTENSIONS = ("1001", "1002", "2001", "3001")
 CLASSES = ("incoming", "missed", "busy_missed", "ended_before_answer", "outgoing",
            "outgoing_failed")
@@ -104,7 +106,9 @@ CALL_PERIODS = [
 ]
 GROUPINGS = [(d,) for d in Dimension] + [
     (Dimension.DAY, Dimension.CLASS), (Dimension.DEPARTMENT, Dimension.MONTH),
-    (Dimension.AGENT, Dimension.CLASS), (Dimension.WEEKDAY, Dimension.NUMBER)]
+    (Dimension.AGENT, Dimension.CLASS), (Dimension.WEEKDAY, Dimension.NUMBER),
+    (Dimension.HOUR, Dimension.DEPARTMENT), (Dimension.MONTH, Dimension.HOUR),
+    (Dimension.DAY, Dimension.HOUR)]
 
 
 def call_filters(tenant_id: uuid.UUID, sales: uuid.UUID) -> list[CallFilter]:
@@ -115,6 +119,8 @@ def call_filters(tenant_id: uuid.UUID, sales: uuid.UUID) -> list[CallFilter]:
             dataclasses.replace(f, direction="outgoing"),
             dataclasses.replace(f, include_internal=False),
             dataclasses.replace(f, hour_from=22, hour_to=3),
+            dataclasses.replace(f, hour_from=9, hour_to=17, department_id=sales,
+                                include_internal=False),
             dataclasses.replace(f, number="0212345678")]
 
 
@@ -136,15 +142,17 @@ async def test_call_rollups_answer_what_the_records_answer(office: dict[str, Any
                                                            pool: asyncpg.Pool) -> None:
     t: Tenant = office["t"]
     async with pool.acquire() as conn:
-        assert search.rollup_units(CallFilter(t.id), (Dimension.AGENT,)) == (Unit.MONTH,
-                                                                             Unit.DAY)
+        assert search.rollups_for(CallFilter(t.id), (Dimension.AGENT,)) == (search.MONTHLY,
+                                                                            search.DAILY)
+        assert search.rollups_for(CallFilter(t.id, hour_from=9, hour_to=18),
+                                  (Dimension.DEPARTMENT,)) == (search.MONTH_HOURS, search.HOURLY)
         counted = await assert_calls_as_recorded(
             conn, call_filters(t.id, office["sales"]), CALL_PERIODS)
         assert counted > 200
         # the rollups hold every record, and nothing of the other tenant
-        rolled = await conn.fetchval(
-            "SELECT sum(calls) FROM call_stats_monthly WHERE tenant_id = $1", t.id)
-        assert rolled == 400
+        for table in CALL_ROLLUPS:
+            assert await conn.fetchval(
+                f"SELECT sum(calls) FROM {table} WHERE tenant_id = $1", t.id) == 400
 
 
 async def test_deleted_call_records_leave_the_rollups(office: dict[str, Any],
@@ -157,7 +165,7 @@ async def test_deleted_call_records_leave_the_rollups(office: dict[str, Any],
         await assert_calls_as_recorded(conn, [CallFilter(t.id)], CALL_PERIODS[:2])
         left = await conn.fetchval("SELECT count(*) FROM call_records WHERE tenant_id = $1",
                                    t.id)
-        for table in ("call_stats_daily", "call_stats_monthly"):
+        for table in CALL_ROLLUPS:
             rolled, empty = await conn.fetchrow(
                 f"SELECT sum(calls), count(*) FILTER (WHERE calls <= 0) FROM {table} "
                 "WHERE tenant_id = $1", t.id)
@@ -177,7 +185,7 @@ async def test_each_tenant_counts_only_its_calls_and_takes_its_rollups_along(
         assert search.totals(await search.call_stats(conn, month, (Dimension.MONTH,))).calls \
             == 100
         await conn.execute("DELETE FROM tenants WHERE id = $1", other.id)
-        for table in ("call_stats_daily", "call_stats_monthly"):
+        for table in CALL_ROLLUPS:
             assert await conn.fetchval(
                 f"SELECT count(*) FROM {table} WHERE tenant_id = $1", other.id) == 0
             assert await conn.fetchval(
@@ -186,6 +194,7 @@ async def test_each_tenant_counts_only_its_calls_and_takes_its_rollups_along(
 
 # -- messages ------------------------------------------------------------------------------------
 
+MESSAGE_ROLLUPS = ("message_stats_hourly", "message_stats_daily", "message_stats_month_hours")
 # (send_at UTC, type, SP ID, recipient states): around 23:59:59/00:00 KST on the 22nd/23rd,
 # an hour's end, and the Korean month end (15:00 UTC on 30 November is 1 December in Korea)
 MESSAGES: list[tuple[str, str, str | None, list[str]]] = [
@@ -350,7 +359,7 @@ async def test_changed_and_deleted_messages_leave_the_rollups(sent: dict[str, An
             "SELECT count(*) FROM recipients r JOIN messages m ON m.id = r.message_id "
             "WHERE m.tenant_id = $1 AND m.stats_rolled "
             "AND r.idx <> ALL(coalesce(m.stats_pending, '{}'))", t.id)
-        for table in ("message_stats_hourly", "message_stats_daily"):
+        for table in MESSAGE_ROLLUPS:
             held, empty = await conn.fetchrow(
                 f"SELECT sum(recipients), count(*) FILTER (WHERE recipients <= 0) FROM {table} "
                 "WHERE tenant_id = $1", t.id)
@@ -375,7 +384,7 @@ async def test_each_tenant_counts_only_its_messages_and_takes_its_rollups_along(
         assert answers[1]["totals"]["recipients"] == 13
         await assert_messages_as_stored(conn, message_filters(other.id))
         await conn.execute("DELETE FROM tenants WHERE id = $1", other.id)
-        for table in ("message_stats_hourly", "message_stats_daily"):
+        for table in MESSAGE_ROLLUPS:
             assert await conn.fetchval(
                 f"SELECT count(*) FROM {table} WHERE tenant_id = $1", other.id) == 0
         await assert_messages_as_stored(conn, message_filters(t.id))
