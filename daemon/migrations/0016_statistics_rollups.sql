@@ -6,8 +6,9 @@
 -- Calls are written once (the CDR writer's COPY, a batch per statement) and never changed:
 -- statement-level triggers add each statement's rows to the rollups in the same transaction,
 -- and take deleted (or, should it ever happen, changed) ones out. Days and months keep every
--- dimension a statistics query groups or filters by but the hour; hours, and hours of the day
--- per month, keep the department, class, direction and internal (the rest is read live).
+-- dimension a statistics query groups or filters by but the hour; hours, hours of the day per
+-- month and (narrow) days keep the department, class, direction and internal, so that a year
+-- of those is a few thousand rows too. What no rollup keeps is read live.
 CREATE TABLE call_stats_daily (
     tenant_id     uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     day           date NOT NULL,              -- the Korean day the calls started
@@ -50,6 +51,18 @@ CREATE TABLE call_stats_hourly (
     UNIQUE NULLS NOT DISTINCT (tenant_id, hour, department_id, class, direction, internal)
 );
 
+CREATE TABLE call_stats_daily_narrow (
+    tenant_id     uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
+    day           date NOT NULL,              -- the Korean day the calls started
+    department_id uuid,
+    class         text NOT NULL,
+    direction     text NOT NULL,
+    internal      boolean NOT NULL,
+    calls         bigint NOT NULL,
+    talk_seconds  numeric NOT NULL,
+    UNIQUE NULLS NOT DISTINCT (tenant_id, day, department_id, class, direction, internal)
+);
+
 CREATE TABLE call_stats_month_hours (
     tenant_id     uuid NOT NULL REFERENCES tenants (id) ON DELETE CASCADE,
     month         date NOT NULL,              -- the first day of the Korean month
@@ -70,7 +83,7 @@ CREATE TYPE call_stats_delta AS (
     class text, direction text, internal boolean, calls bigint, talk_seconds numeric
 );
 
--- Adds deltas to the four rollups. Keys are taken in order, so two concurrent writers lock
+-- Adds deltas to the five rollups. Keys are taken in order, so two concurrent writers lock
 -- rollup rows in the same order (no deadlock). A tenant's deletion cascades to its records
 -- and to its rollups in an order of PostgreSQL's choosing: its deltas are dropped, not
 -- written back into a bucket of a tenant that is going. Buckets left empty are deleted.
@@ -97,6 +110,14 @@ BEGIN
                  internal)
     DO UPDATE SET calls = s.calls + excluded.calls,
                   talk_seconds = s.talk_seconds + excluded.talk_seconds;
+    INSERT INTO call_stats_daily_narrow AS s (tenant_id, day, department_id, class, direction,
+                                              internal, calls, talk_seconds)
+    SELECT tenant_id, (hour AT TIME ZONE 'Asia/Seoul')::date, department_id, class,
+           direction, internal, sum(calls), sum(talk_seconds)
+    FROM unnest(deltas) GROUP BY 1, 2, 3, 4, 5, 6 ORDER BY 1, 2, 3, 4, 5, 6
+    ON CONFLICT (tenant_id, day, department_id, class, direction, internal)
+    DO UPDATE SET calls = s.calls + excluded.calls,
+                  talk_seconds = s.talk_seconds + excluded.talk_seconds;
     INSERT INTO call_stats_month_hours AS s (tenant_id, month, hour, department_id, class,
                                              direction, internal, calls, talk_seconds)
     SELECT tenant_id, date_trunc('month', hour AT TIME ZONE 'Asia/Seoul')::date,
@@ -119,6 +140,9 @@ BEGIN
         WHERE s.tenant_id = d.tenant_id AND s.calls = 0
           AND s.month = date_trunc('month', d.hour AT TIME ZONE 'Asia/Seoul')::date;
         DELETE FROM call_stats_daily s USING unnest(deltas) d
+        WHERE s.tenant_id = d.tenant_id AND s.calls = 0
+          AND s.day = (d.hour AT TIME ZONE 'Asia/Seoul')::date;
+        DELETE FROM call_stats_daily_narrow s USING unnest(deltas) d
         WHERE s.tenant_id = d.tenant_id AND s.calls = 0
           AND s.day = (d.hour AT TIME ZONE 'Asia/Seoul')::date;
         DELETE FROM call_stats_month_hours s USING unnest(deltas) d
@@ -163,7 +187,8 @@ CREATE TRIGGER call_records_stats_delete AFTER DELETE ON call_records
 
 CREATE FUNCTION telgate_call_stats_truncated() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
-    TRUNCATE call_stats_daily, call_stats_monthly, call_stats_hourly, call_stats_month_hours;
+    TRUNCATE call_stats_daily, call_stats_monthly, call_stats_hourly, call_stats_daily_narrow,
+             call_stats_month_hours;
     RETURN NULL;
 END $$;
 CREATE TRIGGER call_records_stats_truncate AFTER TRUNCATE ON call_records

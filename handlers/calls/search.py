@@ -264,22 +264,25 @@ MONTHLY = Rollup("call_stats_monthly", Unit.MONTH, {Dimension.MONTH: "s.month", 
 DAILY = Rollup("call_stats_daily", Unit.DAY, {
     Dimension.DAY: "s.day", Dimension.WEEKDAY: "extract(isodow FROM s.day)::int",
     Dimension.MONTH: "date_trunc('month', s.day)::date", **_PARTY})
-# ... and hours, and the hours of the day per month, with the department and class only.
+# ... and hours of the day per month, days and hours with the department and class only.
+_NARROW = {Dimension.DEPARTMENT: "s.department_id", Dimension.CLASS: "s.class"}
 MONTH_HOURS = Rollup("call_stats_month_hours", Unit.MONTH, {
-    Dimension.HOUR: "s.hour::int", Dimension.MONTH: "s.month",
-    Dimension.DEPARTMENT: "s.department_id", Dimension.CLASS: "s.class"})
+    Dimension.HOUR: "s.hour::int", Dimension.MONTH: "s.month", **_NARROW})
+DAILY_NARROW = Rollup("call_stats_daily_narrow", Unit.DAY, {
+    Dimension.DAY: "s.day", Dimension.WEEKDAY: "extract(isodow FROM s.day)::int",
+    Dimension.MONTH: "date_trunc('month', s.day)::date", **_NARROW})
 HOURLY = Rollup("call_stats_hourly", Unit.HOUR, {
     Dimension.HOUR: f"extract(hour FROM {_LOCAL_HOUR})::int",
     Dimension.DAY: f"{_LOCAL_HOUR}::date",
     Dimension.WEEKDAY: f"extract(isodow FROM {_LOCAL_HOUR})::int",
-    Dimension.MONTH: f"date_trunc('month', {_LOCAL_HOUR})::date",
-    Dimension.DEPARTMENT: "s.department_id", Dimension.CLASS: "s.class"})
+    Dimension.MONTH: f"date_trunc('month', {_LOCAL_HOUR})::date", **_NARROW})
 
 
 def rollups_for(f: CallFilter, group_by: Sequence[Dimension]) -> tuple[Rollup, ...]:
     """The rollups that answer a statistics query, coarsest first (the rest of the period is
-    read from the records): those holding every dimension it groups or filters by, and none
-    when it filters by a party's number (not rolled up)."""
+    read from the records): of the narrow ones if they hold every dimension it groups or
+    filters by (they are the smaller), else of the wide ones; none when it filters by a
+    party's number (not rolled up)."""
     if f.number is not None or f.customer is not None or f.extension is not None:
         return ()
     needs = set(group_by)
@@ -289,7 +292,7 @@ def rollups_for(f: CallFilter, group_by: Sequence[Dimension]) -> tuple[Rollup, .
         if needed:
             needs.add(dim)
     # direction and internal are kept by every rollup
-    for family in ((MONTHLY, DAILY), (MONTH_HOURS, HOURLY)):
+    for family in ((MONTH_HOURS, DAILY_NARROW, HOURLY), (MONTHLY, DAILY)):
         usable = tuple(r for r in family if r.holds(needs))
         if usable:
             return usable

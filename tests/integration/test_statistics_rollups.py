@@ -42,7 +42,7 @@ def iso(when: datetime) -> str:
 # -- calls ---------------------------------------------------------------------------------------
 
 CALL_ROLLUPS = ("call_stats_monthly", "call_stats_daily", "call_stats_month_hours",
-                "call_stats_hourly")
+                "call_stats_daily_narrow", "call_stats_hourly")
 EXTENSIONS = ("1001", "1002", "2001", "3001")
 CLASSES = ("incoming", "missed", "busy_missed", "ended_before_answer", "outgoing",
            "outgoing_failed")
@@ -146,6 +146,8 @@ async def test_call_rollups_answer_what_the_records_answer(office: dict[str, Any
                                                                             search.DAILY)
         assert search.rollups_for(CallFilter(t.id, hour_from=9, hour_to=18),
                                   (Dimension.DEPARTMENT,)) == (search.MONTH_HOURS, search.HOURLY)
+        assert search.rollups_for(CallFilter(t.id), (Dimension.WEEKDAY, Dimension.CLASS)) == (
+            search.DAILY_NARROW, search.HOURLY)
         counted = await assert_calls_as_recorded(
             conn, call_filters(t.id, office["sales"]), CALL_PERIODS)
         assert counted > 200
