@@ -211,6 +211,16 @@ BEGIN
     END LOOP;
 END $$;
 
+-- The record search filters by Korean weekday and hour (GET /v1/cdrs?weekday=1,2,3,4,5&
+-- hour_from=9&hour_to=17). Without statistics on those expressions the planner guessed 49 of
+-- a year's million records would match, not 27,000, and read them all to sort the newest
+-- page (140 ms) instead of walking the time index backwards until the page is full (1 ms).
+CREATE STATISTICS call_records_korean_time
+    ON (extract(hour FROM (started_at AT TIME ZONE 'Asia/Seoul'))::int),
+       (extract(isodow FROM (started_at AT TIME ZONE 'Asia/Seoul'))::int)
+    FROM call_records;
+ANALYZE call_records;
+
 -- Messages change after they are written: a recipient's state moves on with the carrier's
 -- answer (a receipt can come days later), so a trigger per recipient would tax every send
 -- and every receipt. Instead a periodic job (handlers/messages/rollup.py) rolls up the
