@@ -5,6 +5,7 @@ answer read from the tables alone (`rollups=False`)."""
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import itertools
 import random
@@ -19,6 +20,7 @@ from handlers.calls import search
 from handlers.calls.search import CallFilter, Dimension
 from handlers.messages import history, rollup
 from handlers.messages.history import Granularity, HistoryFilter, Period
+from handlers.outage import LoopTracker
 from handlers.stats_periods import KST
 from tests.conftest import Api, Tenant
 from tests.integration.test_call_statistics import store_calls
@@ -394,8 +396,6 @@ async def test_each_tenant_counts_only_its_messages_and_takes_its_rollups_along(
 
 async def test_two_rollup_rounds_at_once_count_each_message_once(
         sent: dict[str, Any], pool: asyncpg.Pool) -> None:
-    import asyncio
-
     async def one_round() -> int:
         async with pool.acquire() as conn:
             return await rollup.roll_up(conn, NOW, batch=2)
@@ -403,3 +403,25 @@ async def test_two_rollup_rounds_at_once_count_each_message_once(
     assert sum(await asyncio.gather(one_round(), one_round(), one_round())) == 12
     async with pool.acquire() as conn:
         await assert_messages_as_stored(conn, message_filters(sent["t"].id))
+
+
+async def test_the_daemon_loop_rolls_up_at_once_then_every_interval(
+        sent: dict[str, Any], pool: asyncpg.Pool) -> None:
+    done = asyncio.Event()
+
+    class Tracker(LoopTracker):
+        def ok(self) -> None:
+            super().ok()
+            done.set()
+
+    loop = rollup.StatsRollup(pool, Tracker("message-stats-rollup"), every=3600,
+                              clock=lambda: NOW)
+    loop.start()
+    try:
+        async with asyncio.timeout(10):
+            await done.wait()
+    finally:
+        await loop.stop()
+    async with pool.acquire() as conn:
+        assert await rolled(conn, sent["ids"][0])
+        assert await rollup.roll_up(conn, NOW) == 0
