@@ -2,8 +2,7 @@
 by Korean hour, day, weekday, month, agent, department, number or class, and the rows of the
 record export. Searches are plain SQL over `call_records`; statistics read the whole Korean
 months, days or hours of their period from the rollups (kept by the database as records are
-written, migration 0016) and the rest from the records.
-Every time is bucketed in Asia/Seoul.
+written, migration 0016) and the rest from the records. Every time is bucketed in Asia/Seoul.
 
 A call belongs to the moment it started. Its agent is its extension (who answered, or who
 called out) until agents exist; its department is the one that extension had when the call
@@ -336,9 +335,10 @@ async def call_stats(conn: asyncpg.Connection, f: CallFilter, group_by: Sequence
     """Counts per group, in key order; the time buckets of the period with no calls (and the
     classes no call had) as zero rows. `f` must have a period (since and until).
 
-    The whole Korean months and days of the period come from the rollups, the ragged ends
-    (and everything, for hourly questions) from the records, in one statement (one
-    snapshot); `rollups=False` reads everything from the records (the reference answer)."""
+    The whole Korean months, days or hours of the period come from the rollups that hold
+    every dimension asked (`rollups_for`), the ragged ends and whatever no rollup holds from
+    the records, in one statement (one snapshot); `rollups=False` reads everything from the
+    records (the reference answer)."""
     assert f.since is not None and f.until is not None
     await cdr.settle(conn)
     chosen = {r.unit: r for r in rollups_for(f, group_by)} if rollups else {}
