@@ -1,7 +1,8 @@
--- Statistics rollups (issue 14): a year of statistics read a million call records (0.6-0.8 s)
+-- Statistics rollups (issue 14): a year of statistics read a million call records (0.6-0.9 s)
 -- and five million message recipients (1-9 s); these tables hold the same counts per Korean
--- month, day, hour and hour of the day per month, so that a year is a few thousand rows. Every answer stays exact: the rollup holds exactly the rows it has counted,
--- the rest is read live (handlers/calls/search.py, handlers/messages/history.py).
+-- month, day, hour and hour of the day per month, so that a year is a few thousand rows.
+-- Every answer stays exact: a rollup holds exactly the rows it has counted, the rest is read
+-- live in the same statement (handlers/calls/search.py, handlers/messages/history.py).
 
 -- Calls are written once (the CDR writer's COPY, a batch per statement) and never changed:
 -- statement-level triggers add each statement's rows to the rollups in the same transaction,

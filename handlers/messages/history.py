@@ -4,7 +4,8 @@ and the per-recipient history rows behind the CSV/XLSX export.
 A message belongs to the period of its `send_at` (the time it was, or is to be, sent),
 counted in Korean calendar hours, days and months. History is plain SQL over `messages` and
 `recipients`. Statistics read the recipients that the rollup job has reached (`rollup.py`)
-from the per-day and per-hour rollups, and every other one of the period from the tables.
+from the rollups (per Korean day, hour, and hour of the day per month), and every other one
+of the period from the tables.
 """
 
 from __future__ import annotations
@@ -194,7 +195,7 @@ async def message_stats(conn: asyncpg.Connection, f: HistoryFilter, granularity:
     oldest period first; every period of `f` with no messages answers zero rows.
 
     Test sends (`test: true`, to one's own phone) are left out; history shows them, marked.
-    One statement (one snapshot) adds up the rollups' whole days and hours of the period, the
+    One statement (one snapshot) adds up the rollups' whole buckets of the period, the
     recipients there that are not rolled up (of messages not rolled up, and the pending ones
     of messages that are), and every recipient of the period's ragged ends;
     `rollups=False` reads every message from the tables (the reference answer)."""
