@@ -187,7 +187,10 @@ async def roll_up(conn: asyncpg.Connection) -> dict[str, float]:
     for table in ("messages", *ROLLUPS):
         await conn.execute(f"VACUUM (ANALYZE) {table}", timeout=GENERATE_TIMEOUT)
     unrolled = await conn.fetchval("SELECT count(*) FROM messages WHERE NOT stats_rolled")
-    return {"rolled_up": n, "rollup_s": round(took, 1), "messages_not_rolled_up": unrolled}
+    pending = await conn.fetchval(
+        "SELECT coalesce(sum(cardinality(stats_pending)), 0) FROM messages WHERE stats_rolled")
+    return {"rolled_up": n, "rollup_s": round(took, 1), "messages_not_rolled_up": unrolled,
+            "recipients_pending": pending}
 
 
 SCREENS: list[tuple[str, str, dict[str, str]]] = [
