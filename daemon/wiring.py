@@ -16,6 +16,7 @@ from handlers.media.retention import RetentionSweeper
 from handlers.messages.dispatch import Dispatcher
 from handlers.messages.mms_dispatch import MmsDispatcher
 from handlers.messages.mms_reports import ReportListener
+from handlers.messages.rollup import StatsRollup
 from handlers.outage import LoopMetrics, LoopTracker
 from handlers.registry.index import IndexFollower
 from handlers.verify.service import Sweeper, Verifier
@@ -96,6 +97,15 @@ async def start_recording_retention(runtime: Runtime) -> Stopper:
     return sweeper.stop
 
 
+async def start_message_stats_rollup(runtime: Runtime) -> Stopper:
+    """Roll settled messages up into the statistics rollups, every minute."""
+    tracker = LoopTracker("message-stats-rollup",
+                          runtime.context.metrics.group("loops", LoopMetrics), runtime.context.db)
+    rollup = StatsRollup(runtime.pool, tracker)
+    rollup.start()
+    return rollup.stop
+
+
 async def start_instance_heartbeat(runtime: Runtime) -> Stopper:
     """Count the live instances sharing the database, so that each one's rate buckets hold
     its share of every tenant's limits."""
@@ -162,7 +172,8 @@ def starters(config: Config, *, demo: bool) -> list[Starter]:
         found.append(start_simulators)
     found += [start_registry_index, start_instance_heartbeat, start_dispatcher,
               start_mms_dispatcher, start_webhook_deliverer, start_verification_sweeper,
-              start_recording_retention, start_event_stream, start_prompts,
+              start_recording_retention, start_message_stats_rollup, start_event_stream,
+              start_prompts,
               start_calls_service]
     if demo:
         from daemon.demo import start_demo_phone

@@ -1,6 +1,8 @@
 """Call-record search and statistics: the filters of the portals' detail search, counts grouped
 by Korean hour, day, weekday, month, agent, department, number or class, and the rows of the
-record export. Plain SQL over `call_records`; every time is bucketed in Asia/Seoul.
+record export. Searches are plain SQL over `call_records`; statistics read the whole Korean
+months, days or hours of their period from the rollups (kept by the database as records are
+written, migration 0016) and the rest from the records. Every time is bucketed in Asia/Seoul.
 
 A call belongs to the moment it started. Its agent is its extension (who answered, or who
 called out: an agent is an extension); its department is the one that extension had when the call
@@ -11,6 +13,7 @@ calls); its customer is the other party of an external call.
 
 from __future__ import annotations
 
+import dataclasses
 import enum
 import itertools
 import uuid
@@ -24,6 +27,7 @@ import asyncpg
 
 from handlers.calls import cdr
 from handlers.calls.cdr import CallClass, CallRecord
+from handlers.stats_periods import Span, Unit, cover
 
 KST = ZoneInfo("Asia/Seoul")
 _LOCAL = "(c.started_at AT TIME ZONE 'Asia/Seoul')"
@@ -89,10 +93,12 @@ class CallFilter:
         return [h for h in range(24) if (lo <= h <= hi if lo <= hi else h >= lo or h <= hi)]
 
 
-def where(f: CallFilter) -> tuple[str, list[Any]]:
-    """The WHERE clause over `c` (call_records) and its arguments; only the filters given."""
-    args: list[Any] = [f.tenant_id]
-    clauses = ["c.tenant_id = $1"]
+def where(f: CallFilter, args: list[Any] | None = None) -> tuple[str, list[Any]]:
+    """The WHERE clause over `c` (call_records) and its arguments (appended to `args`, which
+    an enclosing query may have begun); only the filters given."""
+    args = [] if args is None else args
+    args.append(f.tenant_id)
+    clauses = [f"c.tenant_id = ${len(args)}"]
 
     def add(sql: str, value: object) -> None:
         args.append(value)
@@ -236,19 +242,131 @@ class StatsRow:
     counts: Counts
 
 
-async def call_stats(conn: asyncpg.Connection, f: CallFilter,
-                     group_by: Sequence[Dimension]) -> list[StatsRow]:
+@dataclass(frozen=True, slots=True)
+class Rollup:
+    """A call rollup table (migration 0016): its bucket column(s), and per dimension the SQL
+    of a bucket's key (over `s`) when it holds that dimension."""
+
+    table: str
+    unit: Unit
+    keys: dict[Dimension, str]
+
+    def holds(self, dims: set[Dimension]) -> bool:
+        return dims <= set(self.keys)
+
+
+_LOCAL_HOUR = "(s.hour AT TIME ZONE 'Asia/Seoul')"
+_PARTY = {Dimension.AGENT: "s.extension", Dimension.DEPARTMENT: "s.department_id",
+          Dimension.NUMBER: "s.number", Dimension.CLASS: "s.class"}
+# Whole months and days with every dimension but the hour ...
+MONTHLY = Rollup("call_stats_monthly", Unit.MONTH, {Dimension.MONTH: "s.month", **_PARTY})
+DAILY = Rollup("call_stats_daily", Unit.DAY, {
+    Dimension.DAY: "s.day", Dimension.WEEKDAY: "extract(isodow FROM s.day)::int",
+    Dimension.MONTH: "date_trunc('month', s.day)::date", **_PARTY})
+# ... and hours of the day per month, days and hours with the department and class only.
+_NARROW = {Dimension.DEPARTMENT: "s.department_id", Dimension.CLASS: "s.class"}
+MONTH_HOURS = Rollup("call_stats_month_hours", Unit.MONTH, {
+    Dimension.HOUR: "s.hour::int", Dimension.MONTH: "s.month", **_NARROW})
+DAILY_NARROW = Rollup("call_stats_daily_narrow", Unit.DAY, {
+    Dimension.DAY: "s.day", Dimension.WEEKDAY: "extract(isodow FROM s.day)::int",
+    Dimension.MONTH: "date_trunc('month', s.day)::date", **_NARROW})
+HOURLY = Rollup("call_stats_hourly", Unit.HOUR, {
+    Dimension.HOUR: f"extract(hour FROM {_LOCAL_HOUR})::int",
+    Dimension.DAY: f"{_LOCAL_HOUR}::date",
+    Dimension.WEEKDAY: f"extract(isodow FROM {_LOCAL_HOUR})::int",
+    Dimension.MONTH: f"date_trunc('month', {_LOCAL_HOUR})::date", **_NARROW})
+
+
+def rollups_for(f: CallFilter, group_by: Sequence[Dimension]) -> tuple[Rollup, ...]:
+    """The rollups that answer a statistics query, coarsest first (the rest of the period is
+    read from the records): of the narrow ones if they hold every dimension it groups or
+    filters by (they are the smaller), else of the wide ones; none when it filters by a
+    party's number (not rolled up)."""
+    if f.number is not None or f.customer is not None or f.extension is not None:
+        return ()
+    needs = set(group_by)
+    for needed, dim in ((f.weekdays, Dimension.WEEKDAY), (len(f.hours()) < 24, Dimension.HOUR),
+                        (f.department_id, Dimension.DEPARTMENT), (f.agent, Dimension.AGENT),
+                        (f.call_class, Dimension.CLASS)):
+        if needed:
+            needs.add(dim)
+    # direction and internal are kept by every rollup
+    for family in ((MONTH_HOURS, DAILY_NARROW, HOURLY), (MONTHLY, DAILY)):
+        usable = tuple(r for r in family if r.holds(needs))
+        if usable:
+            return usable
+    return ()
+
+
+def _rollup_where(f: CallFilter, rollup: Rollup, span: Span, args: list[Any]) -> str:
+    """The WHERE clause over `s` (a rollup) for the whole buckets of `span`."""
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    lo: date
+    hi: date
+    if rollup.unit is Unit.HOUR:
+        lo, hi, column = span.start, span.end, "hour"
+    else:
+        lo, hi = span.start.astimezone(KST).date(), span.end.astimezone(KST).date()
+        column = "day" if rollup.unit is Unit.DAY else "month"
+    clauses = [f"s.tenant_id = {arg(f.tenant_id)}", f"s.{column} >= {arg(lo)}",
+               f"s.{column} < {arg(hi)}"]
+    if f.weekdays:
+        clauses.append(f"{rollup.keys[Dimension.WEEKDAY]} = ANY({arg(list(f.weekdays))}::int[])")
+    if len(f.hours()) < 24:
+        clauses.append(f"{rollup.keys[Dimension.HOUR]} = ANY({arg(f.hours())}::int[])")
+    if f.department_id is not None:
+        clauses.append(f"s.department_id = {arg(f.department_id)}")
+    if f.agent is not None:
+        clauses.append(f"s.extension = {arg(f.agent)}")
+    if f.call_class is not None:
+        clauses.append(f"s.class = {arg(f.call_class)}")
+    if f.direction is not None:
+        clauses.append(f"s.direction = {arg(f.direction)}")
+    if not f.include_internal:
+        clauses.append("NOT s.internal")
+    return " AND ".join(clauses)
+
+
+async def call_stats(conn: asyncpg.Connection, f: CallFilter, group_by: Sequence[Dimension],
+                     *, rollups: bool = True) -> list[StatsRow]:
     """Counts per group, in key order; the time buckets of the period with no calls (and the
-    classes no call had) as zero rows. `f` must have a period (since and until)."""
+    classes no call had) as zero rows. `f` must have a period (since and until).
+
+    The whole Korean months, days or hours of the period come from the rollups that hold
+    every dimension asked (`rollups_for`), the ragged ends and whatever no rollup holds from
+    the records, in one statement (one snapshot); `rollups=False` reads everything from the
+    records (the reference answer)."""
     assert f.since is not None and f.until is not None
     await cdr.settle(conn)
-    sql, args = where(f)
+    chosen = {r.unit: r for r in rollups_for(f, group_by)} if rollups else {}
+    parts = cover(f.since, f.until, tuple(chosen))
+    args: list[Any] = []
+    branches = []
+    groups = ", ".join(str(i + 1) for i in range(len(group_by) + 1))  # the keys and the class
+    for unit, spans in parts.rolled.items():
+        rollup = chosen[unit]
+        keys = ", ".join(f"{rollup.keys[d]} AS k{i}" for i, d in enumerate(group_by))
+        for span in spans:
+            # each branch adds its own up: few rows to the last sum
+            branches.append(f"SELECT {keys}, s.class, sum(s.calls) AS calls, "
+                            f"sum(s.talk_seconds) AS talk_seconds FROM {rollup.table} s "
+                            f"WHERE {_rollup_where(f, rollup, span, args)} GROUP BY {groups}")
     keys = ", ".join(f"{_KEY_SQL[d]} AS k{i}" for i, d in enumerate(group_by))
-    per_class = ", ".join(f"count(*) FILTER (WHERE c.class = '{c}') AS {c}" for c in CLASSES)
+    for span in parts.live:
+        sql, args = where(dataclasses.replace(f, since=span.start, until=span.end), args)
+        branches.append(f"SELECT {keys}, c.class, count(*) AS calls, "
+                        f"sum(c.talk_seconds::numeric) AS talk_seconds "
+                        f"FROM call_records c WHERE {sql} GROUP BY {groups}")
+    ks = ", ".join(f"k{i}" for i in range(len(group_by)))
+    per_class = ", ".join(f"coalesce(sum(calls) FILTER (WHERE class = '{c}'), 0)::bigint AS {c}"
+                          for c in CLASSES)
     rows = await conn.fetch(
-        f"""SELECT {keys}, {per_class}, coalesce(sum(c.talk_seconds), 0) AS talk_seconds
-            FROM call_records c WHERE {sql}
-            GROUP BY {", ".join(str(i + 1) for i in range(len(group_by)))}""",
+        f"""SELECT {ks}, {per_class}, coalesce(sum(talk_seconds), 0) AS talk_seconds
+            FROM ({" UNION ALL ".join(branches)}) calls
+            GROUP BY {ks}""",
         *args)  # only our own constants are spliced in
     found = {tuple(_key(d, r[f"k{i}"]) for i, d in enumerate(group_by)):
              Counts({c: r[c] for c in CLASSES}, float(r["talk_seconds"])) for r in rows}

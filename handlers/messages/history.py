@@ -1,8 +1,11 @@
 """Message history and statistics: counts per period (Asia/Seoul calendar), type and SP ID,
 and the per-recipient history rows behind the CSV/XLSX export.
 
-Plain SQL over `messages` and `recipients`; a message belongs to the period of its `send_at`
-(the time it was, or is to be, sent), counted in Korean calendar days and months.
+A message belongs to the period of its `send_at` (the time it was, or is to be, sent),
+counted in Korean calendar hours, days and months. History is plain SQL over `messages` and
+`recipients`. Statistics read the recipients that the rollup job has reached (`rollup.py`)
+from the rollups (per Korean day, hour, and hour of the day per month), and every other one
+of the period from the tables.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ import asyncpg
 
 from handlers import numbers
 from handlers.errors import DomainError
+from handlers.stats_periods import Cover, Span, Unit, cover
 
 KST = ZoneInfo("Asia/Seoul")
 MAX_PERIOD = timedelta(days=366)
@@ -156,29 +160,112 @@ _PERIOD_SQL = {
 }
 
 
+_ROLLUP_PERIOD_SQL = {
+    Unit.HOUR: {g: sql.replace("m.send_at", "s.hour") for g, sql in _PERIOD_SQL.items()},
+    Unit.DAY: {Granularity.DAY: "to_char(s.day, 'YYYY-MM-DD')",
+               Granularity.WEEKDAY: "to_char(s.day, 'ID')",
+               Granularity.MONTH: "to_char(s.day, 'YYYY-MM')"},
+    Unit.MONTH: {Granularity.HOUR: "lpad(s.hour::text, 2, '0')",
+                 Granularity.MONTH: "to_char(s.month, 'YYYY-MM')"},
+}
+_ROLLUP_TABLE = {Unit.HOUR: ("message_stats_hourly", "hour"),
+                 Unit.DAY: ("message_stats_daily", "day"),
+                 Unit.MONTH: ("message_stats_month_hours", "month")}  # by hour of the day
+_COUNTS = ("messages", "recipients", "sent", "queued", "submitted", "delivered", "failed",
+           "expired", "rejected", "canceled", "images", "image_bytes")
+
+
+def _cover(f: HistoryFilter, granularity: Granularity, rollups: bool) -> Cover:
+    """Which parts of the period the rollups can answer: whole Korean days and hours, or for
+    hourly statistics whole months (by hour of the day) and hours; none when the filter
+    names a sender or a recipient."""
+    if not rollups or f.sender is not None or f.recipient is not None:
+        units: tuple[Unit, ...] = ()
+    elif granularity is Granularity.HOUR:
+        units = (Unit.MONTH, Unit.HOUR)
+    else:
+        units = (Unit.DAY, Unit.HOUR)
+    return cover(f.period.since, f.period.until, units)
+
+
 async def message_stats(conn: asyncpg.Connection, f: HistoryFilter, granularity: Granularity,
-                        *, by_department: bool = False) -> list[StatsRow]:
+                        *, by_department: bool = False, rollups: bool = True
+                        ) -> list[StatsRow]:
     """Counts per Korean hour, day, weekday or month, message type and SP ID (and department),
     oldest period first; every period of `f` with no messages answers zero rows.
 
-    Test sends (`test: true`, to one's own phone) are left out; history shows them, marked."""
-    where, args = _where(f)
+    Test sends (`test: true`, to one's own phone) are left out; history shows them, marked.
+    One statement (one snapshot) adds up the rollups' whole buckets of the period, the
+    recipients there that are not rolled up (of messages not rolled up, and the pending ones
+    of messages that are), and every recipient of the period's ragged ends;
+    `rollups=False` reads every message from the tables (the reference answer)."""
+    parts = _cover(f, granularity, rollups)
+    args: list[Any] = []
+
+    def arg(value: object) -> str:
+        args.append(value)
+        return f"${len(args)}"
+
+    department = "{t}.department_id" if by_department else "NULL::uuid"
+    filters = "".join(f" AND {{t}}.{column} = {arg(value)}"
+                      for column, value in (("type", f.type), ("sp_id", f.sp_id))
+                      if value is not None)
+    tenant = arg(f.tenant_id)
+    branches = []
+    rolled: list[Span] = []
+    for unit, spans in parts.rolled.items():
+        table, column = _ROLLUP_TABLE[unit]
+        for span in spans:
+            rolled.append(span)
+            lo, hi = (span.start, span.end) if unit is Unit.HOUR else (
+                span.start.astimezone(KST).date(), span.end.astimezone(KST).date())
+            branches.append(  # each branch adds its own up: few rows to the last sum
+                f"""SELECT {_ROLLUP_PERIOD_SQL[unit][granularity]} AS period, s.type, s.sp_id,
+                           {department.format(t="s")} AS department_id,
+                           sum(s.messages) AS messages, sum(s.recipients) AS recipients,
+                           sum(s.sent) AS sent, 0 AS queued, 0 AS submitted,
+                           sum(s.delivered) AS delivered, sum(s.failed) AS failed,
+                           sum(s.expired) AS expired, sum(s.rejected) AS rejected,
+                           sum(s.canceled) AS canceled, sum(s.images) AS images,
+                           sum(s.image_bytes) AS image_bytes
+                    FROM {table} s
+                    WHERE s.tenant_id = {tenant} AND s.{column} >= {arg(lo)}
+                      AND s.{column} < {arg(hi)}{filters.format(t="s")}
+                    GROUP BY 1, 2, 3, 4""")
+    # (messages, their recipients to count) read from the tables
+    live = [(f"m.send_at >= {arg(s.start)} AND m.send_at < {arg(s.end)}", "")
+            for s in parts.live]
+    if rolled:  # the rolled spans are one stretch between the ragged ends
+        stretch = (f"m.send_at >= {arg(min(s.start for s in rolled))} "
+                   f"AND m.send_at < {arg(max(s.end for s in rolled))}")
+        live += [(f"{stretch} AND NOT m.stats_rolled", ""),
+                 (f"{stretch} AND m.stats_pending IS NOT NULL",
+                  " AND r.idx = ANY(m.stats_pending)")]
     state_counts = ", ".join(
         f"count(*) FILTER (WHERE r.state = '{s}') AS {s}" for s in STATES if s != "queued")
-    department = "m.department_id" if by_department else "NULL::uuid"
+    extra = "".join(f" AND {column} = {arg(value)}"
+                    for column, value in (("m.sender", f.sender), ("r.number", f.recipient))
+                    if value is not None)
+    for condition, recipients in live:  # apart, so that each reads its own index
+        branches.append(
+            f"""SELECT {_PERIOD_SQL[granularity]} AS period, m.type, m.sp_id,
+                       {department.format(t="m")} AS department_id,
+                       -- a message once: on its first recipient's row (no DISTINCT: no sort)
+                       count(*) FILTER (WHERE r.idx = 0) AS messages, count(*) AS recipients,
+                       count(*) FILTER (WHERE r.submitted_at IS NOT NULL) AS sent,
+                       count(*) FILTER (WHERE r.state IN ('queued', 'claimed')) AS queued,
+                       {state_counts},
+                       -- each message's images once: on its first recipient's row
+                       coalesce(sum(m.image_count) FILTER (WHERE r.idx = 0), 0) AS images,
+                       coalesce(sum(m.image_bytes) FILTER (WHERE r.idx = 0), 0) AS image_bytes
+                FROM messages m JOIN recipients r ON r.message_id = m.id{recipients}
+                WHERE m.tenant_id = {tenant} AND {condition} AND NOT m.test
+                      {filters.format(t="m")}{extra}
+                GROUP BY 1, 2, 3, 4""")
+    sums = ", ".join(f"sum({c})::bigint AS {c}" for c in _COUNTS)
     rows = await conn.fetch(
-        f"""SELECT {_PERIOD_SQL[granularity]} AS period, m.type, m.sp_id,
-                   {department} AS department_id,
-                   -- a message once: on its first recipient's row (no DISTINCT: no sort)
-                   count(*) FILTER (WHERE r.idx = 0) AS messages, count(*) AS recipients,
-                   count(*) FILTER (WHERE r.submitted_at IS NOT NULL) AS sent,
-                   count(*) FILTER (WHERE r.state IN ('queued', 'claimed')) AS queued,
-                   -- each message's images once: on its first recipient's row
-                   coalesce(sum(m.image_count) FILTER (WHERE r.idx = 0), 0) AS images,
-                   coalesce(sum(m.image_bytes) FILTER (WHERE r.idx = 0), 0) AS image_bytes,
-                   {state_counts}
-            FROM messages m JOIN recipients r ON r.message_id = m.id
-            WHERE {where} AND NOT m.test
+        f"""SELECT period, type, sp_id, department_id, {sums}
+            FROM ({" UNION ALL ".join(branches)}) counted
             GROUP BY 1, 2, 3, 4""",  # only our own constants are spliced in
         *args)
     found = {(r["period"], r["type"], r["sp_id"], r["department_id"]): StatsRow(
