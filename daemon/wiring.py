@@ -173,8 +173,7 @@ def starters(config: Config, *, demo: bool) -> list[Starter]:
     found += [start_registry_index, start_instance_heartbeat, start_dispatcher,
               start_mms_dispatcher, start_webhook_deliverer, start_verification_sweeper,
               start_recording_retention, start_message_stats_rollup, start_event_stream,
-              start_prompts,
-              start_calls_service]
+              start_prompts, start_calls_service]
     if demo:
         from daemon.demo import start_demo_phone
 

@@ -170,6 +170,8 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("media_not_anchored", 409, "The call's audio does not pass through the gateway (media "
                                   "anchoring is off), so nothing can be played into it."),
     _x("calls_unavailable", 503, "SIP is not running on this instance."),
+    _x("call_busy", 409, "The call is renegotiating its media (a re-INVITE is open); try again "
+                         "in a moment."),
     # -- media (handlers.media) -----------------------------------------------------------------
     _x("media_unavailable", 503, "The media process (or rtpengine) is not running or did not "
                                  "answer."),

@@ -110,11 +110,12 @@ class Leg:
 
 @dataclass(slots=True)
 class Relay:
-    """An in-dialog request relayed from one leg to the other, awaiting the other's answer.
-    Only one INVITE relay may be open per call (a second gets 491, RFC 3261 §14.2)."""
+    """An in-dialog request relayed from one leg to the other, awaiting the other's answer, or
+    (`txn` None) a re-INVITE of our own (hold through the API). Only one INVITE may be open
+    per call (a second gets 491, RFC 3261 §14.2)."""
 
     source: Leg
-    txn: ServerTransaction
+    txn: ServerTransaction | None
     request: Request
     target: Leg
     sent: Request

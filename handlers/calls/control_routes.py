@@ -14,8 +14,10 @@ from handlers.api.context import CTX
 from handlers.api.framework import Route, RouteTable, arg, principal, respond
 from handlers.api.models import Page, Params, TimeUuidPage, Uuid
 from handlers.api.scopes import Scope
-from handlers.calls.call import AbuseBlock, Call, CallState, CommandRefused, Hangup
+from handlers.calls.call import AbuseBlock, Call, CallState, Command, CommandRefused, Hangup, Hold
+from handlers.calls.cdr import Direction
 from handlers.calls.engine import CallEngine
+from handlers.calls.media import Side
 from handlers.calls.service import CallDriver
 from handlers.errors import DomainError
 from handlers.pagination import split_time_cursor, time_cursor
@@ -45,6 +47,13 @@ class LiveCall(BaseModel):
 
 class CallPath(Params):
     call_id: Uuid
+
+
+class HoldQuery(Params):
+    side: Literal["a", "b"] | None = Field(
+        None, description="the side to hold: a (the caller), b (the called side); default: "
+                          "the customer (the caller of an incoming call, the called number "
+                          "of an outgoing one)")
 
 
 def _state(call: Call) -> CallStateName:
@@ -102,12 +111,21 @@ async def get_call(request: web.Request) -> web.Response:
     return respond(_view(driver.engine, call))
 
 
-def _command(request: web.Request, make: type[AbuseBlock] | type[Hangup]) -> web.Response:
+def _command(request: web.Request, make: type[AbuseBlock] | type[Hangup] | None = None, *,
+             held: bool = False) -> web.Response:
     who = principal(request)
     driver = _driver(request)
     call = _call(driver, who.tenant_id, arg(request, CallPath).call_id)
+    command: Command
+    if make is None:
+        chosen = arg(request, HoldQuery).side
+        side = Side(chosen) if chosen else \
+            Side.B if call.direction is Direction.OUTGOING else Side.A
+        command = Hold(call.id, side, held)
+    else:
+        command = make(call.id)
     try:
-        driver.command(make(call.id))
+        driver.command(command)
     except CommandRefused as exc:
         raise DomainError(exc.code, exc.detail) from None
     return respond(_view(driver.engine, call), 202)
@@ -119,6 +137,14 @@ async def abuse_block(request: web.Request) -> web.Response:
 
 async def hang_up(request: web.Request) -> web.Response:
     return _command(request, Hangup)
+
+
+async def hold(request: web.Request) -> web.Response:
+    return _command(request, held=True)
+
+
+async def unhold(request: web.Request) -> web.Response:
+    return _command(request, held=False)
 
 
 def add_routes(t: RouteTable) -> None:
@@ -139,6 +165,18 @@ def add_routes(t: RouteTable) -> None:
                             "tenant's `abuse_warning` prompt to its end, then the call ends "
                             "(its record says `abuse_blocked`). Saying it again while the "
                             "warning plays changes nothing."))
+    for path, handler, summary in (("hold", hold, "Put a side on hold (it hears music)"),
+                                   ("unhold", unhold, "Take a side off hold")):
+        t.add(Route("POST", f"/v1/calls/{{call_id}}/{path}", handler, summary, TAG,
+                    path_params=CallPath, query=HoldQuery, responses={202: LiveCall},
+                    errors=("call_not_found", "call_not_answered", "call_busy",
+                            "media_not_anchored", "calls_unavailable"),
+                    scope=Scope.SEND,
+                    description="The side is re-INVITEd (a=sendonly to hold, sendrecv to "
+                                "resume); while held it hears the tenant's `hold_music` and "
+                                "the other side hears nothing from it. The recording goes on. "
+                                "Each change is a `call.held` event. Saying what already is "
+                                "changes nothing."))
     t.add(Route("POST", "/v1/calls/{call_id}/hangup", hang_up, "End a call now", TAG,
                 path_params=CallPath, responses={202: LiveCall},
                 errors=("call_not_found", "calls_unavailable"), scope=Scope.SEND,

@@ -37,6 +37,7 @@ from handlers.calls.call import (
     Command,
     CommandRefused,
     Hangup,
+    Hold,
     Leg,
     LegState,
     Output,
@@ -54,6 +55,7 @@ from handlers.calls.routing import Refusal, RingPlan, Target
 from handlers.calls.trunks import TrunkGate
 from handlers.ivr import flow as ivr
 from handlers.ivr.callback_flow import CALLBACK
+from handlers.media.sdp import SdpError, with_direction
 from handlers.media.sdp import direction as sdp_direction
 from protocols.sip.auth import DigestClient
 from protocols.sip.dialog import Dialog, DialogState
@@ -206,6 +208,8 @@ class CallEngine:
             self._answer_locally(call, command.sdp)
         elif isinstance(command, AbuseBlock):
             self._abuse_block(call)
+        elif isinstance(command, Hold):
+            self._hold(call, command.side, command.held)
         else:
             # Hold, transfer and the media commands need the media process (next issues).
             raise CommandRefused("not_supported", f"{type(command).__name__} is not available")
@@ -946,6 +950,55 @@ class CallEngine:
         call.media.play(customer, ABUSE_WARNING, 1)
         self._set_timer(call, "warning_limit", WARNING_MAX_SECONDS)
 
+    def _hold(self, call: Call, side: Side, held: bool) -> None:
+        """The control API puts `side` on hold (a re-INVITE offering a=sendonly: it hears
+        music from us) or takes it off (sendrecv). Saying what already is changes nothing."""
+        if call.state is not CallState.ANSWERED or call.ivr is not None or call.blocking \
+                or call.b is None:
+            raise CommandRefused("call_not_answered", "only a call answered by an agent can "
+                                                      "be held")
+        if held == (side in call.held):
+            return
+        if not call.media.can_play():
+            raise CommandRefused("media_not_anchored",
+                                 "the call's audio does not pass through the gateway")
+        leg = call.a if side is Side.A else call.b
+        if call.reinvite is not None or leg is None or leg.dialog is None or not leg.last_sdp:
+            raise CommandRefused("call_busy", "the call is renegotiating its media; try again")
+        try:
+            body = with_direction(leg.last_sdp, "sendonly" if held else "sendrecv")
+        except SdpError as exc:
+            raise CommandRefused("call_busy", f"the call's SDP cannot be changed: {exc}") \
+                from None
+        headers = [("Content-Type", SDP), *self._session_headers(leg)]
+        request = leg.dialog.create_request("INVITE", branch=self.ids.branch(),
+                                            headers=headers, body=body)
+        leg.last_sdp = body
+        # Marked as the call's open re-INVITE, so a phone's own crossing one gets 491.
+        call.reinvite = Relay(leg, None, request, leg, request)
+
+        def answered(response: Response | None) -> None:
+            if call.reinvite is not None and call.reinvite.sent is request:
+                call.reinvite = None
+            if response is not None and response.status < 300:
+                self._ack(leg, request.cseq.seq, b"", None)
+                if leg.dialog is not None:
+                    leg.dialog.receive_response(request, response)
+            elif response is None or response.status == 481:
+                self._lost(call, leg)
+
+        self._send(request, leg.peer, answered)
+        if held:
+            call.held.add(side)
+            call.media.hold(side)
+        else:
+            call.held.discard(side)
+            call.media.unhold(side)
+        log.info("call_held" if held else "call_resumed", call=str(call.id), side=side.value,
+                 by="api")
+        self._publish(call, "call.held", {"held": held, "side": side.value, "by": "api",
+                                          "extension": call.extension})
+
     def _answer_here(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
         """An in-dialog request on a call whose other side is the gateway itself (IVR, abuse
         warning): keys by SIP INFO are taken, offers get our SDP again, the rest is refused."""
@@ -1091,6 +1144,7 @@ class CallEngine:
 
     def _reinvite_answered(self, call: Call, relay: Relay, response: Response | None) -> None:
         source, target = relay.source, relay.target
+        assert relay.txn is not None
         assert source.dialog is not None and target.dialog is not None
         if response is None:
             call.reinvite = None

@@ -99,6 +99,10 @@ class RecordingOut(BaseModel):
     sha256: str | None = Field(description="SHA-256 of the WAV file (hex); also its ETag")
     error: str | None = Field(description="why recording failed or was interrupted")
     expires_at: datetime = Field(description="when retention deletes it (file and metadata)")
+    call_end_reason: str | None = Field(
+        description="how the call ended, from its call record once stored (e.g. `normal`, "
+                    "`abuse_blocked`: the agent blocked the caller; the file goes on, with the "
+                    "caller's side only, until the warning ended)")
 
 
 def _out(r: recordings.Recording) -> RecordingOut:

@@ -69,10 +69,14 @@ class Recording:
     sha256: str | None
     error: str | None
     expires_at: datetime
+    call_end_reason: str | None = None  # from its call record, once stored (e.g. abuse_blocked)
 
 
 _COLUMNS = ("id, tenant_id, call_id, sip_call_id, status, codec, path, extension, customer, internal, "
             "started_at, ended_at, duration_seconds, bytes, sha256, error, expires_at")
+# What the API shows: the row and how its call ended (an abuse block is noted with the audio).
+_SHOWN = _COLUMNS + (", (SELECT c.end_reason FROM call_records c WHERE c.id = recordings.call_id"
+                     " AND c.tenant_id = recordings.tenant_id) AS call_end_reason")
 
 
 async def start(conn: asyncpg.Connection, *, tenant_id: uuid.UUID, call_id: uuid.UUID, sip_call_id: str,
@@ -156,7 +160,7 @@ async def search(conn: asyncpg.Connection, tenant_id: uuid.UUID, *, since: datet
         raise DomainError("invalid_period", "the period must be positive and at most one year",
                           field="since")
     rows = await conn.fetch(
-        f"""SELECT {_COLUMNS} FROM recordings
+        f"""SELECT {_SHOWN} FROM recordings
             WHERE tenant_id = $1 AND started_at >= $2 AND started_at < $3
               AND ($4::text IS NULL OR customer = $4)
               AND ($5::text IS NULL OR extension = $5)
@@ -170,7 +174,7 @@ async def search(conn: asyncpg.Connection, tenant_id: uuid.UUID, *, since: datet
 
 async def get(conn: asyncpg.Connection, tenant_id: uuid.UUID, recording_id: uuid.UUID) -> Recording:
     """One recording of the tenant, or 404."""
-    row = await conn.fetchrow(f"SELECT {_COLUMNS} FROM recordings WHERE tenant_id = $1 AND id = $2",
+    row = await conn.fetchrow(f"SELECT {_SHOWN} FROM recordings WHERE tenant_id = $1 AND id = $2",
                               tenant_id, recording_id)
     if row is None:
         raise DomainError("recording_not_found", "no such recording", status=404)

@@ -135,3 +135,26 @@ def local_answer(offer: bytes, address: str, port: int, *, session: int) -> Loca
     lines += ["a=ptime:20", f"a={answer_direction}"]
     body = ("\r\n".join(lines) + "\r\n").encode()
     return LocalAnswer(body, target, codec, events)
+
+
+def with_direction(body: bytes, direction: str) -> bytes:
+    """`body` (an SDP we sent before) offered again with its audio stream `direction`
+    (sendonly to hold the far end, sendrecv to take it off hold) and a new o= version."""
+    sdp = SessionDescription.parse(body)
+    audio = next((m for m in sdp.media if m.media == "audio" and m.port != 0), None)
+    if audio is None:
+        raise SdpError("no active audio stream")
+    audio.direction = direction
+    sdp.lines = [(k, v) for k, v in sdp.lines if not (k == "a" and v in _DIRECTIONS)]
+    sdp.lines = [(k, _next_version(v) if k == "o" else v) for k, v in sdp.lines]
+    return sdp.encode()
+
+
+_DIRECTIONS = ("sendrecv", "sendonly", "recvonly", "inactive")
+
+
+def _next_version(origin: str) -> str:
+    parts = origin.split()
+    if len(parts) == 6 and parts[2].isdigit():
+        parts[2] = str(int(parts[2]) + 1)
+    return " ".join(parts)

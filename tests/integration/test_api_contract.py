@@ -137,8 +137,12 @@ def test_schemathesis_finds_no_contract_failure(daemon: Daemon, tmp_path: Path) 
         "--no-color", "-H", f"Authorization: Bearer {key}"]
     # About 1-2 minutes on two free cores; the bound only keeps a stuck run from hanging.
     try:
+        # ROOT first on the path: a package shipping a top-level `tests` (Sippy, from the bench
+        # extra) must not hide tests.contract_hooks.
+        env = {**os.environ, "PYTHONPATH": os.pathsep.join(
+            [str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])}
         out = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600,
-                             check=False)
+                             check=False, env=env)
         report, status = out.stdout + out.stderr, out.returncode
     except subprocess.TimeoutExpired as exc:
         partial = exc.stdout if isinstance(exc.stdout, str) else \

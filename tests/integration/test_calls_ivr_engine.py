@@ -336,3 +336,34 @@ def test_a_phone_putting_the_caller_on_hold_plays_music_to_the_caller() -> None:
     phone.request("INVITE", body=RESUME)
     carrier_accepts_reinvite(ivr, caller)
     assert ivr.bridge.holds == [("hold", Side.A), ("unhold", Side.A)]
+
+
+def test_the_api_holds_the_caller_with_a_sendonly_reinvite_and_music() -> None:
+    from handlers.calls.call import Hold
+
+    ivr, caller, phone = anchored_call()
+    ivr.net.take(CARRIER)
+    ivr.net.engine.command(Hold(ivr.call_id, Side.A), ivr.net.now)
+    ivr.net._pump()
+    reinvite = ivr.net.expect(CARRIER, "INVITE")
+    assert isinstance(reinvite, Request) and b"a=sendonly" in reinvite.body
+    assert ivr.bridge.holds == [("hold", Side.A)]
+    # A phone's own re-INVITE crossing ours waits its turn (491).
+    phone.request("INVITE", body=HOLD)
+    ivr.net.expect(phone.peer, "491")
+    assert caller.dialog is not None
+    ivr.net.send(caller.dialog.create_response(
+        reinvite, 200, headers=[("Content-Type", "application/sdp")], body=OFFER), CARRIER)
+    ivr.net.expect(CARRIER, "ACK")
+    ivr.net.engine.command(Hold(ivr.call_id, Side.A), ivr.net.now)  # already held: nothing
+    ivr.net._pump()
+    assert ivr.net.take(CARRIER) == []
+    ivr.net.engine.command(Hold(ivr.call_id, Side.A, held=False), ivr.net.now)
+    ivr.net._pump()
+    resume = ivr.net.expect(CARRIER, "INVITE")
+    assert isinstance(resume, Request) and b"a=sendrecv" in resume.body
+    assert ivr.bridge.holds == [("hold", Side.A), ("unhold", Side.A)]
+    held = [o.event.data for o in ivr.net.outputs if isinstance(o, Published)
+            and o.event.type == "call.held"]
+    assert [(d["held"], d["side"], d["by"]) for d in held] == [(True, "a", "api"),
+                                                               (False, "a", "api")]

@@ -184,3 +184,47 @@ async def test_a_media_process_killed_mid_call_ends_it_keeps_its_audio_and_comes
     found = await recorded(gw, 2)
     assert sorted(r.status for r in found) == ["interrupted", "ok"]
     del phone
+
+
+async def test_a_held_caller_hears_the_tenants_hold_music_from_the_phone_or_the_api(
+        gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
+    from handlers.ivr.prompts import PromptStore
+
+    prompts = PromptStore(tmp_path / "prompts")
+    await asyncio.to_thread(prompts.prepare)
+    resp = await gw.tenant.call("PATCH", "/v1/tenant/settings", json={"recording_policy": "all"})
+    assert resp.status == 200, await resp.text()
+    await gw.start(anchoring=Anchoring(media, gw.api.context.pool, recordings_root=tmp_path / "rec",
+                                       reserve=2, prompts=prompts))
+    music = prompts.path(None, "hold_music", Codec.PCMU).read_bytes()
+    phone = await gw.phone("1001", Script(audio=Audio(play=PHONE_TONE)))
+    carrier = await gw.carrier()
+    carrier.script = Script(audio=Audio(play=CARRIER_TONE))
+    call = carrier.dial(DID, "01012345678")
+    await wait(call.answered)
+    [answered] = [c for c in phone.calls.values()]
+    await wait(answered.answered)
+    await asyncio.sleep(0.5)
+
+    # The agent's phone holds the caller: the caller hears music, not the agent's tone.
+    before = len(call.received_payload())
+    assert await phone.reinvite(answered, direction="sendonly") == 200
+    await asyncio.sleep(1.5)
+    assert music[800:2400] in call.received_payload()[before:]
+    assert await phone.reinvite(answered) == 200
+    await asyncio.sleep(0.5)
+
+    # The CRM holds the caller through the API: the same, with a re-INVITE from us.
+    [live] = (await (await gw.tenant.call("GET", "/v1/calls")).json())["items"]
+    resp = await gw.tenant.call("POST", f"/v1/calls/{live['id']}/hold")
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["held"] == ["a"]
+    before = len(call.received_payload())
+    await asyncio.sleep(1.5)
+    assert music[800:2400] in call.received_payload()[before:]
+    resp = await gw.tenant.call("POST", f"/v1/calls/{live['id']}/unhold")
+    assert resp.status == 202 and (await resp.json())["held"] == []
+    await asyncio.sleep(0.5)
+    assert await carrier.hangup(call) == 200
+    [rec] = await recorded(gw)
+    assert rec.status == "ok"  # one recording through both holds

@@ -193,6 +193,17 @@ async def test_abuse_block_frees_the_agent_at_once_and_the_caller_hears_the_whol
         ("incoming", "abuse_blocked", "system")
     gone = await gw.tenant.call("POST", f"/v1/calls/{call['id']}/abuse-block")
     assert gone.status == 404
+    # The recording went on to the end, and says how the call ended.
+    async with asyncio.timeout(15):
+        while True:
+            found = (await (await gw.tenant.call("GET", "/v1/recordings")).json())["items"]
+            if found and found[0]["status"] != "recording":
+                break
+            await asyncio.sleep(0.1)
+    [rec] = found
+    assert (rec["status"], rec["call_id"], rec["call_end_reason"]) == \
+        ("ok", call["id"], "abuse_blocked")
+    assert rec["duration_seconds"] >= warning
 
 
 async def test_abuse_block_on_a_ringing_call_is_refused_with_its_code(
