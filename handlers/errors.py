@@ -170,6 +170,12 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("media_not_anchored", 409, "The call's audio does not pass through the gateway (media "
                                   "anchoring is off), so nothing can be played into it."),
     _x("calls_unavailable", 503, "SIP is not running on this instance."),
+    _x("transfer_target_unavailable", 409, "The extension to transfer to cannot take the call "
+                                           "now (offline, do-not-disturb, not registered, or "
+                                           "already the call's)."),
+    _x("agent_unavailable", 409, "The agent's extension cannot be rung now (offline, "
+                                 "do-not-disturb or not registered)."),
+    _x("no_trunk", 503, "No trunk to call out through is configured for this tenant."),
     _x("call_busy", 409, "The call is renegotiating its media (a re-INVITE is open); try again "
                          "in a moment."),
     # -- media (handlers.media) -----------------------------------------------------------------

@@ -39,7 +39,7 @@ from handlers.media.client import MediaProcess, RelaySession
 from handlers.media.interface import EventKind, MediaEvent, RecordingResult, RecordingStatus
 from handlers.media.interface import Side as MediaSide
 from handlers.media.recordings import RecordingPolicy
-from handlers.media.sdp import FarEnd, SdpError, anchor, local_answer
+from handlers.media.sdp import FarEnd, SdpError, anchor, far_end, local_answer, local_offer
 from protocols.rtp.g711 import Codec
 
 log = structlog.get_logger("telgate.calls.media")
@@ -302,6 +302,30 @@ class AnchoredBridge:
     def can_play(self) -> bool:
         return (self._owner.prompts is not None and not self._closed and not self._unanchored
                 and (self._session is not None or self._owner.reserved > 0))
+
+    def repoint(self, side: Side, sdp: bytes) -> None:
+        session = self._session
+        if session is None or self._closed:
+            return
+        try:
+            target = far_end(sdp)
+        except SdpError as exc:
+            log.info("call_sdp_not_anchored", call=str(self._call_id), side=side.value, error=str(exc))
+            return
+        if target.address != "0.0.0.0":
+            self._then(lambda: session.point(MediaSide(side.value), target.address, target.port,
+                                             relatch=True))
+
+    def local_offer(self, side: Side) -> bytes | None:
+        if self._closed or self._unanchored:
+            return None
+        session = self._session
+        if session is None:
+            session = self._session = self._owner.take(self._call_id)
+            if session is None:
+                return None
+        return local_offer(session.address, session.ports[MediaSide(side.value)],
+                           session=self._call_id.int % 10**12)
 
     def local_answer(self, source: Side, offer: bytes) -> bytes | None:
         if self._closed or self._unanchored:

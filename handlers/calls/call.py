@@ -98,6 +98,7 @@ class Leg:
     auth: DigestClient | None = None
     last_ack: Request | None = None
     last_sdp: bytes = b""  # the last SDP we sent on this leg (a refresh repeats it)
+    received_sdp: bytes = b""  # the last SDP this leg sent us (a transfer offers it again)
     timer: LegTimer | None = None  # RFC 4028, once settled
     allows_update: bool = False
 
@@ -152,6 +153,9 @@ class Call:
     ivr_trigger: str | None = None  # why the IVR took it: closed, no_agent, no_answer
     blocking: bool = False  # abuse block: the customer hears the warning, then BYE
     held: set[Side] = field(default_factory=set)  # sides on hold (hearing music)
+    originated: bool = False  # click-to-call: the agent (A) was called first, by us
+    transferring: str | None = None  # the extension a blind transfer rings now
+    transfers: list[str] = field(default_factory=list)  # extensions the call went to, in order
 
     def move(self, new: CallState) -> None:
         """Change state, refusing transitions the table does not list."""
@@ -203,6 +207,18 @@ class Transfer:
 
     call_id: uuid.UUID
     extension: str
+
+
+@dataclass(frozen=True, slots=True)
+class Originate:
+    """Click-to-call: ring the agent's `extension`, then call `number` presenting
+    `caller_id` (already checked against the sender-number registry)."""
+
+    call_id: uuid.UUID
+    tenant_id: uuid.UUID
+    extension: str
+    number: str
+    caller_id: str
 
 
 @dataclass(frozen=True, slots=True)

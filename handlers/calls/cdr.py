@@ -70,6 +70,7 @@ class EndReason(enum.StrEnum):
     CALLBACK_REQUESTED = "callback_requested"  # the callback IVR took a request to call back
     CALLBACK_IVR = "callback_ivr"  # ended in the callback IVR without a request
     ABUSE_BLOCKED = "abuse_blocked"  # the agent blocked an abusive caller (warning, then BYE)
+    TRANSFER_FAILED = "transfer_failed"  # a blind transfer's target did not answer
 
 
 BUSY_STATUSES = frozenset({486, 600})

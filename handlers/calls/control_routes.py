@@ -5,16 +5,28 @@ from __future__ import annotations
 
 import uuid
 from datetime import datetime
-from typing import Literal
+from typing import Annotated, Literal
 
 from aiohttp import web
-from pydantic import BaseModel, Field
+from pydantic import BaseModel, Field, StringConstraints
 
+from handlers import tenants
 from handlers.api.context import CTX
 from handlers.api.framework import Route, RouteTable, arg, principal, respond
-from handlers.api.models import Page, Params, TimeUuidPage, Uuid
+from handlers.api.models import Body, Page, Params, TimeUuidPage, Uuid
 from handlers.api.scopes import Scope
-from handlers.calls.call import AbuseBlock, Call, CallState, Command, CommandRefused, Hangup, Hold
+from handlers.calls import extensions as ext_db
+from handlers.calls.call import (
+    AbuseBlock,
+    Call,
+    CallState,
+    Command,
+    CommandRefused,
+    Hangup,
+    Hold,
+    Originate,
+    Transfer,
+)
 from handlers.calls.cdr import Direction
 from handlers.calls.engine import CallEngine
 from handlers.calls.media import Side
@@ -23,7 +35,7 @@ from handlers.errors import DomainError
 from handlers.pagination import split_time_cursor, time_cursor
 
 TAG = "calls"
-CallStateName = Literal["routing", "ringing", "answered", "ivr", "blocking"]
+CallStateName = Literal["routing", "ringing", "answered", "ivr", "blocking", "transferring"]
 
 
 class LiveCall(BaseModel):
@@ -33,7 +45,8 @@ class LiveCall(BaseModel):
     direction: Literal["incoming", "outgoing", "internal"]
     state: CallStateName = Field(description="routing, ringing, answered (by an agent), ivr "
                                              "(the callback IVR has it), blocking (the abuse "
-                                             "warning is playing)")
+                                             "warning is playing), transferring (the caller "
+                                             "hears music while `transferring_to` rings)")
     caller: str
     callee: str
     did: str | None
@@ -43,10 +56,30 @@ class LiveCall(BaseModel):
     held: list[Literal["a", "b"]] = Field(description="sides on hold, hearing music")
     ivr_trigger: Literal["closed", "no_agent", "no_answer"] | None = Field(
         description="why the callback IVR took the call")
+    transferring_to: str | None = Field(description="the extension a transfer rings now")
+    transfers: list[str] = Field(description="extensions the call was transferred from, in "
+                                             "order")
 
 
 class CallPath(Params):
     call_id: Uuid
+
+
+class OriginateIn(Body):
+    extension: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,4}$")] = Field(
+        description="the agent's extension: rung first")
+    to: Annotated[str, StringConstraints(pattern=r"^[0-9][0-9-]{6,18}$")] = Field(
+        description="the customer's number, called once the agent answers",
+        examples=["010-1234-5678"])
+    caller_id: Annotated[str, StringConstraints(pattern=r"^[0-9][0-9-]{6,18}$")] | None = \
+        Field(None, description="the number presented to the customer; default: the agent's "
+                                "RID (use_rid) or caller ID, else the tenant's default_rid. "
+                                "Must be a registered sender number.")
+
+
+class TransferIn(Body):
+    to: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,4}$")] = Field(
+        description="the extension to transfer the caller to")
 
 
 class HoldQuery(Params):
@@ -57,6 +90,8 @@ class HoldQuery(Params):
 
 
 def _state(call: Call) -> CallStateName:
+    if call.transferring is not None:
+        return "transferring"
     if call.blocking:
         return "blocking"
     if call.ivr is not None:
@@ -72,7 +107,8 @@ def _view(engine: CallEngine, call: Call) -> LiveCall:
         "extension": call.extension, "started_at": engine.wall(call.started),
         "answered_at": None if call.answered is None or call.ivr is not None
         else engine.wall(call.answered),
-        "held": sorted(side.value for side in call.held), "ivr_trigger": call.ivr_trigger})
+        "held": sorted(side.value for side in call.held), "ivr_trigger": call.ivr_trigger,
+        "transferring_to": call.transferring, "transfers": list(call.transfers)})
 
 
 def _driver(request: web.Request) -> CallDriver:
@@ -112,12 +148,14 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 def _command(request: web.Request, make: type[AbuseBlock] | type[Hangup] | None = None, *,
-             held: bool = False) -> web.Response:
+             held: bool = False, transfer: bool = False) -> web.Response:
     who = principal(request)
     driver = _driver(request)
     call = _call(driver, who.tenant_id, arg(request, CallPath).call_id)
     command: Command
-    if make is None:
+    if transfer:
+        command = Transfer(call.id, arg(request, TransferIn).to)
+    elif make is None:
         chosen = arg(request, HoldQuery).side
         side = Side(chosen) if chosen else \
             Side.B if call.direction is Direction.OUTGOING else Side.A
@@ -126,6 +164,30 @@ def _command(request: web.Request, make: type[AbuseBlock] | type[Hangup] | None 
         command = make(call.id)
     try:
         driver.command(command)
+    except CommandRefused as exc:
+        raise DomainError(exc.code, exc.detail) from None
+    return respond(_view(driver.engine, call), 202)
+
+
+async def originate(request: web.Request) -> web.Response:
+    who = principal(request)
+    driver = _driver(request)
+    body = arg(request, OriginateIn)
+    ctx = request.app[CTX]
+    to = body.to.replace("-", "")
+    async with ctx.pool.acquire() as conn:
+        agent = await ext_db.get(conn, who.tenant_id, body.extension)
+        if agent is None:
+            raise DomainError("not_found", f"no extension {body.extension}", field="extension")
+        presented = body.caller_id.replace("-", "") if body.caller_id else \
+            agent.presented_number or (await tenants.get_settings(conn, who.tenant_id)).default_rid
+    if not presented or not ctx.index.may_send(who.tenant_id, presented):
+        raise DomainError("sender_not_registered", "the number presented to the customer must "
+                          "be a registered sender number (the agent's RID or caller ID, or "
+                          "the tenant's default_rid)", field="caller_id")
+    try:
+        call = driver.originate(Originate(uuid.uuid4(), who.tenant_id, body.extension, to,
+                                          presented))
     except CommandRefused as exc:
         raise DomainError(exc.code, exc.detail) from None
     return respond(_view(driver.engine, call), 202)
@@ -147,11 +209,25 @@ async def unhold(request: web.Request) -> web.Response:
     return _command(request, held=False)
 
 
+async def transfer(request: web.Request) -> web.Response:
+    return _command(request, transfer=True)
+
+
 def add_routes(t: RouteTable) -> None:
     """Declare the live-call routes."""
     t.add(Route("GET", "/v1/calls", list_calls, "Calls in progress, oldest first", TAG,
                 query=TimeUuidPage, responses={200: Page[LiveCall]},
                 errors=("calls_unavailable",), scope=Scope.READ))
+    t.add(Route("POST", "/v1/calls", originate, "Click-to-call: the agent, then the customer",
+                TAG, body=OriginateIn, responses={202: LiveCall},
+                errors=("not_found", "sender_not_registered", "agent_unavailable", "no_trunk",
+                        "media_not_anchored", "calls_unavailable"),
+                scope=Scope.SEND,
+                description="Seed 002 §5, §19-6: every registered phone of `extension` rings "
+                            "(30 s) showing `to`; when the agent answers, `to` is called "
+                            "through the trunk presenting `caller_id` (registry-checked). The "
+                            "call is `outgoing`; `call.ringing` (with `click_to_call`) when the "
+                            "customer's phone rings, `call.answered` when they answer."))
     t.add(Route("GET", "/v1/calls/{call_id}", get_call, "A call in progress", TAG,
                 path_params=CallPath, responses={200: LiveCall},
                 errors=("call_not_found", "calls_unavailable"), scope=Scope.READ))
@@ -177,6 +253,18 @@ def add_routes(t: RouteTable) -> None:
                                 "the other side hears nothing from it. The recording goes on. "
                                 "Each change is a `call.held` event. Saying what already is "
                                 "changes nothing."))
+    t.add(Route("POST", "/v1/calls/{call_id}/transfer", transfer,
+                "Transfer the caller to another extension (blind)", TAG, path_params=CallPath,
+                body=TransferIn, responses={202: LiveCall},
+                errors=("call_not_found", "call_not_answered", "call_busy",
+                        "transfer_target_unavailable", "media_not_anchored",
+                        "calls_unavailable"),
+                scope=Scope.SEND,
+                description="돌려주기: the agent's phone is hung up at once; the caller hears "
+                            "hold music while every registered phone of `to` rings (30 s); "
+                            "the first to answer takes the call, in the same recording "
+                            "(`call.transferred`). Nobody answering ends the call "
+                            "(`transfer_failed`). Incoming calls only."))
     t.add(Route("POST", "/v1/calls/{call_id}/hangup", hang_up, "End a call now", TAG,
                 path_params=CallPath, responses={202: LiveCall},
                 errors=("call_not_found", "calls_unavailable"), scope=Scope.SEND,

@@ -40,11 +40,13 @@ from handlers.calls.call import (
     Hold,
     Leg,
     LegState,
+    Originate,
     Output,
     Published,
     RecordReady,
     Relay,
     ResolveTenants,
+    Transfer,
 )
 from handlers.calls.cdr import BUSY_STATUSES, CallRecord, Direction, EndReason, HangupBy, classify
 from handlers.calls.events import CallEvent
@@ -91,7 +93,7 @@ from protocols.sip.uri import URI
 
 log = structlog.get_logger("telgate.calls")
 
-ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REGISTER"
+ALLOW = "INVITE, ACK, CANCEL, BYE, OPTIONS, UPDATE, INFO, REFER, REGISTER"
 SDP = "application/sdp"
 # Requests relayed to the other leg as they are, answered with the other leg's answer.
 _RELAYED = frozenset({"UPDATE", "INFO", "MESSAGE", "NOTIFY", "OPTIONS"})
@@ -99,6 +101,7 @@ _RELAYED_HEADERS = ("Content-Type", "Event", "Subscription-State", "Info-Package
 ResponseCallback = Callable[[Response | None], None]
 GLARE_RETRY_SECONDS = 2.0  # a refresh that met 491 is tried again this much later
 IVR_MAX_SECONDS = 300.0  # a call in the callback IVR is ended after this long, whatever
+AGENT_RING_SECONDS = 30.0  # click-to-call: how long the agent's phone rings first
 WARNING_MAX_SECONDS = 150.0  # the abuse warning (≤ 120 s) has ended by then, played or not
 HOLD_MUSIC = "hold_music"
 ABUSE_WARNING = "abuse_warning"
@@ -210,9 +213,118 @@ class CallEngine:
             self._abuse_block(call)
         elif isinstance(command, Hold):
             self._hold(call, command.side, command.held)
+        elif isinstance(command, Transfer):
+            self._transfer(call, command.extension)
         else:
             # Hold, transfer and the media commands need the media process (next issues).
             raise CommandRefused("not_supported", f"{type(command).__name__} is not available")
+
+    def originate(self, command: Originate, now: float) -> Call:
+        """Click-to-call (seed 002 §5, §19-6): ring the agent's phones with our own offer; when
+        the agent answers, call the number through the trunk presenting `caller_id`."""
+        self._now = now
+        tenant = command.tenant_id
+        targets = self._targets(tenant, command.extension)
+        if not targets:
+            raise CommandRefused("agent_unavailable", f"extension {command.extension} is "
+                                 "offline, on do-not-disturb or not registered")
+        trunk = routing.choose_trunk(self.config.trunks, self.tenants, tenant,
+                                     self.monitor.down)
+        if trunk is None:
+            raise CommandRefused("no_trunk", "no trunk to call out through")
+        call = Call(command.call_id, tenant, Direction.OUTGOING, command.caller_id,
+                    command.number, self.media(command.call_id), now)
+        offer = call.media.local_offer(Side.A)
+        if offer is None:
+            call.media.close()
+            raise CommandRefused("media_not_anchored",
+                                 "click-to-call needs the media anchored in the gateway")
+        self.calls[call.id] = call
+        call.originated = True
+        call.extension, call.trunk = command.extension, trunk
+        for target in targets:
+            self._invite_agent(call, target, offer)
+        self._set_timer(call, "agent_ring", AGENT_RING_SECONDS)
+        log.info("call_originate", call=str(call.id), tenant=str(tenant),
+                 extension=command.extension, callee=numbers.mask(command.number))
+        return call
+
+    def _invite_agent(self, call: Call, target: Target, offer: bytes) -> None:
+        transport = target.peer.transport
+        tag = self.ids.tag()
+        call_id = self.ids.call_id(self.host)
+        # The agent's phone shows the number it is about to be connected to.
+        from_uri = URI("sip", user=call.callee, host=self.host)
+        to_uri = URI("sip", user=target.extension or "", host=self.host)
+        request = make_request(
+            "INVITE", target.uri, via=self._via(transport), from_=NameAddr(from_uri, params=(
+                ("tag", tag),)), to=NameAddr(to_uri), call_id=call_id, cseq=1,
+            contact=self._contact(transport),
+            headers=[("Allow", ALLOW), ("Content-Type", SDP)], body=offer)
+        leg = Leg(call, Side.A, target.peer, request, tag, LegState.CALLING,
+                  extension=target.extension, last_sdp=offer)
+        self._legs[(call_id, tag)] = leg
+        call.attempts.append(leg)
+        self._send_invite(leg, request)
+
+    def _agent_response(self, leg: Leg, response: Response) -> None:
+        """A response of the agent's phone to a click-to-call."""
+        call = leg.call
+        status = response.status
+        if status < 200:
+            if response.to_tag and leg.dialog is None:
+                leg.dialog = Dialog.from_uac_response(leg.invite, response)
+            if leg.state is LegState.CALLING and status > 100:
+                leg.move(LegState.EARLY)
+            return
+        if status >= 300:
+            self._b_failed(leg, status)
+            return
+        if leg.state in (LegState.CONFIRMED, LegState.ENDED):  # retransmitted 2xx
+            if leg.last_ack is not None:
+                self.layer.send_stateless(leg.last_ack, leg.peer)
+            return
+        crossed = leg.state is LegState.CANCELLING
+        leg.move(LegState.CONFIRMED)
+        leg.dialog = Dialog.from_uac_response(leg.invite, response)
+        self._ack(leg, response.cseq.seq, b"", None)
+        if crossed or call.a is not None or call.state is CallState.ENDED:
+            self._bye(leg)  # another of the agent's phones was first, or it was called off
+            self._forget_leg(leg)
+            return
+        call.timers.pop("agent_ring", None)
+        self._cancel_attempts(call, keep=leg)
+        call.attempts = []
+        call.failures = []
+        call.a = leg
+        if leg.extension:
+            call.extension = leg.extension
+        if response.body:
+            leg.received_sdp = response.body
+            call.media.answer(Side.A, response.body)  # where the agent's phone listens
+        assert call.trunk is not None
+        log.info("call_originate_agent_answered", call=str(call.id), extension=call.extension)
+        self._start_ringing(call, routing.outgoing_plan(call.trunk, call.callee))
+
+    def _originate_answered(self, call: Call, leg: Leg, response: Response) -> None:
+        """The customer answered a click-to-call: both talk through our media."""
+        self._ack(leg, response.cseq.seq, b"", None)
+        call.b = leg
+        call.move(CallState.ANSWERED)
+        call.answered = self._now
+        for name in [n for n in call.timers if n == "no_answer" or n.startswith("stage:")]:
+            del call.timers[name]
+        self._cancel_attempts(call, keep=leg)
+        call.attempts = [leg]
+        if response.body:
+            leg.received_sdp = response.body
+            call.media.answer(Side.B, response.body)
+        call.media.answered()
+        limit = self.max_call_seconds(call.tenant_id)
+        if limit:
+            self._set_timer(call, "max_duration", limit)
+        log.info("call_answered", call=str(call.id), extension=call.extension)
+        self._publish(call, "call.answered", {"extension": call.extension})
 
     def live(self, tenant: uuid.UUID) -> list[Call]:
         """The tenant's calls in progress, oldest first."""
@@ -368,6 +480,12 @@ class CallEngine:
             self._hangup(call, HangupBy.SYSTEM, self._ivr_reason(call))
         elif name == "warning_limit":
             self._hangup(call, HangupBy.SYSTEM, EndReason.ABUSE_BLOCKED)
+        elif name == "agent_ring" and call.a is None:
+            self._cancel_attempts(call)
+            self._end(call, HangupBy.SYSTEM, 408, EndReason.NO_ANSWER, caller_gave_up=True)
+        elif name == "transfer":
+            self._cancel_attempts(call)
+            self._transfer_failed(call)
 
     def _targets(self, tenant: uuid.UUID, extension: str) -> list[Target]:
         if not self.accepts_calls(tenant, extension):
@@ -385,6 +503,7 @@ class CallEngine:
             return [], b""
         content_type = message.headers.get("Content-Type")
         if message.content_type in (SDP, None):
+            source.received_sdp = body
             body = (call.media.offer if offer else call.media.answer)(source.side, body)
         return [("Content-Type", content_type or SDP)], body
 
@@ -405,7 +524,8 @@ class CallEngine:
             if callback is not None:
                 callback(None)
             leg = self._invites.get(txn)
-            if leg is not None and leg.side is Side.B and isinstance(txn, ClientTransaction):
+            if leg is not None and isinstance(txn, ClientTransaction) and (
+                    leg.side is Side.B or leg.call.originated):
                 self._b_failed(leg, 408 if isinstance(event, TransactionTimedOut) else 503)
         elif isinstance(event, AckTimedOut):
             leg = self._invites.get(event.transaction)
@@ -584,7 +704,12 @@ class CallEngine:
         headers = [("Allow", ALLOW)]
         if self.config.session_expires_seconds:
             headers.extend(st.offer_headers(self.config.session_expires_seconds))
-        content, body = self._body(call, a, a.invite, offer=True)
+        if (call.transferring is not None or call.originated) and a.received_sdp:
+            # The caller's media as it is now (it may have changed since its INVITE).
+            content = [("Content-Type", SDP)]
+            body = call.media.offer(Side.A, a.received_sdp)
+        else:
+            content, body = self._body(call, a, a.invite, offer=True)
         headers.extend(content)
         if call.direction is Direction.OUTGOING:
             headers.append(("P-Asserted-Identity", f"<sip:{call.caller}@{self.host}>"))
@@ -620,6 +745,9 @@ class CallEngine:
 
     def _on_b_response(self, leg: Leg, response: Response) -> None:
         call = leg.call
+        if call.originated and leg.side is Side.A:
+            self._agent_response(leg, response)
+            return
         status = response.status
         if status < 200:
             if status == 100:
@@ -663,8 +791,17 @@ class CallEngine:
 
     def _ringing(self, call: Call, leg: Leg, response: Response) -> None:
         a = call.a
-        assert a is not None and a.dialog is not None and a.server_txn is not None
         first = call.state is CallState.ROUTING
+        if call.originated:
+            if first:  # the agent hears silence; the CRM sees the customer ringing
+                call.move(CallState.RINGING)
+                call.rang = self._now
+                self._publish(call, "call.ringing", {
+                    "direction": call.direction.value, "caller": call.caller,
+                    "callee": call.callee, "did": None, "extensions": [call.extension],
+                    "click_to_call": True})
+            return
+        assert a is not None and a.dialog is not None and a.server_txn is not None
         if first:
             call.move(CallState.RINGING)
         headers, body = self._body(call, leg, response, offer=not a.invite.body)
@@ -690,6 +827,12 @@ class CallEngine:
         crossed = leg.state is LegState.CANCELLING
         leg.move(LegState.CONFIRMED)
         leg.dialog = Dialog.from_uac_response(leg.invite, response)
+        if call.transferring is not None and not crossed and call.state is CallState.ANSWERED:
+            self._transfer_answered(call, leg, response)
+            return
+        if call.originated and call.ringing and not crossed and leg.side is Side.B:
+            self._originate_answered(call, leg, response)
+            return
         if not call.ringing or crossed:
             # Too late (another leg answered, or the caller gave up): ACK and hang up.
             self._ack(leg, response.cseq.seq, b"", None)
@@ -804,13 +947,24 @@ class CallEngine:
         call.attempts.remove(leg)
         if not cancelled:
             call.failures.append(status)
+        if call.transferring is not None and call.state is CallState.ANSWERED:
+            if not any(c.state in LIVE_ATTEMPT for c in call.attempts):
+                self._transfer_failed(call)
+            return
+        if call.originated and call.a is None:  # the agent's phones refused
+            if not any(c.state in LIVE_ATTEMPT for c in call.attempts):
+                call.timers.pop("agent_ring", None)
+                self._end(call, HangupBy.CALLER, status, EndReason.REFUSED,
+                          caller_gave_up=True)
+            return
         if call.ringing and not any(c.state in LIVE_ATTEMPT for c in call.attempts):
             self._next_stage(call)
 
     def _fail(self, call: Call, *, timed_out: bool = False) -> None:
         """No attempt answered: tell the caller and end the call."""
         a = call.a
-        if call.state is CallState.ENDED or a is None or a.server_txn is None:
+        if call.state is CallState.ENDED or a is None or (a.server_txn is None
+                                                             and not call.originated):
             return
         if call.direction is Direction.INCOMING and call.trunk is not None:
             features = self.features(call.tenant_id)
@@ -819,6 +973,8 @@ class CallEngine:
                     self._start_ivr(call, trigger):
                 return
         status = routing.failure_status(call.direction, call.failures, timed_out=timed_out)
+        if call.originated and a.state is LegState.CONFIRMED:
+            self._bye(a)  # the agent waited for a customer who did not answer
         self._refuse_a(call, status)
         if timed_out:
             reason = EndReason.NO_ANSWER
@@ -934,6 +1090,8 @@ class CallEngine:
                                  "only a call answered by an agent can be blocked")
         if call.direction is Direction.INTERNAL:
             raise CommandRefused("not_a_customer_call", "an internal call has no customer")
+        if call.transferring is not None:
+            raise CommandRefused("call_busy", "the call is being transferred")
         if not call.media.can_play():
             raise CommandRefused("media_not_anchored",
                                  "the call's audio does not pass through the gateway")
@@ -957,6 +1115,8 @@ class CallEngine:
                 or call.b is None:
             raise CommandRefused("call_not_answered", "only a call answered by an agent can "
                                                       "be held")
+        if call.transferring is not None:
+            raise CommandRefused("call_busy", "the call is being transferred")
         if held == (side in call.held):
             return
         if not call.media.can_play():
@@ -998,6 +1158,118 @@ class CallEngine:
                  by="api")
         self._publish(call, "call.held", {"held": held, "side": side.value, "by": "api",
                                           "extension": call.extension})
+
+    TRANSFER_RING_SECONDS = 30.0
+
+    def _transfer(self, call: Call, extension: str) -> None:
+        """Blind transfer (돌려주기) of an incoming call's caller to `extension`: the agent is
+        released at once, the caller hears hold music while the extension rings, and the
+        first of its phones to answer takes the call (same media session, one recording)."""
+        targets = self._transfer_targets(call, extension)
+        self._start_transfer(call, extension, targets)
+
+    def _transfer_targets(self, call: Call, extension: str) -> list[Target]:
+        """Where a transfer of `call` to `extension` would ring; CommandRefused when it
+        cannot be done now."""
+        if call.state is not CallState.ANSWERED or call.ivr is not None or call.blocking \
+                or call.b is None or call.direction is Direction.OUTGOING:
+            raise CommandRefused("call_not_answered", "only an incoming call answered by an "
+                                                      "agent can be transferred")
+        if call.transferring is not None or call.reinvite is not None:
+            raise CommandRefused("call_busy", "the call is already being transferred or "
+                                              "renegotiating its media")
+        if not call.media.can_play():
+            raise CommandRefused("media_not_anchored",
+                                 "the call's audio does not pass through the gateway")
+        if extension == call.extension:
+            raise CommandRefused("transfer_target_unavailable", "the call is already there")
+        targets = self._targets(call.tenant_id, extension)
+        if not targets:
+            raise CommandRefused("transfer_target_unavailable", f"extension {extension} is "
+                                 "offline, on do-not-disturb or not registered")
+        return targets
+
+    def _start_transfer(self, call: Call, extension: str, targets: list[Target]) -> None:
+        agent = call.b
+        assert agent is not None
+        log.info("call_transfer", call=str(call.id), source=call.extension, target=extension)
+        call.transferring = extension
+        call.transfers.append(call.extension or "")
+        call.timers.pop("refresh:b", None)
+        call.timers.pop("expire:b", None)
+        self._bye(agent)  # blind: the agent is free at once
+        self._forget_leg(agent)
+        call.attempts = []
+        call.failures = []
+        call.media.hold(Side.A)  # the caller hears music while the extension rings
+        for target in targets:
+            self._invite_b(call, target)
+        self._set_timer(call, "transfer", self.TRANSFER_RING_SECONDS)
+
+    def _refer(self, call: Call, leg: Leg, request: Request, txn: ServerTransaction) -> None:
+        """A phone's blind transfer (RFC 3515 REFER to an extension of the tenant): accepted,
+        reported done at once (NOTIFY sipfrag 200, the subscription ends), then carried out
+        as the API's transfer. Attended transfer (Replaces) is not offered."""
+        assert leg.dialog is not None
+        refer_to = request.headers.get("Refer-To") or ""
+        try:
+            uri = NameAddr.parse(refer_to).uri
+        except SipSyntaxError:
+            txn.respond(leg.dialog.create_response(request, 400, "Bad Refer-To"), self._now)
+            return
+        extension = routing.dialled_digits(uri.user) or ""
+        if "replaces" in str(uri).lower():
+            txn.respond(leg.dialog.create_response(request, 501, "Attended Transfer Not "
+                                                   "Supported"), self._now)
+            return
+        if leg is not call.b or not routing.is_internal(extension):
+            txn.respond(leg.dialog.create_response(request, 403, "Only Agents To Extensions"),
+                        self._now)
+            return
+        try:
+            targets = self._transfer_targets(call, extension)
+        except CommandRefused as exc:
+            status = 480 if exc.code == "transfer_target_unavailable" else 491
+            txn.respond(leg.dialog.create_response(request, status), self._now)
+            return
+        txn.respond(leg.dialog.create_response(request, 202), self._now)
+        notify = leg.dialog.create_request(
+            "NOTIFY", branch=self.ids.branch(),
+            headers=[("Event", "refer"), ("Subscription-State", "terminated;reason=noresource"),
+                     ("Content-Type", "message/sipfrag")], body=b"SIP/2.0 200 OK\r\n")
+        self._send(notify, leg.peer, lambda _response: None)
+        self._start_transfer(call, extension, targets)
+
+    def _transfer_answered(self, call: Call, leg: Leg, response: Response) -> None:
+        self._ack(leg, response.cseq.seq, b"", None)
+        self._cancel_attempts(call, keep=leg)
+        call.attempts = [leg]
+        call.timers.pop("transfer", None)
+        previous = call.transfers[-1] if call.transfers else None
+        call.b = leg
+        call.extension = leg.extension
+        call.transferring = None
+        leg.allows_update = "UPDATE" in (response.headers.get("Allow") or "")
+        if response.body:
+            leg.received_sdp = response.body
+            call.media.repoint(Side.B, response.body)
+        call.media.unhold(Side.A)
+        if self.config.session_expires_seconds:
+            leg.timer = st.settle_as_uac(response)
+            self._restart_session(leg)
+        log.info("call_transferred", call=str(call.id), extension=leg.extension)
+        self._publish(call, "call.transferred", {"from": previous, "to": leg.extension,
+                                                 "extension": leg.extension})
+
+    def _transfer_failed(self, call: Call) -> None:
+        """Nobody at the transfer's extension answered: the caller, alone with the music, is
+        hung up (the agent was already released)."""
+        if call.transferring is None or call.state is not CallState.ANSWERED:
+            return
+        log.info("call_transfer_failed", call=str(call.id), target=call.transferring)
+        call.transferring = None
+        call.b = None
+        self._hangup(call, HangupBy.SYSTEM, EndReason.TRANSFER_FAILED)
 
     def _answer_here(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
         """An in-dialog request on a call whose other side is the gateway itself (IVR, abuse
@@ -1075,10 +1347,15 @@ class CallEngine:
                 self._hangup(call, by, reason)
             elif leg.side is Side.B:
                 self._b_failed(leg, 487)  # an early dialog ended by the callee
+            elif call.originated and leg is call.a:
+                leg.move(LegState.ENDED)  # the agent gave up before the customer answered
+                self._cancel_attempts(call)
+                self._end(call, HangupBy.CALLER, 487, EndReason.CANCELLED, caller_gave_up=True)
             else:
                 self._forget_leg(leg)
             return
-        if call.state is CallState.ANSWERED and (call.ivr is not None or call.blocking):
+        if call.state is CallState.ANSWERED and (
+                call.ivr is not None or call.blocking or call.transferring is not None):
             self._answer_here(leg, request, txn)
             return
         if call.state is not CallState.ANSWERED or other is None or other.dialog is None:
@@ -1087,6 +1364,8 @@ class CallEngine:
             return
         if method == "INVITE":
             self._relay_reinvite(call, leg, other, request, txn)
+        elif method == "REFER":
+            self._refer(call, leg, request, txn)
         elif method in _RELAYED:
             self._relay_request(call, leg, other, request, txn)
         else:
@@ -1235,6 +1514,7 @@ class CallEngine:
         self._send(bye, leg.peer, lambda _response: None)
 
     def _hangup(self, call: Call, by: HangupBy, reason: EndReason) -> None:
+        self._cancel_attempts(call)  # a transfer still ringing
         for leg in (call.a, call.b):
             if leg is not None and leg.state is LegState.CONFIRMED:
                 self._bye(leg)
@@ -1247,6 +1527,8 @@ class CallEngine:
             self._hangup(call, by, reason)
             return
         self._cancel_attempts(call)
+        if call.originated and call.a is not None and call.a.state is LegState.CONFIRMED:
+            self._bye(call.a)
         self._refuse_a(call, status)
         self._end(call, by, status, reason)
 
@@ -1294,7 +1576,9 @@ class CallEngine:
                  caller=numbers.mask(call.caller), callee=numbers.mask(call.callee))
         self._publish(call, "call.ended", {"class": klass.value, "final_status": final,
                                            "hangup_by": by.value, "reason": reason.value,
-                                           "talk_seconds": record.talk_seconds})
+                                           "talk_seconds": record.talk_seconds,
+                                           "transfers": [*call.transfers, call.extension]
+                                           if call.transfers else []})
 
     def _publish(self, call: Call, kind: str, data: dict[str, object]) -> None:
         self._out.append(Published(CallEvent(kind, call.id, call.tenant_id, self._wall(), data)))

@@ -59,9 +59,19 @@ class MediaBridge(Protocol):
         """Whether prompts can be played into this call (its media goes through us)."""
         ...
 
+    def repoint(self, side: Side, sdp: bytes) -> None:
+        """`side` now goes to another phone (transfer) whose SDP is `sdp`: its media latches
+        again there; the other side and the recording stay as they are."""
+        ...
+
     def local_answer(self, source: Side, offer: bytes) -> bytes | None:
         """Answer `source`'s SDP offer ourselves (an IVR talks to it): the SDP answer, or None
         when its media cannot end here."""
+        ...
+
+    def local_offer(self, side: Side) -> bytes | None:
+        """An SDP offer of our own towards `side` (a call we place: click-to-call), or None
+        when the media cannot end here."""
         ...
 
     def play(self, side: Side, prompt: str, play_id: int, *, loop: bool = False) -> None:
@@ -100,7 +110,13 @@ class PassThrough:
     def can_play(self) -> bool:
         return False
 
+    def repoint(self, side: Side, sdp: bytes) -> None:
+        return None
+
     def local_answer(self, source: Side, offer: bytes) -> bytes | None:
+        return None
+
+    def local_offer(self, side: Side) -> bytes | None:
         return None
 
     def play(self, side: Side, prompt: str, play_id: int, *, loop: bool = False) -> None:

@@ -33,10 +33,12 @@ from handlers.calls.admission import Admission
 from handlers.calls.anchoring import Anchoring, PromptFiles
 from handlers.calls.call import (
     Authenticate,
+    Call,
     CallbackCaptured,
     Command,
     CommandRefused,
     Hangup,
+    Originate,
     Published,
     RecordReady,
     ResolveTenants,
@@ -207,6 +209,12 @@ class CallDriver:
         txn.respond(response, self.now)
         log.info("extension_registered", extension=extension.extension,
                  tenant=str(extension.tenant_id), status=response.status, source=peer.host)
+
+    def originate(self, command: Originate) -> Call:
+        """Place a click-to-call; CommandRefused when it cannot be."""
+        call = self.engine.originate(command, self.now)
+        self._drain()
+        return call
 
     def command(self, command: Command) -> None:
         """Carry out a call command (control API, IVRs); CommandRefused when it cannot be."""

@@ -20,7 +20,7 @@ CATALOGUE: tuple[EventType, ...] = (
     EventType("call.ended", "a call ended, with its call record"),
     EventType("call.held", "a side of a call was put on hold (music plays to it) or taken off "
               "it: held, side, by, extension"),
-    EventType("call.transferred", "a call was transferred (call control, not emitted yet)", False),
+    EventType("call.transferred", "a call was transferred to another extension: from, to"),
     EventType("callback.created", "a caller left a number in the callback IVR: callback_id, "
               "call_id, did, caller, number, trigger"),
     EventType("presence.changed", "an agent's presence changed: extension, name, "

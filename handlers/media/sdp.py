@@ -158,3 +158,14 @@ def _next_version(origin: str) -> str:
     if len(parts) == 6 and parts[2].isdigit():
         parts[2] = str(int(parts[2]) + 1)
     return " ".join(parts)
+
+
+def local_offer(address: str, port: int, *, session: int) -> bytes:
+    """Our offer of audio received at `address`:`port`: both G.711 laws and RFC 4733 keys."""
+    lines = [
+        "v=0", f"o=telgate {session} 1 IN IP4 {address}", "s=telgate",
+        f"c=IN IP4 {address}", "t=0 0", f"m=audio {port} RTP/AVP 0 8 101",
+        "a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000", "a=rtpmap:101 telephone-event/8000",
+        "a=fmtp:101 0-15", "a=ptime:20", "a=sendrecv",
+    ]
+    return ("\r\n".join(lines) + "\r\n").encode()

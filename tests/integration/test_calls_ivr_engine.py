@@ -50,6 +50,8 @@ class Bridge:
         self.stops: list[Side] = []
         self.holds: list[tuple[str, Side]] = []
         self.answered_locally = False
+        self.repointed: list[tuple[Side, bytes]] = []
+        self.offered = b""
 
     def offer(self, source: Side, sdp: bytes) -> bytes:
         return sdp
@@ -72,8 +74,15 @@ class Bridge:
     def can_play(self) -> bool:
         return True
 
+    def repoint(self, side: Side, sdp: bytes) -> None:
+        self.repointed.append((side, sdp))
+
     def local_answer(self, source: Side, offer: bytes) -> bytes | None:
         self.answered_locally = True
+        return OUR_SDP
+
+    def local_offer(self, side: Side) -> bytes | None:
+        self.offered = OUR_SDP
         return OUR_SDP
 
     def play(self, side: Side, prompt: str, play_id: int, *, loop: bool = False) -> None:
@@ -367,3 +376,187 @@ def test_the_api_holds_the_caller_with_a_sendonly_reinvite_and_music() -> None:
             and o.event.type == "call.held"]
     assert [(d["held"], d["side"], d["by"]) for d in held] == [(True, "a", "api"),
                                                                (False, "a", "api")]
+
+
+# -- blind transfer ---------------------------------------------------------------------------
+
+
+def test_a_blind_transfer_frees_the_agent_and_connects_the_caller_to_the_new_extension() -> None:
+    from handlers.calls.call import Transfer
+
+    ivr, caller, phone = anchored_call()
+    ivr.net.register("1002", 2)
+    ivr.net.take(CARRIER)
+    ivr.net.engine.command(Transfer(ivr.call_id, "1002"), ivr.net.now)
+    ivr.net._pump()
+    ivr.net.expect(phone.peer, "BYE")  # the agent is free at once
+    assert ivr.bridge.holds == [("hold", Side.A)]  # music while 1002 rings
+    second = Phone.rung(ivr.net, 2)
+    assert second.invite.body  # our offer, for the caller's media
+    second.respond(180)
+    ivr.net.take(CARRIER)
+    second.respond(200, sdp=ANSWER)
+    ivr.net.expect(second.peer, "ACK")
+    assert ivr.bridge.holds == [("hold", Side.A), ("unhold", Side.A)]
+    assert ivr.bridge.repointed == [(Side.B, ANSWER)]  # the B side latches on the new phone
+    assert ivr.net.take(CARRIER) == []  # the caller was never re-INVITEd: same media session
+    moved = [o.event.data for o in ivr.net.outputs if isinstance(o, Published)
+             and o.event.type == "call.transferred"]
+    assert moved == [{"from": "1001", "to": "1002", "extension": "1002"}]
+    caller.request("BYE")
+    ivr.net.expect(second.peer, "BYE")
+    record = ivr.net.record()
+    assert (record.extension, record.end_reason, record.call_class) == \
+        ("1002", "normal", "incoming")
+
+
+def test_a_transfer_nobody_answers_ends_the_call_with_its_reason() -> None:
+    from handlers.calls.call import Transfer
+
+    ivr, _caller, _phone = anchored_call()
+    ivr.net.register("1002", 2)
+    ivr.net.engine.command(Transfer(ivr.call_id, "1002"), ivr.net.now)
+    ivr.net._pump()
+    second = Phone.rung(ivr.net, 2)
+    second.respond(180)
+    ivr.net.advance(30.1)
+    assert "CANCEL" in [m.method for m in ivr.net.take(second.peer) if isinstance(m, Request)]
+    ivr.net.expect(CARRIER, "BYE")
+    assert ivr.net.record().end_reason == "transfer_failed"
+
+
+def test_a_transfer_to_an_extension_nobody_can_answer_is_refused_and_the_call_stays() -> None:
+    from handlers.calls.call import Transfer
+
+    ivr, _caller, phone = anchored_call()
+    with pytest.raises(CommandRefused) as refused:
+        ivr.net.engine.command(Transfer(ivr.call_id, "1009"), ivr.net.now)
+    assert refused.value.code == "transfer_target_unavailable"
+    ivr.net._pump()
+    assert ivr.net.take(phone.peer) == [] and ivr.net.records == []
+
+
+def test_the_caller_hanging_up_while_the_transfer_rings_cancels_it() -> None:
+    from handlers.calls.call import Transfer
+
+    ivr, caller, _phone = anchored_call()
+    ivr.net.register("1002", 2)
+    ivr.net.engine.command(Transfer(ivr.call_id, "1002"), ivr.net.now)
+    ivr.net._pump()
+    second = Phone.rung(ivr.net, 2)
+    second.respond(180)
+    caller.request("BYE")
+    assert "CANCEL" in [m.method for m in ivr.net.take(second.peer) if isinstance(m, Request)]
+    assert ivr.net.record().end_reason == "normal"
+
+
+def test_a_phone_transferring_by_refer_gets_202_a_notify_and_its_caller_moves_on() -> None:
+    ivr, _caller, phone = anchored_call()
+    ivr.net.register("1002", 2)
+    request = phone.dialog.create_request("REFER", branch="z9hG4bK-refer-1",
+                                          headers=[("Refer-To", "<sip:1002@192.0.2.1>")])
+    ivr.net.send(request, phone.peer)
+    got = ivr.net.take(phone.peer)
+    labels = [m.status if isinstance(m, Response) else m.method for m in got]
+    assert labels[:3] == [202, "NOTIFY", "BYE"], labels
+    notify = got[1]
+    assert isinstance(notify, Request) and notify.body.startswith(b"SIP/2.0 200")
+    assert notify.headers.get("Subscription-State", "").startswith("terminated")
+    second = Phone.rung(ivr.net, 2)
+    second.respond(200, sdp=ANSWER)
+    moved = [o.event.data for o in ivr.net.outputs if isinstance(o, Published)
+             and o.event.type == "call.transferred"]
+    assert moved == [{"from": "1001", "to": "1002", "extension": "1002"}]
+
+
+def test_a_refer_to_an_unavailable_extension_is_refused_and_the_call_stays() -> None:
+    ivr, _caller, phone = anchored_call()
+    request = phone.dialog.create_request("REFER", branch="z9hG4bK-refer-2",
+                                          headers=[("Refer-To", "<sip:1009@192.0.2.1>")])
+    ivr.net.send(request, phone.peer)
+    ivr.net.expect(phone.peer, "480")
+    assert ivr.net.records == []
+
+
+# -- click-to-call ----------------------------------------------------------------------------
+
+
+def click_to_call(ivr: Ivr) -> uuid.UUID:
+    from handlers.calls.call import Originate
+
+    ivr.net.register("1001", 1)
+    call_id = uuid.uuid4()
+    ivr.net.engine.originate(Originate(call_id, ivr.net.engine.tenants["acme"], "1001",
+                                       "01099998888", "0215550000"), ivr.net.now)
+    ivr.net._pump()
+    return call_id
+
+
+def test_click_to_call_rings_the_agent_first_then_the_customer_and_both_talk() -> None:
+    ivr = Ivr(features=Features())
+    call_id = click_to_call(ivr)
+    assert ivr.net.take(CARRIER) == []  # nothing towards the customer yet
+    agent = Phone.rung(ivr.net, 1)
+    assert agent.invite.body == ivr.media.bridges[call_id].offered  # our own offer
+    agent.respond(180)
+    agent.respond(200, sdp=ANSWER)
+    ivr.net.expect(agent.peer, "ACK")
+    customer = ivr.net.expect(CARRIER, "INVITE")
+    assert isinstance(customer, Request)
+    assert customer.uri.user == "01099998888" and customer.from_.uri.user == "0215550000"
+    assert customer.body == ANSWER  # the agent's media, offered through our (here: no) anchor
+    from protocols.sip.dialog import Dialog
+    dialog = Dialog.from_uas_request(customer, local_tag="cust", local_contact="<sip:c@x>",
+                                     via_transport="UDP", via_sent_by="192.0.2.10:5060")
+    ivr.net.send(dialog.create_response(customer, 180), CARRIER)
+    ringing = [o.event for o in ivr.net.outputs if isinstance(o, Published)
+               and o.event.type == "call.ringing"]
+    assert len(ringing) == 1 and ringing[0].data["click_to_call"] is True
+    ivr.net.send(dialog.create_response(customer, 200, headers=[
+        ("Content-Type", "application/sdp")], body=OFFER), CARRIER)
+    ivr.net.expect(CARRIER, "ACK")
+    assert ivr.net.engine.calls[call_id].state.value == "answered"
+    dialog.confirm()
+    ivr.net.send(dialog.create_request("BYE", branch="z9hG4bK-c2c-bye"), CARRIER)
+    ivr.net.expect(agent.peer, "BYE")
+    record = ivr.net.record()
+    assert (record.direction, record.call_class, record.caller, record.callee,
+            record.extension) == ("outgoing", "outgoing", "0215550000", "01099998888", "1001")
+
+
+def test_a_customer_who_does_not_answer_releases_the_waiting_agent() -> None:
+    ivr = Ivr(features=Features())
+    click_to_call(ivr)
+    agent = Phone.rung(ivr.net, 1)
+    agent.respond(200, sdp=ANSWER)
+    customer = ivr.net.expect(CARRIER, "INVITE")
+    assert isinstance(customer, Request)
+    from protocols.sip.dialog import Dialog
+    dialog = Dialog.from_uas_request(customer, local_tag="cust", local_contact="<sip:c@x>",
+                                     via_transport="UDP", via_sent_by="192.0.2.10:5060")
+    ivr.net.send(dialog.create_response(customer, 486), CARRIER)
+    assert "BYE" in [m.method for m in ivr.net.take(agent.peer) if isinstance(m, Request)]
+    assert ivr.net.record().call_class == "outgoing_failed"
+
+
+def test_an_agent_who_does_not_answer_ends_the_click_to_call_before_any_customer_call() -> None:
+    ivr = Ivr(features=Features())
+    click_to_call(ivr)
+    agent = Phone.rung(ivr.net, 1)
+    agent.respond(180)
+    ivr.net.advance(30.1)
+    assert "CANCEL" in [m.method for m in ivr.net.take(agent.peer) if isinstance(m, Request)]
+    assert [m for m in ivr.net.take(CARRIER) if isinstance(m, Request)
+            and m.method == "INVITE"] == []
+    assert ivr.net.record().call_class == "outgoing_failed"
+
+
+def test_click_to_call_to_an_agent_on_dnd_is_refused() -> None:
+    from handlers.calls.call import Originate
+
+    ivr = Ivr(features=Features(), available=False)
+    ivr.net.register("1001", 1)
+    with pytest.raises(CommandRefused) as refused:
+        ivr.net.engine.originate(Originate(uuid.uuid4(), ivr.net.engine.tenants["acme"],
+                                           "1001", "01099998888", "0215550000"), ivr.net.now)
+    assert refused.value.code == "agent_unavailable"

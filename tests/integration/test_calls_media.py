@@ -228,3 +228,101 @@ async def test_a_held_caller_hears_the_tenants_hold_music_from_the_phone_or_the_
     assert await carrier.hangup(call) == 200
     [rec] = await recorded(gw)
     assert rec.status == "ok"  # one recording through both holds
+
+
+async def test_a_blind_transfer_connects_the_caller_to_the_second_agent_in_one_recording(
+        gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
+    from handlers.ivr.prompts import PromptStore
+
+    prompts = PromptStore(tmp_path / "prompts")
+    await asyncio.to_thread(prompts.prepare)
+    resp = await gw.tenant.call("PATCH", "/v1/tenant/settings", json={"recording_policy": "all"})
+    assert resp.status == 200, await resp.text()
+    await gw.start(anchoring=Anchoring(media, gw.api.context.pool, recordings_root=tmp_path / "rec",
+                                       reserve=2, prompts=prompts))
+    first = await gw.phone("1001", Script(audio=Audio(play=PHONE_TONE)))
+    second_tone = Tone(seconds=2.0, frequencies=(2000.0,), on=0.4, off=0.1)
+    second = await gw.phone("1002", Script(answer_after=0.5, audio=Audio(play=second_tone)))
+    carrier = await gw.carrier()
+    carrier.script = Script(audio=Audio(play=CARRIER_TONE))
+    call = carrier.dial(DID, "01012345678")
+    await wait(call.answered)
+    [agent] = list(first.calls.values())
+    await wait(agent.answered)
+    await asyncio.sleep(0.5)
+
+    [live] = (await (await gw.tenant.call("GET", "/v1/calls")).json())["items"]
+    resp = await gw.tenant.call("POST", f"/v1/calls/{live['id']}/transfer", json={"to": "1002"})
+    assert resp.status == 202, await resp.text()
+    assert (await resp.json())["state"] == "transferring"
+    await wait(agent.ended)  # the first agent is free at once
+    [taken] = list(second.calls.values())
+    await wait(taken.answered)
+    mark = len(call.received_payload())
+    await asyncio.sleep(1.5)
+    # The caller now hears the second agent (2 kHz), and the second agent hears the caller.
+    heard = decode(Codec.PCMU, call.received_payload()[mark:])
+    assert strongest(heard, (440.0, 1000.0, 2000.0)) == 2000.0
+    assert strongest(decode(Codec.PCMU, taken.received_payload()[-4000:]),
+                     (440.0, 1000.0, 2000.0)) == 1000.0
+    [moved] = (await (await gw.tenant.call("GET", "/v1/calls")).json())["items"]
+    assert (moved["state"], moved["extension"], moved["transfers"]) == ("answered", "1002", ["1001"])
+    assert await carrier.hangup(call) == 200
+    [record] = await gw.records()
+    assert (record["extension"], record["class"]) == ("1002", "incoming")
+    [rec] = await recorded(gw)
+    assert rec.status == "ok" and str(rec.call_id) == record["id"]  # one file through it all
+
+
+async def test_click_to_call_rings_the_agent_then_the_customer_and_both_hear_each_other(
+        gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
+    from config.sip import TrunkConfig
+    from protocols.sip.transaction import Peer
+    from tests.integration.test_calls import next_incoming
+
+    resp = await gw.tenant.call("POST", "/v1/sender-numbers", json={"number": "0212345678"})
+    assert resp.status == 201
+    carrier = await gw.carrier()  # the customer's side, behind the trunk
+    carrier.script = Script(answer_after=0.3, audio=Audio(play=CARRIER_TONE))
+    await gw.start(anchoring=Anchoring(media, gw.api.context.pool, recordings_root=tmp_path,
+                                       reserve=2),
+                   trunks=[TrunkConfig(name="carrier", addresses=["127.0.0.2"],
+                                       host="127.0.0.2", port=carrier.port)])
+    carrier.gateway = Peer("UDP", *gw.address)
+    await gw.extension("1001", rid="02-1234-5678", use_rid=True)
+    agent = await gw.phone("1001", Script(answer_after=0.3, audio=Audio(play=PHONE_TONE)),
+                           create=False)
+    resp = await gw.tenant.call("POST", "/v1/calls", json={"extension": "1001",
+                                                           "to": "010-5555-6666"})
+    assert resp.status == 202, await resp.text()
+    placed = await resp.json()
+    assert (placed["direction"], placed["callee"], placed["caller"]) == \
+        ("outgoing", "01055556666", "0212345678")
+    [rung] = list(agent.calls.values())  # the agent first...
+    assert rung.request.from_.uri.user == "01055556666"  # ...seeing whom it will reach
+    out = await next_incoming(carrier)  # then the customer, with the RID presented
+    assert out.request.from_.uri.user == "0212345678"
+    await wait(out.answered)
+    await asyncio.sleep(1.5)
+    assert strongest(decode(Codec.PCMU, out.received_payload()[-4000:]),
+                     (440.0, 1000.0)) == 440.0  # the customer hears the agent
+    assert strongest(decode(Codec.PCMU, rung.received_payload()[-4000:]),
+                     (440.0, 1000.0)) == 1000.0  # and the agent the customer
+    assert await agent.hangup(rung) == 200
+    await wait(out.ended)
+    [record] = await gw.records()
+    assert (record["class"], record["extension"], record["callee"]) == \
+        ("outgoing", "1001", "01055556666")
+
+
+async def test_click_to_call_with_an_unregistered_caller_id_is_refused(
+        gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
+    await gw.start(anchoring=Anchoring(media, gw.api.context.pool, recordings_root=tmp_path,
+                                       reserve=2))
+    await gw.phone("1001")
+    resp = await gw.tenant.call("POST", "/v1/calls", json={"extension": "1001",
+                                                           "to": "01055556666",
+                                                           "caller_id": "0299990000"})
+    assert resp.status == 422
+    problem = await resp.json()
+    assert (problem["code"], problem["field"]) == ("sender_not_registered", "caller_id")

@@ -165,9 +165,12 @@ module_app\t\taccount.so
 
 @contextlib.asynccontextmanager
 async def registered_baresip(gw: Gateway, home: Path, config: str,
-                             account_params: str = "") -> AsyncIterator[bytearray]:
+                             account_params: str = "",
+                             procs: list[asyncio.subprocess.Process] | None = None,
+                             ) -> AsyncIterator[bytearray]:
     """baresip as extension 1001 (created here) with `config`, registered with digest and
-    answering at once; yields its output so far (for failure messages)."""
+    answering at once; yields its output so far (for failure messages). `procs` receives the
+    process, for a test that types commands on its standard input."""
     info = await gw.extension("1001")
     (home / "config").write_text(config)
     (home / "accounts").write_text(
@@ -177,6 +180,8 @@ async def registered_baresip(gw: Gateway, home: Path, config: str,
     proc = await asyncio.create_subprocess_exec(
         BARESIP, "-f", str(home), stdin=asyncio.subprocess.PIPE,
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT)
+    if procs is not None:
+        procs.append(proc)
     output = bytearray()
 
     async def collect() -> None:
