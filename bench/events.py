@@ -253,7 +253,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             writer: dict[str, Any] = {}
             if args.producer == "writer":
                 written, writer = await produce_calls(pg.dsn, t.id, args.rate, args.seconds)
-                streamed = written // 2  # the streams follow call.ringing only
+                streamed = (written + 1) // 2  # the streams follow call.ringing only
             else:
                 written = streamed = await produce(pg.dsn, t.id, args.rate, args.seconds)
             await asyncio.sleep(3)
