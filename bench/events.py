@@ -2,6 +2,7 @@
 log at a steady rate; delivery latency and the daemon's memory over the run.
 
     .venv/bin/python -m bench.events [--seconds 300] [--clients 50] [--rate 1000]
+                                     [--producer sql|writer]
 
 telgate runs as a process (`daemon.cli run`) on an embedded PostgreSQL in a temporary
 directory, SIP and media off. The bench writes `--rate` events a second straight into the
@@ -24,6 +25,7 @@ import sys
 import tempfile
 import time
 import uuid
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +40,9 @@ from config import load_config  # noqa: E402
 from daemon.db import migrate  # noqa: E402
 from daemon.embedded_pg import EmbeddedPostgres  # noqa: E402
 from handlers import tenants  # noqa: E402
+from handlers.calls.events import CallEvent  # noqa: E402
+from handlers.events.log import NewEvent  # noqa: E402
+from handlers.events.writer import EventLogWriter  # noqa: E402
 
 BUCKET_MS = 0.1  # latency histogram resolution
 BUCKETS = 200_000  # up to 20 s
@@ -45,10 +50,11 @@ BUCKETS = 200_000  # up to 20 s
 
 # -- clients (in their own processes) -------------------------------------------------------
 
-async def _stream(base: str, key: str, hist: list[int], counts: list[int], stop: float) -> None:
+async def _stream(base: str, key: str, kind: str, hist: list[int], counts: list[int],
+                  stop: float) -> None:
     timeout = aiohttp.ClientTimeout(total=None, sock_read=30)
     async with aiohttp.ClientSession(timeout=timeout) as http, http.get(
-            f"{base}/v1/events?types=call.answered",
+            f"{base}/v1/events?types={kind}",
             headers={"Authorization": f"Bearer {key}"}) as resp:
         assert resp.status == 200, resp.status
         pending = b""
@@ -69,12 +75,12 @@ async def _stream(base: str, key: str, hist: list[int], counts: list[int], stop:
                 return
 
 
-def _client_proc(base: str, key: str, streams: int, stop: float, out: Any) -> None:
+def _client_proc(base: str, key: str, kind: str, streams: int, stop: float, out: Any) -> None:
     hist = [0] * BUCKETS
     counts = [0]
 
     async def run() -> None:
-        await asyncio.gather(*(_stream(base, key, hist, counts, stop) for _ in range(streams)),
+        await asyncio.gather(*(_stream(base, key, kind, hist, counts, stop) for _ in range(streams)),
                              return_exceptions=True)
 
     asyncio.run(run())
@@ -106,6 +112,71 @@ async def produce(dsn: str, tenant: uuid.UUID, rate: int, seconds: float) -> int
     finally:
         await conn.close()
     return written
+
+
+CALLERS = 20_000  # distinct callers of the writer producer; the first half are customers
+
+
+class TimedWriter(EventLogWriter):
+    """The writer, timing each batch it writes."""
+
+    def __init__(self, pool: asyncpg.Pool) -> None:
+        super().__init__(pool)
+        self.batches = 0
+        self.seconds = 0.0
+
+    async def _write(self, events: list[NewEvent]) -> None:
+        started = time.perf_counter()
+        await super()._write(events)
+        self.seconds += time.perf_counter() - started
+        self.batches += 1
+
+
+async def seed_customers(conn: asyncpg.Connection, tenant: uuid.UUID) -> int:
+    """Put the first half of the callers in the customer directory, if there is one."""
+    if await conn.fetchval("SELECT to_regclass('customers')") is None:
+        return 0
+    await conn.execute(
+        """INSERT INTO customers (tenant_id, number, name)
+           SELECT $1, '010' || lpad(n::text, 8, '0'), '고객 ' || n
+           FROM generate_series(0, $2 - 1) AS n""", tenant, CALLERS // 2)
+    return CALLERS // 2
+
+
+async def produce_calls(dsn: str, tenant: uuid.UUID, rate: int, seconds: float
+                        ) -> tuple[int, dict[str, Any]]:
+    """Offer `rate` call events a second (ringing, answered) to an EventLogWriter."""
+    pool = await asyncpg.create_pool(dsn, min_size=1, max_size=2)
+    writer = TimedWriter(pool)
+    writer.start()
+    offered = 0
+    try:
+        start = time.perf_counter()
+        tick = 0
+        while (elapsed := time.perf_counter() - start) < seconds:
+            due = int(elapsed * rate) - offered
+            for _ in range(due):
+                call, n = uuid.uuid5(uuid.NAMESPACE_OID, str(offered // 2)), offered // 2
+                at = datetime.now(UTC)
+                if offered % 2 == 0:
+                    writer.offer(CallEvent("call.ringing", call, tenant, at, {
+                        "t": time.time(), "direction": "incoming",
+                        "caller": f"010{n % CALLERS:08d}", "callee": "0212345678",
+                        "did": "0212345678", "extensions": ["1001"]}))
+                else:
+                    writer.offer(CallEvent("call.answered", call, tenant, at,
+                                           {"extension": "1001"}))
+                offered += 1
+            tick += 1
+            await asyncio.sleep(max(0.0, start + tick * 0.01 - time.perf_counter()))
+        await writer.stop(30)
+    finally:
+        await pool.close()
+    return writer.written, {
+        "writer_batches": writer.batches,
+        "writer_ms_per_batch": round(writer.seconds * 1000 / max(1, writer.batches), 3),
+        "writer_us_per_event": round(writer.seconds * 1e6 / max(1, writer.written), 1),
+    }
 
 
 def rss_mb(pid: int) -> float:
@@ -150,6 +221,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             t = await tenants.create_tenant(conn, "bench", actor="bench")
             key, _ = await tenants.create_key(conn, t.id, sp_id=None, label="bench",
                                               actor="bench")
+            customers = await seed_customers(conn, t.id) if args.producer == "writer" else 0
         finally:
             await conn.close()
         port = free_port()
@@ -168,7 +240,8 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             stop = time.time() + args.seconds + 5
             per = [args.clients // args.client_procs + (i < args.clients % args.client_procs)
                    for i in range(args.client_procs)]
-            procs = [ctx.Process(target=_client_proc, args=(base, key, n, stop, out))
+            kind = "call.ringing" if args.producer == "writer" else "call.answered"
+            procs = [ctx.Process(target=_client_proc, args=(base, key, kind, n, stop, out))
                      for n in per if n]
             for p in procs:
                 p.start()
@@ -177,7 +250,12 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             start = time.monotonic()
             sampler = asyncio.create_task(sample_rss(proc.pid, args.sample_seconds, samples,
                                                      start))
-            written = await produce(pg.dsn, t.id, args.rate, args.seconds)
+            writer: dict[str, Any] = {}
+            if args.producer == "writer":
+                written, writer = await produce_calls(pg.dsn, t.id, args.rate, args.seconds)
+                streamed = (written + 1) // 2  # the streams follow call.ringing only
+            else:
+                written = streamed = await produce(pg.dsn, t.id, args.rate, args.seconds)
             await asyncio.sleep(3)
             sampler.cancel()
             samples.append((round(time.monotonic() - start, 1), round(rss_mb(proc.pid), 1)))
@@ -192,8 +270,9 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         warm = [mb for t_s, mb in samples if t_s >= min(30.0, args.seconds / 4)]
         return {
             "bench": "events_stream", "seconds": args.seconds, "clients": args.clients,
-            "rate": args.rate, "events_written": written,
-            "deliveries_expected": written * args.clients, "deliveries": delivered,
+            "rate": args.rate, "producer": args.producer, "customers": customers,
+            "events_written": written, **writer,
+            "deliveries_expected": streamed * args.clients, "deliveries": delivered,
             "latency_p50_ms": percentile(hist, delivered, 0.50),
             "latency_p99_ms": percentile(hist, delivered, 0.99),
             "latency_max_ms": percentile(hist, delivered, 1.0),
@@ -214,6 +293,9 @@ def main() -> None:
     ap.add_argument("--rate", type=int, default=1000, help="events written per second")
     ap.add_argument("--client-procs", type=int, default=2)
     ap.add_argument("--sample-seconds", type=float, default=10.0)
+    ap.add_argument("--producer", choices=("sql", "writer"), default="sql",
+                    help="sql: INSERT straight into the log; writer: call events through "
+                         "EventLogWriter, as the call engine sends them")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="telgate-bench-events-") as work:
         emit(asyncio.run(run(args, Path(work))))

@@ -19,6 +19,7 @@ TIME_UUID = r"^[0-9]{1,18}\.[0-9a-f]{32}$"
 TIME_DIGITS = r"^[0-9]{1,18}\.[0-9]{1,20}$"
 _LAST = datetime.max.replace(tzinfo=UTC)
 INDEX = r"^[0-9]{1,9}$"
+DIGITS = r"^[0-9]{1,20}$"  # a list ordered by a number: the last number returned
 
 
 def time_cursor(at: datetime, key: str) -> str:

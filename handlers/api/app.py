@@ -6,7 +6,7 @@ from collections.abc import Callable
 
 from aiohttp import web
 
-from handlers.api import audit_routes, departments, keys, service
+from handlers.api import audit_routes, customers, departments, keys, service
 from handlers.api.context import CTX, AppContext
 from handlers.api.framework import RouteTable, request_middleware
 from handlers.api.hostile import hostile_guard
@@ -33,7 +33,7 @@ ROUTE_PROVIDERS: list[RouteProvider] = [
     history_routes.add_routes, imports.add_routes, webhook_routes.add_routes,
     calls_routes.add_routes, control_routes.add_routes, agent_routes.add_routes,
     recording_routes.add_routes, verify_routes.add_routes, audit_routes.add_routes,
-    departments.add_routes, call_stats_routes.add_routes, inbound.add_routes,
+    departments.add_routes, customers.add_routes, call_stats_routes.add_routes, inbound.add_routes,
     event_routes.add_routes, callback_routes.add_routes, prompt_routes.add_routes,
 ]
 

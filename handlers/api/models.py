@@ -104,6 +104,7 @@ CURSOR_DOC = Field(description="the `next_cursor` of the previous page")
 TimeUuidCursor = Annotated[str, StringConstraints(pattern=pagination.TIME_UUID), CURSOR_DOC]
 TimeDigitsCursor = Annotated[str, StringConstraints(pattern=pagination.TIME_DIGITS), CURSOR_DOC]
 IndexCursor = Annotated[str, StringConstraints(pattern=pagination.INDEX), CURSOR_DOC]
+DigitsCursor = Annotated[str, StringConstraints(pattern=pagination.DIGITS), CURSOR_DOC]
 
 
 class TimeUuidPage(Params):

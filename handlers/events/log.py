@@ -32,7 +32,8 @@ class LoggedEvent:
 
 @dataclass(frozen=True, slots=True)
 class NewEvent:
-    """An event to write: `event_id` is chosen by the writer, so a retried batch never doubles."""
+    """An event to write: `event_id` is chosen by the writer, so a retried batch never doubles;
+    `customer`, a call's customer number, gives the row the directory's `customer_name`."""
 
     event_id: uuid.UUID
     tenant_id: uuid.UUID
@@ -40,6 +41,7 @@ class NewEvent:
     extensions: tuple[str, ...]
     data: dict[str, object]
     created_at: datetime
+    customer: str | None = None
 
 
 def frame(log_id: int, event_id: uuid.UUID, event_type: str, created_at: datetime,
@@ -59,22 +61,28 @@ def from_row(r: asyncpg.Record) -> LoggedEvent:
 
 async def insert(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> None:
     """Write events in one statement, ids in the given order; an event already written (the
-    same event_id: a batch retried after a lost commit answer) is skipped. JSON goes as text,
-    whatever codec the connection has."""
+    same event_id: a batch retried after a lost commit answer) is skipped. An event with a
+    `customer` number gets `customer_name` from the tenant's customer directory (null when the
+    number is not in it) in the same statement. JSON goes as text, whatever codec the
+    connection has."""
     await conn.execute(
         """INSERT INTO event_log (event_id, tenant_id, type, extensions, data, created_at)
            SELECT u.event_id, u.tenant_id, u.type,
-                  ARRAY(SELECT jsonb_array_elements_text(u.extensions::jsonb)), u.data::jsonb,
+                  ARRAY(SELECT jsonb_array_elements_text(u.extensions::jsonb)),
+                  CASE WHEN u.customer IS NULL THEN u.data::jsonb
+                       ELSE u.data::jsonb || jsonb_build_object('customer_name', c.name) END,
                   u.created_at
            FROM unnest($1::uuid[], $2::uuid[], $3::text[], $4::text[], $5::text[],
-                       $6::timestamptz[])
-                WITH ORDINALITY AS u(event_id, tenant_id, type, extensions, data, created_at, n)
+                       $6::timestamptz[], $7::text[])
+                WITH ORDINALITY AS u(event_id, tenant_id, type, extensions, data, created_at,
+                                     customer, n)
+                LEFT JOIN customers c ON c.tenant_id = u.tenant_id AND c.number = u.customer
            ORDER BY u.n
            ON CONFLICT (event_id) DO NOTHING""",
         [e.event_id for e in events], [e.tenant_id for e in events], [e.type for e in events],
         [json.dumps(list(e.extensions)) for e in events],
         [json.dumps(e.data, default=str, ensure_ascii=False) for e in events],
-        [e.created_at for e in events])
+        [e.created_at for e in events], [e.customer for e in events])
 
 
 async def rows_after(conn: asyncpg.Connection, after: int, limit: int) -> list[LoggedEvent]:

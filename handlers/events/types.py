@@ -15,7 +15,8 @@ class EventType:
 
 
 CATALOGUE: tuple[EventType, ...] = (
-    EventType("call.ringing", "a call started ringing: caller, DID, extensions rung"),
+    EventType("call.ringing", "a call started ringing: caller, DID, extensions rung, the "
+              "customer's name from /v1/customers"),
     EventType("call.answered", "a call was answered (the extension that answered)"),
     EventType("call.ended", "a call ended, with its call record"),
     EventType("call.held", "a side of a call was put on hold (music plays to it) or taken off "

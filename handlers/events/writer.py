@@ -14,13 +14,14 @@ import asyncio
 import contextlib
 import uuid
 from collections import deque
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from itertools import islice
 
 import asyncpg
 import structlog
 from prometheus_client import CollectorRegistry, Counter, Gauge
 
+from handlers import customers
 from handlers.calls import cdr
 from handlers.calls.events import CallEvent
 from handlers.events import log as event_log
@@ -32,7 +33,15 @@ log = structlog.get_logger("telgate.events")
 
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, TimeoutError)
 RECORD_WAIT_SECONDS = 2.0  # how long call.ended waits for its call record to be stored
-TRACKED_CALLS = 100_000  # calls whose rung extensions are remembered until they end
+TRACKED_CALLS = 100_000  # calls remembered (extensions, customer) until they end
+
+
+@dataclass(slots=True)
+class _Tracked:
+    """What the writer remembers of a call between its events."""
+
+    extensions: set[str] = field(default_factory=set)  # rung or reached
+    customer: str | None = None  # the customer's number (customers.customer_number)
 
 
 class WriterMetrics:
@@ -61,7 +70,7 @@ class EventLogWriter:
         self._idle = asyncio.Event()
         self._idle.set()
         self._task: asyncio.Task[None] | None = None
-        self._rung: dict[uuid.UUID, set[str]] = {}  # call -> extensions it rang or reached
+        self._calls: dict[uuid.UUID, _Tracked] = {}
         self._dropping = False
         self.dropped = 0
         self.written = 0
@@ -136,22 +145,29 @@ class EventLogWriter:
                 log.warning("event_log_buffer_recovered", dropped=self.dropped)
 
     def _prepare(self, event_id: uuid.UUID, e: CallEvent) -> NewEvent:
-        """The row of one call event; remembers which extensions each call involved, so that
-        `call.ended` can be filtered by extension like the events before it."""
+        """The row of one call event. Remembers which extensions each call involved, so that
+        `call.ended` can be filtered by extension like the events before it, and its customer's
+        number, whose name the statement writing the row looks up (log.insert)."""
         data: dict[str, object] = {"call_id": str(e.call_id), **e.data}
-        rung = self._rung.get(e.call_id)
+        call = self._calls.get(e.call_id)
         if e.type == "call.ringing":
-            data["customer_name"] = None  # no customer store yet (docs/events.md)
-            rung = {str(x) for x in _strings(e.data.get("extensions"))}
-            self._rung[e.call_id] = rung
-            if len(self._rung) > TRACKED_CALLS:
-                del self._rung[next(iter(self._rung))]
+            call = _Tracked({str(x) for x in _strings(e.data.get("extensions"))},
+                            customers.customer_number(e.data.get("direction"),
+                                                      e.data.get("caller"), e.data.get("callee")))
+            self._calls[e.call_id] = call
+            if len(self._calls) > TRACKED_CALLS:
+                del self._calls[next(iter(self._calls))]
         elif e.type == "call.answered" and isinstance(e.data.get("extension"), str):
-            rung = self._rung.setdefault(e.call_id, set())
-            rung.add(str(e.data["extension"]))
+            call = self._calls.setdefault(e.call_id, _Tracked())
+            call.extensions.add(str(e.data["extension"]))
         elif e.type == "call.ended":
-            rung = self._rung.pop(e.call_id, None)
-        return NewEvent(event_id, e.tenant_id, e.type, tuple(sorted(rung or ())), data, e.at)
+            call = self._calls.pop(e.call_id, None)
+        customer = call.customer if call is not None else None
+        if e.type == "call.ringing" or customer is not None:
+            data["customer_name"] = None  # filled from the directory when the number is in it
+        return NewEvent(event_id, e.tenant_id, e.type,
+                        tuple(sorted(call.extensions)) if call is not None else (), data, e.at,
+                        customer)
 
     async def _write(self, events: list[NewEvent]) -> None:
         ended = [uuid.UUID(str(e.data["call_id"])) for e in events if e.type == "call.ended"]
@@ -165,15 +181,19 @@ class EventLogWriter:
 
 
 def _with_record(e: NewEvent, records: dict[uuid.UUID, cdr.CallRecord]) -> NewEvent:
-    """`call.ended` with its call record (as GET /v1/cdrs shows it), and the extensions the
-    record names."""
+    """`call.ended` with its call record (as GET /v1/cdrs shows it), the extensions the
+    record names, and its customer (a call that never rang is known by its record only)."""
     record = records.get(uuid.UUID(str(e.data["call_id"])))
     if record is None:
         log.warning("call_record_not_in_event", call=str(e.data["call_id"]))
         return replace(e, data={**e.data, "record": None})
     extensions = set(e.extensions) | {x for x in (record.extension, record.peer_extension) if x}
-    return replace(e, data={**e.data, "record": record.public()},
-                   extensions=tuple(sorted(extensions)))
+    data: dict[str, object] = {**e.data, "record": record.public()}
+    customer = e.customer or customers.customer_number(
+        "internal" if record.internal else record.direction, record.caller, record.callee)
+    if customer is not None:
+        data.setdefault("customer_name", None)
+    return replace(e, data=data, extensions=tuple(sorted(extensions)), customer=customer)
 
 
 async def _records(conn: asyncpg.Connection, call_ids: list[uuid.UUID]

@@ -460,3 +460,86 @@ async def test_a_trunk_call_produces_call_ringing_on_an_open_stream(ev: Events) 
         for ua in gw.uas:
             await ua.close()
         await gw.server.stop()
+
+
+async def test_a_stored_customers_name_is_on_every_event_of_their_call_and_no_other_tenants(
+        ev: Events) -> None:
+    other = await ev.api.new_tenant("other")
+    for tenant, name in ((ev.tenant, "홍길동"), (other, "임꺽정")):
+        resp = await tenant.call("PUT", "/v1/customers/010-1234-5678", json={"name": name})
+        assert resp.status == 201
+    await other.call("PUT", "/v1/customers/01055556666", json={"name": "임꺽정"})
+    gw = Gateway(ev.api, ev.tenant)
+    gw.server = await serve_calls(
+        SipConfig(port=0, trunks=[TrunkConfig(name="carrier", addresses=["127.0.0.2"],
+                                              host="127.0.0.2", port=5999)],
+                  dids=[DidConfig(number=DID, tenant=ev.tenant.name, extensions=["1001"])]),
+        ev.api.context.pool, ev.api.context, bus=ev.bus)
+    try:
+        await gw.phone("1001")
+        carrier = await gw.carrier()
+        client = await open_stream(ev.tenant, "?types=call.ringing,call.answered,call.ended")
+        call = carrier.dial(DID, "01012345678")
+        ringing = await client.event()
+        assert ringing.event == "call.ringing" and ringing.data is not None
+        assert ringing.data["data"]["customer_name"] == "홍길동"
+        async with asyncio.timeout(5):
+            await call.answered.wait()
+        answered = await client.event()
+        assert answered.event == "call.answered" and answered.data is not None
+        assert answered.data["data"]["customer_name"] == "홍길동"
+        await carrier.hangup(call)
+        ended = await client.event()
+        assert ended.event == "call.ended" and ended.data is not None
+        assert ended.data["data"]["customer_name"] == "홍길동"
+        # A caller only another tenant knows is nobody here.
+        unknown = carrier.dial(DID, "01055556666")
+        ringing = await client.event()
+        assert ringing.event == "call.ringing" and ringing.data is not None
+        assert ringing.data["data"]["caller"] == "01055556666"
+        assert ringing.data["data"]["customer_name"] is None
+        async with asyncio.timeout(5):
+            await unknown.answered.wait()
+        await carrier.hangup(unknown)
+        client.close()
+    finally:
+        for ua in gw.uas:
+            await ua.close()
+        await gw.server.stop()
+
+
+async def test_the_customer_is_the_callee_of_an_outgoing_call_and_internal_calls_have_none(
+        ev: Events) -> None:
+    await ev.tenant.call("PUT", "/v1/customers/01012345678", json={"name": "홍길동"})
+    await ev.tenant.call("PUT", "/v1/customers/01099998888", json={"name": "김철수"})
+    client = await open_stream(ev.tenant)
+    ev.publish("call.ringing", direction="outgoing", caller="01099998888",
+               callee="01012345678", did=None, extensions=["1001"])
+    internal = ev.publish("call.ringing", direction="internal", caller="1001", callee="1002",
+                          did=None, extensions=["1002"])
+    ev.bus.publish(CallEvent("call.answered", internal, ev.tenant.id, datetime.now(UTC),
+                             {"extension": "1002"}))
+    outgoing, inside, answered = (await client.event(), await client.event(),
+                                  await client.event())
+    assert outgoing.data is not None and outgoing.data["data"]["customer_name"] == "홍길동"
+    assert inside.data is not None and inside.data["data"]["customer_name"] is None
+    assert answered.data is not None and "customer_name" not in answered.data["data"]
+    client.close()
+
+
+async def test_a_renamed_customer_is_shown_by_the_new_name_on_the_next_event(
+        ev: Events) -> None:
+    await ev.tenant.call("PUT", "/v1/customers/01012345678", json={"name": "홍길동"})
+    client = await open_stream(ev.tenant)
+    first = ev.publish("call.ringing", direction="incoming", caller="01012345678",
+                       callee=DID, did=DID, extensions=["1001"])
+    assert (await client.event()).data["data"]["customer_name"] == "홍길동"  # type: ignore[index]
+    await ev.tenant.call("PUT", "/v1/customers/01012345678", json={"name": "홍길순"})
+    ev.bus.publish(CallEvent("call.answered", first, ev.tenant.id, datetime.now(UTC),
+                             {"extension": "1001"}))
+    assert (await client.event()).data["data"]["customer_name"] == "홍길순"  # type: ignore[index]
+    await ev.tenant.call("DELETE", "/v1/customers/01012345678")
+    ev.publish("call.ringing", direction="incoming", caller="01012345678", callee=DID,
+               did=DID, extensions=["1001"])
+    assert (await client.event()).data["data"]["customer_name"] is None  # type: ignore[index]
+    client.close()
