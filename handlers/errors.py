@@ -173,6 +173,12 @@ _ALL: tuple[ErrorCode, ...] = (
     _x("transfer_target_unavailable", 409, "The extension to transfer to cannot take the call "
                                            "now (offline, do-not-disturb, not registered, or "
                                            "already the call's)."),
+    _x("transfer_target_missing", 422, "A transfer names either `to` (blind) or "
+                                       "`consult_call_id` (attended), one of them."),
+    _x("not_a_consultation", 409, "The second call is not the agent's answered call to "
+                                  "another extension, so it cannot complete a transfer."),
+    _x("call_not_ringing", 409, "The call is not ringing (answered, ended, in the IVR, or an "
+                                "outgoing call), so it cannot be picked up."),
     _x("agent_unavailable", 409, "The agent's extension cannot be rung now (offline, "
                                  "do-not-disturb or not registered)."),
     _x("no_trunk", 503, "No trunk to call out through is configured for this tenant."),

@@ -210,6 +210,25 @@ class Transfer:
 
 
 @dataclass(frozen=True, slots=True)
+class CompleteTransfer:
+    """Attended transfer, completed: the agent consulted `consult_id` (its own call to
+    another extension) while the caller of `call_id` waited; the caller now talks to that
+    extension and the agent leaves both calls."""
+
+    call_id: uuid.UUID
+    consult_id: uuid.UUID
+
+
+@dataclass(frozen=True, slots=True)
+class Pickup:
+    """당겨받기: a call ringing elsewhere rings `extension` instead (its attempts elsewhere
+    are cancelled)."""
+
+    call_id: uuid.UUID
+    extension: str
+
+
+@dataclass(frozen=True, slots=True)
 class Originate:
     """Click-to-call: ring the agent's `extension`, then call `number` presenting
     `caller_id` (already checked against the sender-number registry)."""
@@ -257,7 +276,8 @@ class AbuseBlock:
     call_id: uuid.UUID
 
 
-Command = Hangup | Answer | Hold | Transfer | BridgeToMedia | Play | CollectDigits | AbuseBlock
+Command = (Hangup | Answer | Hold | Transfer | BridgeToMedia | Play | CollectDigits | AbuseBlock
+           | Pickup | CompleteTransfer)
 
 
 class CommandRefused(Exception):

@@ -71,6 +71,7 @@ class EndReason(enum.StrEnum):
     CALLBACK_IVR = "callback_ivr"  # ended in the callback IVR without a request
     ABUSE_BLOCKED = "abuse_blocked"  # the agent blocked an abusive caller (warning, then BYE)
     TRANSFER_FAILED = "transfer_failed"  # a blind transfer's target did not answer
+    TRANSFERRED = "transferred"  # a consultation call handed over in an attended transfer
 
 
 BUSY_STATUSES = frozenset({486, 600})

@@ -22,9 +22,11 @@ from handlers.calls.call import (
     CallState,
     Command,
     CommandRefused,
+    CompleteTransfer,
     Hangup,
     Hold,
     Originate,
+    Pickup,
     Transfer,
 )
 from handlers.calls.cdr import Direction
@@ -77,9 +79,18 @@ class OriginateIn(Body):
                                 "Must be a registered sender number.")
 
 
+class PickupIn(Body):
+    extension: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,4}$")] = Field(
+        description="the extension taking the call")
+
+
 class TransferIn(Body):
-    to: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,4}$")] = Field(
-        description="the extension to transfer the caller to")
+    to: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,4}$")] | None = Field(
+        None, description="blind transfer: the extension to transfer the caller to")
+    consult_call_id: Uuid | None = Field(
+        None, description="attended transfer: the agent's answered call to another "
+                          "extension (its consultation); the caller is joined with that "
+                          "extension")
 
 
 class HoldQuery(Params):
@@ -148,13 +159,23 @@ async def get_call(request: web.Request) -> web.Response:
 
 
 def _command(request: web.Request, make: type[AbuseBlock] | type[Hangup] | None = None, *,
-             held: bool = False, transfer: bool = False) -> web.Response:
+             held: bool = False, transfer: bool = False, pickup: bool = False,
+             ) -> web.Response:
     who = principal(request)
     driver = _driver(request)
     call = _call(driver, who.tenant_id, arg(request, CallPath).call_id)
     command: Command
     if transfer:
-        command = Transfer(call.id, arg(request, TransferIn).to)
+        body = arg(request, TransferIn)
+        if body.to is not None and body.consult_call_id is None:
+            command = Transfer(call.id, body.to)
+        elif body.consult_call_id is not None and body.to is None:
+            command = CompleteTransfer(call.id, body.consult_call_id)
+        else:
+            raise DomainError("transfer_target_missing", "give either `to` (blind) or "
+                              "`consult_call_id` (attended)", field="to")
+    elif pickup:
+        command = Pickup(call.id, arg(request, PickupIn).extension)
     elif make is None:
         chosen = arg(request, HoldQuery).side
         side = Side(chosen) if chosen else \
@@ -213,6 +234,10 @@ async def transfer(request: web.Request) -> web.Response:
     return _command(request, transfer=True)
 
 
+async def pickup(request: web.Request) -> web.Response:
+    return _command(request, pickup=True)
+
+
 def add_routes(t: RouteTable) -> None:
     """Declare the live-call routes."""
     t.add(Route("GET", "/v1/calls", list_calls, "Calls in progress, oldest first", TAG,
@@ -256,15 +281,30 @@ def add_routes(t: RouteTable) -> None:
     t.add(Route("POST", "/v1/calls/{call_id}/transfer", transfer,
                 "Transfer the caller to another extension (blind)", TAG, path_params=CallPath,
                 body=TransferIn, responses={202: LiveCall},
-                errors=("call_not_found", "call_not_answered", "call_busy",
-                        "transfer_target_unavailable", "media_not_anchored",
+                errors=("transfer_target_missing", "call_not_found", "call_not_answered",
+                        "call_busy",
+                        "transfer_target_unavailable", "not_a_consultation",
+                        "media_not_anchored", "calls_unavailable"),
+                scope=Scope.SEND,
+                description="돌려주기. Blind (`to`): the agent's phone is hung up at once; the "
+                            "caller hears hold music while every registered phone of `to` "
+                            "rings (30 s); the first to answer takes the call "
+                            "(`call.transferred`); nobody answering ends the call "
+                            "(`transfer_failed`). Attended (`consult_call_id`): the agent put "
+                            "the caller on hold and called a colleague; the colleague's phone "
+                            "is re-INVITEd into this call, the agent leaves both calls and the "
+                            "caller is taken off hold. Either way the recording stays one "
+                            "file. Incoming calls only."))
+    t.add(Route("POST", "/v1/calls/{call_id}/pickup", pickup,
+                "Pick up a call ringing elsewhere (당겨받기)", TAG, path_params=CallPath,
+                body=PickupIn, responses={202: LiveCall},
+                errors=("call_not_found", "call_not_ringing", "agent_unavailable",
                         "calls_unavailable"),
                 scope=Scope.SEND,
-                description="돌려주기: the agent's phone is hung up at once; the caller hears "
-                            "hold music while every registered phone of `to` rings (30 s); "
-                            "the first to answer takes the call, in the same recording "
-                            "(`call.transferred`). Nobody answering ends the call "
-                            "(`transfer_failed`). Incoming calls only."))
+                description="The call stops ringing where it rang (those phones get CANCEL) "
+                            "and rings every registered phone of `extension` for the rest of "
+                            "its ring time; answered there, it is that agent's call. Incoming "
+                            "and internal calls that are still ringing only."))
     t.add(Route("POST", "/v1/calls/{call_id}/hangup", hang_up, "End a call now", TAG,
                 path_params=CallPath, responses={202: LiveCall},
                 errors=("call_not_found", "calls_unavailable"), scope=Scope.SEND,

@@ -36,12 +36,14 @@ from handlers.calls.call import (
     CallState,
     Command,
     CommandRefused,
+    CompleteTransfer,
     Hangup,
     Hold,
     Leg,
     LegState,
     Originate,
     Output,
+    Pickup,
     Published,
     RecordReady,
     Relay,
@@ -215,6 +217,13 @@ class CallEngine:
             self._hold(call, command.side, command.held)
         elif isinstance(command, Transfer):
             self._transfer(call, command.extension)
+        elif isinstance(command, Pickup):
+            self._pickup(call, command.extension)
+        elif isinstance(command, CompleteTransfer):
+            consult = self.calls.get(command.consult_id)
+            if consult is None or consult.tenant_id != call.tenant_id:
+                raise CommandRefused("call_not_found", "no such consultation call")
+            self._attended(call, consult)
         else:
             # Hold, transfer and the media commands need the media process (next issues).
             raise CommandRefused("not_supported", f"{type(command).__name__} is not available")
@@ -1206,6 +1215,115 @@ class CallEngine:
             self._invite_b(call, target)
         self._set_timer(call, "transfer", self.TRANSFER_RING_SECONDS)
 
+    def _pickup(self, call: Call, extension: str) -> None:
+        """당겨받기 through the API: an incoming or internal call still ringing stops ringing
+        where it rang and rings `extension`'s phones instead, for the rest of its ring time."""
+        if not call.ringing or call.originated or call.ivr is not None \
+                or call.direction is Direction.OUTGOING:
+            raise CommandRefused("call_not_ringing", "only an incoming call still ringing "
+                                                     "can be picked up")
+        if extension == call.peer_extension:
+            raise CommandRefused("agent_unavailable", "a caller cannot pick up its own call")
+        targets = self._targets(call.tenant_id, extension)
+        if not targets:
+            raise CommandRefused("agent_unavailable", f"extension {extension} is offline, "
+                                 "on do-not-disturb or not registered")
+        log.info("call_pickup", call=str(call.id), extension=extension)
+        self._cancel_attempts(call)
+        for name in [n for n in call.timers if n.startswith("stage:")]:
+            del call.timers[name]
+        plan = call.plan
+        call.plan = RingPlan((tuple(targets),), None,
+                             plan.no_answer_seconds if plan is not None else 60.0)
+        call.stage = 0
+        for target in targets:
+            self._invite_b(call, target)
+
+    def _attended(self, call: Call, consult: Call) -> None:
+        """Attended transfer: `call` (caller A, agent B) and `consult` (the same agent's call
+        to another extension). The extension's leg is re-INVITEd into `call`'s media session
+        (so the recording stays one file); once it answers, the agent leaves both calls and
+        the caller, taken off hold, talks to the extension."""
+        if call.state is not CallState.ANSWERED or call.ivr is not None or call.blocking \
+                or call.b is None or call.a is None or call.direction is Direction.OUTGOING \
+                or call.transferring is not None:
+            raise CommandRefused("call_not_answered", "only an incoming call answered by an "
+                                                      "agent can be transferred")
+        target = consult.b
+        if consult.state is not CallState.ANSWERED or consult.direction is not \
+                Direction.INTERNAL or consult.a is None or target is None or \
+                consult.peer_extension != call.extension or consult is call:
+            raise CommandRefused("not_a_consultation",
+                                 "the second call must be the agent's answered call to "
+                                 "another extension")
+        if call.reinvite is not None or consult.reinvite is not None or \
+                target.dialog is None or not call.a.received_sdp:
+            raise CommandRefused("call_busy", "a re-INVITE of one of the calls is open")
+        if not call.media.can_play():
+            raise CommandRefused("media_not_anchored",
+                                 "the call's audio does not pass through the gateway")
+        try:
+            offer = with_direction(call.media.offer(Side.A, call.a.received_sdp), "sendrecv")
+        except SdpError as exc:
+            raise CommandRefused("call_busy", f"the caller's SDP cannot be offered: {exc}") \
+                from None
+        request = target.dialog.create_request(
+            "INVITE", branch=self.ids.branch(),
+            headers=[("Content-Type", SDP), *self._session_headers(target)], body=offer)
+        target.last_sdp = offer
+        consult.reinvite = Relay(target, None, request, target, request)
+        call.transferring = target.extension or ""
+        log.info("call_attended_transfer", call=str(call.id), consult=str(consult.id),
+                 target=target.extension)
+
+        def answered(response: Response | None) -> None:
+            consult.reinvite = None
+            if response is not None and response.status < 300:
+                self._ack(target, request.cseq.seq, b"", None)
+                target.dialog.receive_response(request, response)  # type: ignore[union-attr]
+                self._hand_over(call, consult, target, response)
+                return
+            call.transferring = None
+            log.info("call_attended_transfer_failed", call=str(call.id),
+                     status=response.status if response else None)
+            if response is None or response.status == 481:
+                self._lost(consult, target)
+
+        self._send(request, target.peer, answered)
+
+    def _hand_over(self, call: Call, consult: Call, target: Leg, response: Response) -> None:
+        call.transferring = None
+        if call.state is not CallState.ANSWERED or consult.state is not CallState.ANSWERED:
+            return  # someone hung up meanwhile: each call ends its own way
+        agent = call.b
+        assert agent is not None and consult.a is not None
+        previous = call.extension
+        # The extension's leg moves from the consultation into the call.
+        consult.b = None
+        consult.attempts = []
+        for name in ("refresh:b", "expire:b"):
+            consult.timers.pop(name, None)
+            call.timers.pop(name, None)
+        target.call = call
+        call.b = target
+        call.attempts = [target]
+        call.extension = target.extension
+        call.transfers.append(previous or "")
+        if response.body:
+            target.received_sdp = response.body
+            call.media.repoint(Side.B, response.body)
+        self._restart_session(target)
+        self._bye(agent)
+        self._forget_leg(agent)
+        self._hangup(consult, HangupBy.SYSTEM, EndReason.TRANSFERRED)  # BYE the agent's leg
+        if Side.A in call.held:
+            self._hold(call, Side.A, False)  # the caller was on hold during the consultation
+        log.info("call_transferred", call=str(call.id), extension=target.extension,
+                 attended=True)
+        self._publish(call, "call.transferred", {"from": previous, "to": target.extension,
+                                                 "extension": target.extension,
+                                                 "attended": True})
+
     def _refer(self, call: Call, leg: Leg, request: Request, txn: ServerTransaction) -> None:
         """A phone's blind transfer (RFC 3515 REFER to an extension of the tenant): accepted,
         reported done at once (NOTIFY sipfrag 200, the subscription ends), then carried out
@@ -1218,9 +1336,9 @@ class CallEngine:
             txn.respond(leg.dialog.create_response(request, 400, "Bad Refer-To"), self._now)
             return
         extension = routing.dialled_digits(uri.user) or ""
-        if "replaces" in str(uri).lower():
-            txn.respond(leg.dialog.create_response(request, 501, "Attended Transfer Not "
-                                                   "Supported"), self._now)
+        replaces = _replaces(refer_to)
+        if replaces is not None:
+            self._refer_attended(call, leg, request, txn, replaces)
             return
         if leg is not call.b or not routing.is_internal(extension):
             txn.respond(leg.dialog.create_response(request, 403, "Only Agents To Extensions"),
@@ -1232,13 +1350,36 @@ class CallEngine:
             status = 480 if exc.code == "transfer_target_unavailable" else 491
             txn.respond(leg.dialog.create_response(request, status), self._now)
             return
+        self._refer_accepted(leg, request, txn)
+        self._start_transfer(call, extension, targets)
+
+    def _refer_accepted(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
+        """202 to the REFER, and at once the NOTIFY saying it succeeded (the subscription
+        ends there: the transfer is ours to carry out from now on)."""
+        assert leg.dialog is not None
         txn.respond(leg.dialog.create_response(request, 202), self._now)
         notify = leg.dialog.create_request(
             "NOTIFY", branch=self.ids.branch(),
             headers=[("Event", "refer"), ("Subscription-State", "terminated;reason=noresource"),
                      ("Content-Type", "message/sipfrag")], body=b"SIP/2.0 200 OK\r\n")
         self._send(notify, leg.peer, lambda _response: None)
-        self._start_transfer(call, extension, targets)
+
+    def _refer_attended(self, call: Call, leg: Leg, request: Request, txn: ServerTransaction,
+                        replaces: tuple[str, str, str]) -> None:
+        """REFER with Replaces (RFC 3891): the agent's phone asks to join the caller of this
+        call with the extension of its consultation dialog (call-id, to-tag, from-tag)."""
+        assert leg.dialog is not None
+        call_id, to_tag, from_tag = replaces
+        other = self._legs.get((call_id, to_tag)) or self._legs.get((call_id, from_tag))
+        try:
+            if other is None or leg is not call.b:
+                raise CommandRefused("not_a_consultation", "unknown dialog to replace")
+            self._attended(call, other.call)
+        except CommandRefused as exc:
+            status = 481 if exc.code == "not_a_consultation" else 491
+            txn.respond(leg.dialog.create_response(request, status), self._now)
+            return
+        self._refer_accepted(leg, request, txn)
 
     def _transfer_answered(self, call: Call, leg: Leg, response: Response) -> None:
         self._ack(leg, response.cseq.seq, b"", None)
@@ -1259,7 +1400,8 @@ class CallEngine:
             self._restart_session(leg)
         log.info("call_transferred", call=str(call.id), extension=leg.extension)
         self._publish(call, "call.transferred", {"from": previous, "to": leg.extension,
-                                                 "extension": leg.extension})
+                                                 "extension": leg.extension,
+                                                 "attended": False})
 
     def _transfer_failed(self, call: Call) -> None:
         """Nobody at the transfer's extension answered: the caller, alone with the music, is
@@ -1595,3 +1737,22 @@ def _info_digit(body: bytes) -> str | None:
             break
     key = text[:1].upper()
     return key if len(text) == 1 and key in ivr.DIGITS else None
+
+
+def _replaces(refer_to: str) -> tuple[str, str, str] | None:
+    """(call-id, to-tag, from-tag) of a Refer-To URI's Replaces header, or None."""
+    from urllib.parse import unquote
+
+    lowered = refer_to.lower()
+    at = lowered.find("replaces=")
+    if at < 0:
+        return None
+    value = refer_to[at + len("replaces="):]
+    for end in (">", "&"):
+        value = value.split(end, 1)[0]
+    parts = unquote(value).split(";")
+    tags = dict(p.strip().split("=", 1) for p in parts[1:] if "=" in p)
+    to_tag, from_tag = tags.get("to-tag"), tags.get("from-tag")
+    if not parts[0] or to_tag is None or from_tag is None:
+        return None
+    return parts[0].strip(), to_tag, from_tag

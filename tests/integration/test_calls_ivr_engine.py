@@ -15,6 +15,7 @@ import pytest
 
 from handlers.calls.call import AbuseBlock, CallbackCaptured, CommandRefused, Published
 from handlers.calls.media import Side
+from protocols.sip.dialog import Dialog
 from protocols.sip.message import Request, Response
 from tests.integration.test_calls_engine import (
     ANSWER,
@@ -402,7 +403,7 @@ def test_a_blind_transfer_frees_the_agent_and_connects_the_caller_to_the_new_ext
     assert ivr.net.take(CARRIER) == []  # the caller was never re-INVITEd: same media session
     moved = [o.event.data for o in ivr.net.outputs if isinstance(o, Published)
              and o.event.type == "call.transferred"]
-    assert moved == [{"from": "1001", "to": "1002", "extension": "1002"}]
+    assert moved == [{"from": "1001", "to": "1002", "extension": "1002", "attended": False}]
     caller.request("BYE")
     ivr.net.expect(second.peer, "BYE")
     record = ivr.net.record()
@@ -466,7 +467,7 @@ def test_a_phone_transferring_by_refer_gets_202_a_notify_and_its_caller_moves_on
     second.respond(200, sdp=ANSWER)
     moved = [o.event.data for o in ivr.net.outputs if isinstance(o, Published)
              and o.event.type == "call.transferred"]
-    assert moved == [{"from": "1001", "to": "1002", "extension": "1002"}]
+    assert moved == [{"from": "1001", "to": "1002", "extension": "1002", "attended": False}]
 
 
 def test_a_refer_to_an_unavailable_extension_is_refused_and_the_call_stays() -> None:
@@ -560,3 +561,130 @@ def test_click_to_call_to_an_agent_on_dnd_is_refused() -> None:
         ivr.net.engine.originate(Originate(uuid.uuid4(), ivr.net.engine.tenants["acme"],
                                            "1001", "01099998888", "0215550000"), ivr.net.now)
     assert refused.value.code == "agent_unavailable"
+
+
+# -- pickup -----------------------------------------------------------------------------------
+
+
+def test_a_call_ringing_at_one_agent_is_picked_up_by_another() -> None:
+    from handlers.calls.call import Pickup
+
+    ivr = Ivr(features=Features(callback_on=frozenset()))
+    ivr.net.register("1001", 1)
+    ivr.net.register("1002", 2)
+    Caller.dial(ivr.net)
+    first = Phone.rung(ivr.net, 1)
+    first.respond(180)
+    ivr.net.engine.command(Pickup(ivr.call_id, "1002"), ivr.net.now)
+    ivr.net._pump()
+    cancel = [m for m in ivr.net.take(first.peer) if isinstance(m, Request)]
+    assert [m.method for m in cancel] == ["CANCEL"]
+    first.respond(487)
+    second = Phone.rung(ivr.net, 2)
+    second.respond(200, sdp=ANSWER)
+    ok = [m for m in ivr.net.take(CARRIER) if isinstance(m, Response) and m.status == 200]
+    assert len(ok) == 1 and ok[0].body == ANSWER
+    assert ivr.net.engine.calls[ivr.call_id].extension == "1002"
+
+
+def test_an_answered_call_cannot_be_picked_up() -> None:
+    from handlers.calls.call import Pickup
+
+    ivr, _caller, _phone = anchored_call()
+    ivr.net.register("1002", 2)
+    with pytest.raises(CommandRefused) as refused:
+        ivr.net.engine.command(Pickup(ivr.call_id, "1002"), ivr.net.now)
+    assert refused.value.code == "call_not_ringing"
+
+
+# -- attended transfer ------------------------------------------------------------------------
+
+
+def consultation(ivr: Ivr) -> tuple[uuid.UUID, uuid.UUID, Phone, Dialog]:
+    """The agent (1001, in a call with the caller) calls 1002 from the same phone, and 1002
+    answers: (the call's id, the consultation's id, 1002's phone, the agent's consult dialog)."""
+    from datetime import UTC, datetime
+
+    from handlers.calls.call import Authenticate
+    from handlers.calls.extensions import Extension
+    from protocols.sip.headers import NameAddr
+    from protocols.sip.message import make_request
+    from protocols.sip.uri import URI
+    from tests.integration.test_calls_engine import GATEWAY, IDS, TENANT
+
+    [first] = list(ivr.net.engine.calls)
+    ivr.net.register("1002", 2)
+    agent = phone_peer(1)
+    uri = URI("sip", user="1002", host=GATEWAY)
+    invite = make_request(
+        "INVITE", uri, via=f"SIP/2.0/UDP {agent.host}:5060;branch={IDS.branch()}",
+        from_=NameAddr(URI("sip", user="1001", host=GATEWAY), params=(("tag", IDS.tag()),)),
+        to=NameAddr(uri), call_id=IDS.call_id(), cseq=1, contact=f"<sip:1001@{agent.host}>",
+        headers=[("Content-Type", "application/sdp")], body=ANSWER)
+    ivr.net.send(invite, agent)
+    [pending] = [o for o in ivr.net.outputs if isinstance(o, Authenticate)]
+    now = datetime.now(UTC)
+    ext = Extension(TENANT, "1001", "", "telgate", "", "", "0215559999", None, False, now, now)
+    ivr.net.engine.admitted(pending, ext, ivr.net.now)
+    ivr.net._pump()
+    colleague = Phone.rung(ivr.net, 2)
+    colleague.respond(200, sdp=ANSWER)
+    ok = [m for m in ivr.net.take(agent) if isinstance(m, Response) and m.status == 200]
+    dialog = Dialog.from_uac_response(invite, ok[-1])
+    ivr.net.send(dialog.create_ack(1, branch=IDS.branch()), agent)
+    [second] = [c for c in ivr.net.engine.calls if c != first]
+    return first, second, colleague, dialog
+
+
+def test_an_attended_transfer_joins_the_caller_with_the_consulted_colleague() -> None:
+    from handlers.calls.call import CompleteTransfer
+
+    ivr, caller, phone = anchored_call()
+    phone.request("INVITE", body=HOLD)  # the agent holds the caller, then consults
+    carrier_accepts_reinvite(ivr, caller)
+    first, second, colleague, _dialog = consultation(ivr)
+    ivr.net.take(phone.peer)
+    ivr.net.engine.command(CompleteTransfer(first, second), ivr.net.now)
+    ivr.net._pump()
+    reinvite = ivr.net.expect(colleague.peer, "INVITE")  # into the caller's media session
+    assert isinstance(reinvite, Request) and b"a=sendrecv" in reinvite.body
+    colleague.respond(200, sdp=ANSWER, to=reinvite)
+    byes = [m for m in ivr.net.take(phone.peer) if isinstance(m, Request) and m.method == "BYE"]
+    assert len(byes) == 2  # the agent leaves the call and the consultation
+    resume = ivr.net.expect(CARRIER, "INVITE")  # the caller is taken off hold
+    assert isinstance(resume, Request) and b"a=sendrecv" in resume.body
+    bridge = ivr.media.bridges[first]
+    assert bridge.repointed == [(Side.B, ANSWER)]
+    moved = [o.event.data for o in ivr.net.outputs if isinstance(o, Published)
+             and o.event.type == "call.transferred"]
+    assert moved == [{"from": "1001", "to": "1002", "extension": "1002", "attended": True}]
+    [consulted] = ivr.net.records
+    assert (consulted.end_reason, consulted.internal) == ("transferred", True)
+    assert ivr.net.engine.calls[first].extension == "1002"
+
+
+def test_a_phone_completes_an_attended_transfer_with_refer_replaces() -> None:
+    ivr, _caller, phone = anchored_call()
+    first, second, colleague, dialog = consultation(ivr)
+    ivr.net.take(phone.peer)
+    # The agent's phone names its consultation dialog (call-id, to-tag: ours, from-tag: its).
+    replaces = f"{dialog.call_id}%3Bto-tag%3D{dialog.remote_tag}%3Bfrom-tag%3D{dialog.local_tag}"
+    request = phone.dialog.create_request(
+        "REFER", branch="z9hG4bK-refer-att",
+        headers=[("Refer-To", f"<sip:1002@192.0.2.1?Replaces={replaces}>")])
+    ivr.net.send(request, phone.peer)
+    got = [m.status if isinstance(m, Response) else m.method for m in ivr.net.take(phone.peer)]
+    assert got[:2] == [202, "NOTIFY"], got
+    reinvite = ivr.net.expect(colleague.peer, "INVITE")
+    assert isinstance(reinvite, Request)
+    colleague.respond(200, sdp=ANSWER, to=reinvite)
+    assert ivr.net.engine.calls[first].extension == "1002" and second not in ivr.net.engine.calls
+
+
+def test_completing_a_transfer_with_an_unrelated_call_is_refused() -> None:
+    from handlers.calls.call import CompleteTransfer
+
+    ivr, _caller, _phone = anchored_call()
+    with pytest.raises(CommandRefused) as refused:
+        ivr.net.engine.command(CompleteTransfer(ivr.call_id, ivr.call_id), ivr.net.now)
+    assert refused.value.code == "not_a_consultation"

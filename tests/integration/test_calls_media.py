@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from handlers.calls.anchoring import Anchoring
+from handlers.ivr.prompts import PromptStore
 from handlers.media import recordings
 from handlers.media.client import MediaProcess, MediaSettings
 from protocols.rtp.g711 import Codec, decode
@@ -29,10 +30,18 @@ CARRIER_TONE = Tone(seconds=2.0, frequencies=(1000.0,), on=0.4, off=0.1)
 PHONE_TONE = Tone(seconds=2.0, frequencies=(440.0,), on=0.4, off=0.1)
 
 
-async def anchored(gw: Gateway, media: MediaProcess, root: Path, policy: str = "all") -> Anchoring:
+async def anchored(gw: Gateway, media: MediaProcess, root: Path, policy: str = "all", *,
+                   prompts: bool = False, reserve: int = 2) -> Anchoring:
+    """The gateway with calls anchored in `media` under `policy`; with `prompts`, the shipped
+    prompts (hold music) prepared under `root`/prompts."""
     resp = await gw.tenant.call("PATCH", "/v1/tenant/settings", json={"recording_policy": policy})
     assert resp.status == 200, await resp.text()
-    anchoring = Anchoring(media, gw.api.context.pool, recordings_root=root, reserve=2)
+    store = None
+    if prompts:
+        store = PromptStore(root / "prompts")
+        await asyncio.to_thread(store.prepare)
+    anchoring = Anchoring(media, gw.api.context.pool, recordings_root=root, reserve=reserve,
+                          prompts=store)
     await gw.start(anchoring=anchoring)
     return anchoring
 
@@ -188,15 +197,9 @@ async def test_a_media_process_killed_mid_call_ends_it_keeps_its_audio_and_comes
 
 async def test_a_held_caller_hears_the_tenants_hold_music_from_the_phone_or_the_api(
         gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
-    from handlers.ivr.prompts import PromptStore
-
-    prompts = PromptStore(tmp_path / "prompts")
-    await asyncio.to_thread(prompts.prepare)
-    resp = await gw.tenant.call("PATCH", "/v1/tenant/settings", json={"recording_policy": "all"})
-    assert resp.status == 200, await resp.text()
-    await gw.start(anchoring=Anchoring(media, gw.api.context.pool, recordings_root=tmp_path / "rec",
-                                       reserve=2, prompts=prompts))
-    music = prompts.path(None, "hold_music", Codec.PCMU).read_bytes()
+    anchoring = await anchored(gw, media, tmp_path / "rec", prompts=True)
+    assert anchoring.prompts is not None
+    music = anchoring.prompts.path(None, "hold_music", Codec.PCMU).read_bytes()
     phone = await gw.phone("1001", Script(audio=Audio(play=PHONE_TONE)))
     carrier = await gw.carrier()
     carrier.script = Script(audio=Audio(play=CARRIER_TONE))
@@ -232,14 +235,7 @@ async def test_a_held_caller_hears_the_tenants_hold_music_from_the_phone_or_the_
 
 async def test_a_blind_transfer_connects_the_caller_to_the_second_agent_in_one_recording(
         gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
-    from handlers.ivr.prompts import PromptStore
-
-    prompts = PromptStore(tmp_path / "prompts")
-    await asyncio.to_thread(prompts.prepare)
-    resp = await gw.tenant.call("PATCH", "/v1/tenant/settings", json={"recording_policy": "all"})
-    assert resp.status == 200, await resp.text()
-    await gw.start(anchoring=Anchoring(media, gw.api.context.pool, recordings_root=tmp_path / "rec",
-                                       reserve=2, prompts=prompts))
+    await anchored(gw, media, tmp_path / "rec", prompts=True)
     first = await gw.phone("1001", Script(audio=Audio(play=PHONE_TONE)))
     second_tone = Tone(seconds=2.0, frequencies=(2000.0,), on=0.4, off=0.1)
     second = await gw.phone("1002", Script(answer_after=0.5, audio=Audio(play=second_tone)))
@@ -326,3 +322,69 @@ async def test_click_to_call_with_an_unregistered_caller_id_is_refused(
     assert resp.status == 422
     problem = await resp.json()
     assert (problem["code"], problem["field"]) == ("sender_not_registered", "caller_id")
+
+
+async def test_a_call_ringing_at_one_agent_is_picked_up_by_another_through_the_api(
+        gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
+    await anchored(gw, media, tmp_path / "rec")
+    ringing = await gw.phone("1001", Script(answer_after=30.0, audio=Audio(play=PHONE_TONE)))
+    picker_tone = Tone(seconds=2.0, frequencies=(2000.0,), on=0.4, off=0.1)
+    picker = await gw.phone("1002", Script(answer_after=0.2, audio=Audio(play=picker_tone)))
+    carrier = await gw.carrier()
+    carrier.script = Script(audio=Audio(play=CARRIER_TONE))
+    call = carrier.dial(DID, "01012345678")
+    [rung] = [await asyncio.wait_for(ringing.incoming.get(), 5)]
+    [live] = (await (await gw.tenant.call("GET", "/v1/calls")).json())["items"]
+    resp = await gw.tenant.call("POST", f"/v1/calls/{live['id']}/pickup", json={"extension": "1002"})
+    assert resp.status == 202, await resp.text()
+    await wait(rung.ended)  # 1001 stops ringing
+    await wait(call.answered)
+    [taken] = list(picker.calls.values())
+    await asyncio.sleep(1.5)
+    assert strongest(decode(Codec.PCMU, call.received_payload()[-4000:]),
+                     (440.0, 1000.0, 2000.0)) == 2000.0  # the caller talks to 1002
+    assert taken.received_payload()
+    assert await carrier.hangup(call) == 200
+    [record] = await gw.records()
+    assert (record["extension"], record["class"]) == ("1002", "incoming")
+    [rec] = await recorded(gw)
+    assert rec.status == "ok" and rec.extension == "1002"  # picked up before any answer
+
+
+async def test_an_attended_transfer_through_the_api_joins_caller_and_colleague_in_one_recording(
+        gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
+    await anchored(gw, media, tmp_path / "rec", prompts=True, reserve=3)
+    agent = await gw.phone("1001", Script(audio=Audio(play=PHONE_TONE)))
+    colleague_tone = Tone(seconds=2.0, frequencies=(2000.0,), on=0.4, off=0.1)
+    colleague = await gw.phone("1002", Script(answer_after=0.2, audio=Audio(play=colleague_tone)))
+    carrier = await gw.carrier()
+    carrier.script = Script(audio=Audio(play=CARRIER_TONE))
+    call = carrier.dial(DID, "01012345678")
+    await wait(call.answered)
+    [answered] = list(agent.calls.values())
+    await wait(answered.answered)
+    assert await agent.reinvite(answered, direction="sendonly") == 200  # the caller waits
+    consult = agent.call("1002")
+    await wait(consult.answered)
+    live = (await (await gw.tenant.call("GET", "/v1/calls")).json())["items"]
+    [first] = [c for c in live if c["direction"] == "incoming"]
+    [second] = [c for c in live if c["direction"] == "internal"]
+    resp = await gw.tenant.call("POST", f"/v1/calls/{first['id']}/transfer",
+                                json={"consult_call_id": second["id"]})
+    assert resp.status == 202, await resp.text()
+    await wait(answered.ended)  # the agent leaves both calls
+    await wait(consult.ended)
+    await asyncio.sleep(1.5)
+    heard = decode(Codec.PCMU, call.received_payload()[-4000:])
+    assert strongest(heard, (440.0, 1000.0, 2000.0)) == 2000.0  # the caller hears 1002
+    [taken] = list(colleague.calls.values())
+    assert strongest(decode(Codec.PCMU, taken.received_payload()[-4000:]),
+                     (440.0, 1000.0, 2000.0)) == 1000.0  # and 1002 the caller
+    assert await carrier.hangup(call) == 200
+    records = {r["direction"]: r for r in await gw.records(2)}
+    assert (records["incoming"]["extension"], records["internal"]["end_reason"]) == \
+        ("1002", "transferred")
+    recs = await recorded(gw, 2)
+    [main] = [r for r in recs if str(r.call_id) == records["incoming"]["id"]]
+    # One file; the index names the agent who answered (the call record names the last).
+    assert main.status == "ok" and main.extension == "1001"
