@@ -300,8 +300,11 @@ class AnchoredBridge:
             self._then(lambda: session.unhold(MediaSide(side.value)))
 
     def can_play(self) -> bool:
-        return (self._owner.prompts is not None and not self._closed and not self._unanchored
-                and (self._session is not None or self._owner.reserved > 0))
+        return self._owner.prompts is not None and self.anchored()
+
+    def anchored(self) -> bool:
+        return not self._closed and not self._unanchored and (
+            self._session is not None or self._owner.reserved > 0)
 
     def repoint(self, side: Side, sdp: bytes) -> None:
         session = self._session

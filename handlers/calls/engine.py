@@ -104,6 +104,8 @@ ResponseCallback = Callable[[Response | None], None]
 GLARE_RETRY_SECONDS = 2.0  # a refresh that met 491 is tried again this much later
 IVR_MAX_SECONDS = 300.0  # a call in the callback IVR is ended after this long, whatever
 AGENT_RING_SECONDS = 30.0  # click-to-call: how long the agent's phone rings first
+PICKUP_GROUP = "*8"  # feature code: pick up the oldest call ringing at another extension
+PICKUP_DIRECTED = "**"  # **1001: pick up the call ringing at extension 1001
 WARNING_MAX_SECONDS = 150.0  # the abuse warning (≤ 120 s) has ended by then, played or not
 HOLD_MUSIC = "hold_music"
 ABUSE_WARNING = "abuse_warning"
@@ -371,6 +373,12 @@ class CallEngine:
         if not isinstance(txn, InviteServerTransaction) or txn.state is not State.PROCEEDING:
             return  # answered meanwhile (CANCEL)
         request = pending.request
+        code = request.uri.user or ""
+        if code == PICKUP_GROUP or (code.startswith(PICKUP_DIRECTED)
+                                    and code[len(PICKUP_DIRECTED):].isdigit()):
+            self._pickup_code(request, pending.peer, txn, extension,
+                              code[len(PICKUP_DIRECTED):] if code != PICKUP_GROUP else None)
+            return
         dialled = routing.dialled_digits(request.uri.user) or ""
         if routing.is_internal(dialled):
             self._internal(request, pending.peer, txn, extension, dialled)
@@ -1128,7 +1136,7 @@ class CallEngine:
             raise CommandRefused("call_busy", "the call is being transferred")
         if held == (side in call.held):
             return
-        if not call.media.can_play():
+        if not call.media.anchored():
             raise CommandRefused("media_not_anchored",
                                  "the call's audio does not pass through the gateway")
         leg = call.a if side is Side.A else call.b
@@ -1187,7 +1195,7 @@ class CallEngine:
         if call.transferring is not None or call.reinvite is not None:
             raise CommandRefused("call_busy", "the call is already being transferred or "
                                               "renegotiating its media")
-        if not call.media.can_play():
+        if not call.media.anchored():
             raise CommandRefused("media_not_anchored",
                                  "the call's audio does not pass through the gateway")
         if extension == call.extension:
@@ -1259,7 +1267,7 @@ class CallEngine:
         if call.reinvite is not None or consult.reinvite is not None or \
                 target.dialog is None or not call.a.received_sdp:
             raise CommandRefused("call_busy", "a re-INVITE of one of the calls is open")
-        if not call.media.can_play():
+        if not call.media.anchored():
             raise CommandRefused("media_not_anchored",
                                  "the call's audio does not pass through the gateway")
         try:
@@ -1352,6 +1360,72 @@ class CallEngine:
             return
         self._refer_accepted(leg, request, txn)
         self._start_transfer(call, extension, targets)
+
+    def _pickup_code(self, request: Request, peer: Peer, txn: InviteServerTransaction,
+                     picker: Extension, at: str | None) -> None:
+        """A phone dialled the pickup code (`*8`, or `**` and an extension): the call ringing
+        there (the oldest one of the tenant ringing at another extension for `*8`) is answered
+        on this phone. Both legs' media end at our ports, each answered from its own offer."""
+        tag = self.ids.tag()
+        candidates = [c for c in self.calls.values()
+                      if c.tenant_id == picker.tenant_id and c.ringing and c.ivr is None
+                      and not c.originated and c.direction is not Direction.OUTGOING
+                      and c.a is not None and c.a.server_txn is not None and c.a.invite.body
+                      and any(leg.state in LIVE_ATTEMPT and leg.extension not in
+                              (None, picker.extension) and (at is None or leg.extension == at)
+                              for leg in c.attempts)]
+        if not candidates:
+            txn.respond(make_response(request, 404, "Nothing To Pick Up", to_tag=tag),
+                        self._now)
+            return
+        if not request.body:  # a late offer cannot be answered from our side here
+            txn.respond(make_response(request, 488, to_tag=tag), self._now)
+            return
+        call = min(candidates, key=lambda c: (c.started, c.id))
+        a = call.a
+        assert a is not None and a.dialog is not None and a.server_txn is not None
+        to_caller = call.media.local_answer(Side.A, a.invite.body)
+        to_picker = call.media.local_answer(Side.B, request.body)
+        if to_caller is None or to_picker is None:
+            txn.respond(make_response(request, 488, to_tag=tag), self._now)
+            return
+        try:
+            dialog = Dialog.from_uas_request(
+                request, local_tag=tag, local_contact=self._contact(peer.transport),
+                via_transport=peer.transport, via_sent_by=f"{self.host}:{self.port}")
+        except SipSyntaxError as exc:
+            txn.respond(make_response(request, 400, str(exc)[:60], to_tag=tag), self._now)
+            return
+        log.info("call_picked_up", call=str(call.id), extension=picker.extension)
+        call.media.repoint(Side.B, request.body)  # whatever rang before latches no more
+        self._cancel_attempts(call)
+        leg = Leg(call, Side.B, peer, request, tag, LegState.OFFERED, dialog=dialog,
+                  server_txn=txn, extension=picker.extension, last_sdp=to_picker,
+                  received_sdp=request.body)
+        self._legs[(request.call_id, tag)] = leg
+        self._invites[txn] = leg
+        txn.respond(dialog.create_response(request, 200, headers=[("Content-Type", SDP)],
+                                           body=to_picker), self._now)
+        dialog.confirm()
+        leg.move(LegState.CONFIRMED)
+        a.last_sdp = to_caller
+        a.server_txn.respond(a.dialog.create_response(
+            a.invite, 200, headers=[("Content-Type", SDP)], body=to_caller), self._now)
+        a.dialog.confirm()
+        a.move(LegState.CONFIRMED)
+        call.b = leg
+        call.attempts = [leg]
+        call.move(CallState.ANSWERED)
+        call.answered = self._now
+        for name in [n for n in call.timers if n == "no_answer" or n.startswith("stage:")]:
+            del call.timers[name]
+        call.extension = picker.extension
+        call.media.answered()
+        limit = self.max_call_seconds(call.tenant_id)
+        if limit:
+            self._set_timer(call, "max_duration", limit)
+        self._publish(call, "call.answered", {"extension": call.extension,
+                                              "picked_up": True})
 
     def _refer_accepted(self, leg: Leg, request: Request, txn: ServerTransaction) -> None:
         """202 to the REFER, and at once the NOTIFY saying it succeeded (the subscription

@@ -59,6 +59,10 @@ class MediaBridge(Protocol):
         """Whether prompts can be played into this call (its media goes through us)."""
         ...
 
+    def anchored(self) -> bool:
+        """Whether this call's media goes through our ports (it can be re-pointed, held)."""
+        ...
+
     def repoint(self, side: Side, sdp: bytes) -> None:
         """`side` now goes to another phone (transfer) whose SDP is `sdp`: its media latches
         again there; the other side and the recording stay as they are."""
@@ -108,6 +112,9 @@ class PassThrough:
         return None
 
     def can_play(self) -> bool:
+        return False
+
+    def anchored(self) -> bool:
         return False
 
     def repoint(self, side: Side, sdp: bytes) -> None:

@@ -75,6 +75,9 @@ class Bridge:
     def can_play(self) -> bool:
         return True
 
+    def anchored(self) -> bool:
+        return True
+
     def repoint(self, side: Side, sdp: bytes) -> None:
         self.repointed.append((side, sdp))
 

@@ -388,3 +388,31 @@ async def test_an_attended_transfer_through_the_api_joins_caller_and_colleague_i
     [main] = [r for r in recs if str(r.call_id) == records["incoming"]["id"]]
     # One file; the index names the agent who answered (the call record names the last).
     assert main.status == "ok" and main.extension == "1001"
+
+
+async def test_a_phone_dialling_the_pickup_code_takes_the_call_ringing_at_another(
+        gw: Gateway, media: MediaProcess, tmp_path: Path) -> None:
+    await anchored(gw, media, tmp_path / "rec")
+    ringing = await gw.phone("1001", Script(answer_after=30.0, audio=Audio(play=PHONE_TONE)))
+    picker_tone = Tone(seconds=2.0, frequencies=(2000.0,), on=0.4, off=0.1)
+    picker = await gw.phone("1002", Script(audio=Audio(play=picker_tone)))
+    early = picker.call("*8")
+    await wait(early.ended)
+    assert early.final_status == 404, early.final_status  # nothing rings yet
+    carrier = await gw.carrier()
+    carrier.script = Script(audio=Audio(play=CARRIER_TONE))
+    call = carrier.dial(DID, "01012345678")
+    rung = await asyncio.wait_for(ringing.incoming.get(), 5)
+    taking = picker.call("**1001")  # directed pickup of the call ringing at 1001
+    await wait(taking.answered)
+    await wait(call.answered)
+    await wait(rung.ended)  # 1001 stops ringing
+    await asyncio.sleep(1.5)
+    assert strongest(decode(Codec.PCMU, call.received_payload()[-4000:]),
+                     (440.0, 1000.0, 2000.0)) == 2000.0  # the caller talks to 1002
+    assert strongest(decode(Codec.PCMU, taking.received_payload()[-4000:]),
+                     (440.0, 1000.0, 2000.0)) == 1000.0
+    assert await picker.hangup(taking) == 200
+    await wait(call.ended)
+    [record] = await gw.records()
+    assert (record["extension"], record["class"]) == ("1002", "incoming")
