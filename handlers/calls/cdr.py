@@ -14,6 +14,7 @@ import uuid
 import weakref
 from dataclasses import dataclass, fields
 from datetime import datetime
+from typing import Any
 
 import asyncpg
 import structlog
@@ -121,6 +122,7 @@ class CallRecord:
     final_status: int
     hangup_by: str
     end_reason: str = EndReason.NORMAL.value
+    transfers: tuple[str, ...] = ()  # extensions the call went through, the last one included
 
     def public(self) -> dict[str, object]:
         """The API view."""
@@ -132,6 +134,8 @@ class CallRecord:
                 value = value.isoformat()
             elif isinstance(value, uuid.UUID):
                 value = str(value)
+            elif isinstance(value, tuple):
+                value = list(value)
             out[key] = value
         out.pop("tenant_id")
         return out
@@ -139,7 +143,8 @@ class CallRecord:
 
 COLUMNS = ("id", "tenant_id", "sip_call_id", "direction", "internal", "class", "caller", "callee",
            "did", "extension", "peer_extension", "trunk", "started_at", "ringing_at",
-           "answered_at", "ended_at", "talk_seconds", "final_status", "hangup_by", "end_reason")
+           "answered_at", "ended_at", "talk_seconds", "final_status", "hangup_by", "end_reason",
+           "transfers")
 
 
 _FIELDS = tuple(f.name for f in fields(CallRecord))
@@ -152,7 +157,9 @@ def _row(record: CallRecord) -> tuple[object, ...]:
 
 def from_row(r: asyncpg.Record) -> CallRecord:
     """A stored record."""
-    return CallRecord(*(r[c] for c in COLUMNS))
+    values: list[Any] = [r[c] for c in COLUMNS]
+    values[-1] = tuple(values[-1])  # transfers: text[] comes back as a list
+    return CallRecord(*values)
 
 
 _WRITERS: weakref.WeakSet[CdrWriter] = weakref.WeakSet()

@@ -1785,7 +1785,8 @@ class CallEngine:
             call.trunk.name if call.trunk else None, self._wall(call.started),
             None if call.rang is None else self._wall(call.rang),
             None if call.answered is None else self._wall(call.answered), self._wall(),
-            round(talk, 3), final, by.value, reason.value)
+            round(talk, 3), final, by.value, reason.value,
+            tuple([*call.transfers, call.extension or ""]) if call.transfers else ())
         self._out.append(RecordReady(record))
         log.info("call_ended", call=str(call.id), tenant=str(call.tenant_id),
                  call_class=klass.value, status=final, hangup_by=by.value, reason=reason.value,

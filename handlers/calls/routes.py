@@ -122,6 +122,9 @@ class CdrOut(BaseModel):
                                               "session_expired, max_duration, peer_lost, "
                                               "rtp_timeout, media_lost, ...)")
     sip_call_id: str
+    transfers: list[str] = Field(description="the extensions the call went through by "
+                                             "transfers, in order, the last one answering "
+                                             "(empty: never transferred)")
 
 
 def _sip(request: web.Request) -> SipConfig:

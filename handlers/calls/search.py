@@ -153,7 +153,7 @@ EXPORT_COLUMNS: tuple[str, ...] = (
     "started_at", "id", "class", "direction", "internal", "agent", "agent_name",
     "peer_extension", "department_id", "department", "number", "customer", "caller", "callee",
     "did", "trunk", "ringing_at", "answered_at", "ended_at", "talk_seconds", "final_status",
-    "hangup_by", "end_reason")
+    "transfers", "hangup_by", "end_reason")
 
 
 async def count(conn: asyncpg.Connection, f: CallFilter) -> int:
@@ -171,8 +171,8 @@ async def export_rows(conn: asyncpg.Connection, f: CallFilter,
         SELECT c.started_at, c.id, c.class, c.direction, c.internal, c.extension, e.name,
                c.peer_extension, c.department_id, d.name AS department, {OUR_NUMBER} AS number,
                {CUSTOMER} AS customer, c.caller, c.callee, c.did, c.trunk, c.ringing_at,
-               c.answered_at, c.ended_at, c.talk_seconds, c.final_status, c.hangup_by,
-               c.end_reason
+               c.answered_at, c.ended_at, c.talk_seconds, c.final_status, c.transfers,
+               c.hangup_by, c.end_reason
         FROM call_records c
         LEFT JOIN extensions e ON e.tenant_id = c.tenant_id AND e.extension = c.extension
         LEFT JOIN departments d ON d.id = c.department_id
@@ -184,7 +184,8 @@ async def export_rows(conn: asyncpg.Connection, f: CallFilter,
                str(r["department_id"]) if r["department_id"] else None, r["department"],
                r["number"], r["customer"], r["caller"], r["callee"], r["did"], r["trunk"],
                _kst(r["ringing_at"]), _kst(r["answered_at"]), _kst(r["ended_at"]),
-               r["talk_seconds"], r["final_status"], r["hangup_by"], r["end_reason"])
+               r["talk_seconds"], r["final_status"], ">".join(r["transfers"]) or None,
+               r["hangup_by"], r["end_reason"])
 
 
 def _kst(when: datetime | None) -> str | None:

@@ -41,7 +41,7 @@ async def store_calls(pool: asyncpg.Pool, tenant: Tenant, calls: list[dict[str, 
             c.get("ext"), c.get("peer"), "carrier" if direction != "internal" else None,
             started, started, started + timedelta(seconds=5) if answered else None,
             started + timedelta(seconds=5 + talk), talk, 200 if answered else 480,
-            "caller", "normal"))
+            "caller", "normal", []))
     async with pool.acquire() as conn:
         await conn.copy_records_to_table("call_records", records=rows,
                                          columns=list(cdr.COLUMNS))

@@ -265,7 +265,8 @@ async def test_a_blind_transfer_connects_the_caller_to_the_second_agent_in_one_r
     assert (moved["state"], moved["extension"], moved["transfers"]) == ("answered", "1002", ["1001"])
     assert await carrier.hangup(call) == 200
     [record] = await gw.records()
-    assert (record["extension"], record["class"]) == ("1002", "incoming")
+    assert (record["extension"], record["class"], record["transfers"]) == \
+        ("1002", "incoming", ["1001", "1002"])
     [rec] = await recorded(gw)
     assert rec.status == "ok" and str(rec.call_id) == record["id"]  # one file through it all
 
@@ -384,6 +385,7 @@ async def test_an_attended_transfer_through_the_api_joins_caller_and_colleague_i
     records = {r["direction"]: r for r in await gw.records(2)}
     assert (records["incoming"]["extension"], records["internal"]["end_reason"]) == \
         ("1002", "transferred")
+    assert records["incoming"]["transfers"] == ["1001", "1002"]
     recs = await recorded(gw, 2)
     [main] = [r for r in recs if str(r.call_id) == records["incoming"]["id"]]
     # One file; the index names the agent who answered (the call record names the last).
