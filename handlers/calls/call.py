@@ -154,7 +154,10 @@ class Call:
     blocking: bool = False  # abuse block: the customer hears the warning, then BYE
     held: set[Side] = field(default_factory=set)  # sides on hold (hearing music)
     originated: bool = False  # click-to-call: the agent (A) was called first, by us
-    transferring: str | None = None  # the extension a blind transfer rings now
+    transferring: str | None = None  # the extension (or number) a blind transfer rings now
+    transfer_trunk: TrunkConfig | None = None  # a transfer out: its trunk and caller ID
+    transfer_caller_id: str = ""
+    transferred_out: str | None = None  # the outside number a transfer handed the call to
     transfers: list[str] = field(default_factory=list)  # extensions the call went to, in order
 
     def move(self, new: CallState) -> None:

@@ -10,7 +10,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, StringConstraints
 
-from handlers import tenants
+from handlers import numbers, tenants
 from handlers.api.context import CTX
 from handlers.api.framework import Route, RouteTable, arg, principal, respond
 from handlers.api.models import Body, Page, Params, TimeUuidPage, Uuid
@@ -85,8 +85,10 @@ class PickupIn(Body):
 
 
 class TransferIn(Body):
-    to: Annotated[str, StringConstraints(pattern=r"^[0-9]{1,4}$")] | None = Field(
-        None, description="blind transfer: the extension to transfer the caller to")
+    to: Annotated[str, StringConstraints(pattern=r"^[0-9][0-9-]{0,18}$")] | None = Field(
+        None, description="blind transfer: the extension (1-4 digits) or the outside number "
+                          "(through the trunk, presenting the DID the caller dialled) to "
+                          "transfer the caller to", examples=["1002", "010-1234-5678"])
     consult_call_id: Uuid | None = Field(
         None, description="attended transfer: the agent's answered call to another "
                           "extension (its consultation); the caller is joined with that "
@@ -168,7 +170,13 @@ def _command(request: web.Request, make: type[AbuseBlock] | type[Hangup] | None 
     if transfer:
         body = arg(request, TransferIn)
         if body.to is not None and body.consult_call_id is None:
-            command = Transfer(call.id, body.to)
+            to = body.to.replace("-", "")
+            if len(to) > 4:
+                try:
+                    to = numbers.normalise(to)
+                except numbers.NumberError as exc:
+                    raise DomainError("invalid_number", str(exc), field="to") from None
+            command = Transfer(call.id, to)
         elif body.consult_call_id is not None and body.to is None:
             command = CompleteTransfer(call.id, body.consult_call_id)
         else:
@@ -281,8 +289,8 @@ def add_routes(t: RouteTable) -> None:
     t.add(Route("POST", "/v1/calls/{call_id}/transfer", transfer,
                 "Transfer the caller to another extension (blind)", TAG, path_params=CallPath,
                 body=TransferIn, responses={202: LiveCall},
-                errors=("transfer_target_missing", "call_not_found", "call_not_answered",
-                        "call_busy",
+                errors=("transfer_target_missing", "invalid_number", "sender_not_registered",
+                        "no_trunk", "call_not_found", "call_not_answered", "call_busy",
                         "transfer_target_unavailable", "not_a_consultation",
                         "media_not_anchored", "calls_unavailable"),
                 scope=Scope.SEND,

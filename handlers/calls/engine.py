@@ -713,9 +713,13 @@ class CallEngine:
         transport = target.peer.transport
         tag = self.ids.tag()
         call_id = self.ids.call_id(self.host)
-        from_uri = URI("sip", user=call.caller, host=self.host)
+        outside = call.transferring is not None and target.extension is None
+        presented = call.transfer_caller_id if outside else call.caller
+        from_uri = URI("sip", user=presented, host=self.host)
         if call.direction is Direction.OUTGOING:
             to_uri = URI("sip", user=call.callee, host=target.uri.host)
+        elif outside:  # a transfer to an outside number, through the trunk
+            to_uri = URI("sip", user=target.uri.user, host=target.uri.host)
         else:
             to_uri = URI("sip", user=target.extension or call.callee, host=self.host)
         headers = [("Allow", ALLOW)]
@@ -728,16 +732,16 @@ class CallEngine:
         else:
             content, body = self._body(call, a, a.invite, offer=True)
         headers.extend(content)
-        if call.direction is Direction.OUTGOING:
-            headers.append(("P-Asserted-Identity", f"<sip:{call.caller}@{self.host}>"))
+        if call.direction is Direction.OUTGOING or outside:
+            headers.append(("P-Asserted-Identity", f"<sip:{presented}@{self.host}>"))
         request = make_request(
             "INVITE", target.uri, via=self._via(transport), from_=NameAddr(from_uri, params=(
                 ("tag", tag),)), to=NameAddr(to_uri), call_id=call_id, cseq=1,
             contact=self._contact(transport), headers=headers, body=body)
         leg = Leg(call, Side.B, target.peer, request, tag, LegState.CALLING,
                   extension=target.extension, last_sdp=body)
-        trunk = call.trunk
-        if call.direction is Direction.OUTGOING and trunk is not None and \
+        trunk = call.transfer_trunk if outside else call.trunk
+        if (call.direction is Direction.OUTGOING or outside) and trunk is not None and \
                 trunk.outbound_username:
             leg.auth = DigestClient(trunk.outbound_username, trunk.outbound_password)
         self._legs[(call_id, tag)] = leg
@@ -1200,11 +1204,28 @@ class CallEngine:
                                  "the call's audio does not pass through the gateway")
         if extension == call.extension:
             raise CommandRefused("transfer_target_unavailable", "the call is already there")
+        if not routing.is_internal(extension):
+            return self._outside_targets(call, extension)
         targets = self._targets(call.tenant_id, extension)
         if not targets:
             raise CommandRefused("transfer_target_unavailable", f"extension {extension} is "
                                  "offline, on do-not-disturb or not registered")
         return targets
+
+    def _outside_targets(self, call: Call, number: str) -> list[Target]:
+        """A transfer to an outside number: through a trunk, presenting the DID the caller
+        dialled (a registered number of the tenant), since the caller's own number may not be
+        presented by us."""
+        trunk = routing.choose_trunk(self.config.trunks, self.tenants, call.tenant_id,
+                                     self.monitor.down)
+        if trunk is None:
+            raise CommandRefused("no_trunk", "no trunk to call out through")
+        presented = call.did or ""
+        if not presented or not self.may_send(call.tenant_id, presented):
+            raise CommandRefused("sender_not_registered", "the DID the caller dialled must be a "
+                                 "registered sender number to be presented on a transfer out")
+        call.transfer_trunk, call.transfer_caller_id = trunk, presented
+        return list(routing.outgoing_plan(trunk, number).stages[0])
 
     def _start_transfer(self, call: Call, extension: str, targets: list[Target]) -> None:
         agent = call.b
@@ -1461,6 +1482,9 @@ class CallEngine:
         call.attempts = [leg]
         call.timers.pop("transfer", None)
         previous = call.transfers[-1] if call.transfers else None
+        moved_to = leg.extension or call.transferring
+        if leg.extension is None:
+            call.transferred_out = call.transferring
         call.b = leg
         call.extension = leg.extension
         call.transferring = None
@@ -1473,7 +1497,7 @@ class CallEngine:
             leg.timer = st.settle_as_uac(response)
             self._restart_session(leg)
         log.info("call_transferred", call=str(call.id), extension=leg.extension)
-        self._publish(call, "call.transferred", {"from": previous, "to": leg.extension,
+        self._publish(call, "call.transferred", {"from": previous, "to": moved_to,
                                                  "extension": leg.extension,
                                                  "attended": False})
 
@@ -1786,7 +1810,8 @@ class CallEngine:
             None if call.rang is None else self._wall(call.rang),
             None if call.answered is None else self._wall(call.answered), self._wall(),
             round(talk, 3), final, by.value, reason.value,
-            tuple([*call.transfers, call.extension or ""]) if call.transfers else ())
+            tuple([*call.transfers, call.extension or call.transferred_out or ""])
+            if call.transfers else ())
         self._out.append(RecordReady(record))
         log.info("call_ended", call=str(call.id), tenant=str(call.tenant_id),
                  call_class=klass.value, status=final, hangup_by=by.value, reason=reason.value,
@@ -1794,8 +1819,7 @@ class CallEngine:
         self._publish(call, "call.ended", {"class": klass.value, "final_status": final,
                                            "hangup_by": by.value, "reason": reason.value,
                                            "talk_seconds": record.talk_seconds,
-                                           "transfers": [*call.transfers, call.extension]
-                                           if call.transfers else []})
+                                           "transfers": list(record.transfers)})
 
     def _publish(self, call: Call, kind: str, data: dict[str, object]) -> None:
         self._out.append(Published(CallEvent(kind, call.id, call.tenant_id, self._wall(), data)))

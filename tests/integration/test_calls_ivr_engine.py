@@ -691,3 +691,35 @@ def test_completing_a_transfer_with_an_unrelated_call_is_refused() -> None:
     with pytest.raises(CommandRefused) as refused:
         ivr.net.engine.command(CompleteTransfer(ivr.call_id, ivr.call_id), ivr.net.now)
     assert refused.value.code == "not_a_consultation"
+
+
+def test_a_blind_transfer_to_an_outside_number_goes_out_through_the_trunk() -> None:
+    from handlers.calls.call import Transfer
+
+    ivr, _caller, phone = anchored_call()
+    ivr.net.engine.may_send = lambda _t, number: number == "0212345678"  # the DID: registered
+    ivr.net.take(CARRIER)
+    ivr.net.engine.command(Transfer(ivr.call_id, "01077778888"), ivr.net.now)
+    ivr.net._pump()
+    ivr.net.expect(phone.peer, "BYE")
+    out = ivr.net.expect(CARRIER, "INVITE")
+    assert isinstance(out, Request)
+    assert (out.uri.user, out.from_.uri.user) == ("01077778888", "0212345678")
+    from protocols.sip.dialog import Dialog as UasDialog
+    dialog = UasDialog.from_uas_request(out, local_tag="far", local_contact="<sip:f@x>",
+                                        via_transport="UDP", via_sent_by="192.0.2.10:5060")
+    ivr.net.send(dialog.create_response(out, 200, headers=[("Content-Type", "application/sdp")],
+                                        body=ANSWER), CARRIER)
+    moved = [o.event.data for o in ivr.net.outputs if isinstance(o, Published)
+             and o.event.type == "call.transferred"]
+    assert moved == [{"from": "1001", "to": "01077778888", "extension": None,
+                      "attended": False}]
+
+
+def test_a_transfer_out_needs_the_did_registered_to_present_it() -> None:
+    from handlers.calls.call import Transfer
+
+    ivr, _caller, _phone = anchored_call()
+    with pytest.raises(CommandRefused) as refused:
+        ivr.net.engine.command(Transfer(ivr.call_id, "01077778888"), ivr.net.now)
+    assert refused.value.code == "sender_not_registered"
