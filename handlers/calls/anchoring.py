@@ -322,22 +322,18 @@ class AnchoredBridge:
     def local_offer(self, side: Side) -> bytes | None:
         if self._closed or self._unanchored:
             return None
-        session = self._session
+        session = self._taken()
         if session is None:
-            session = self._session = self._owner.take(self._call_id)
-            if session is None:
-                return None
+            return None
         return local_offer(session.address, session.ports[MediaSide(side.value)],
                            session=self._call_id.int % 10**12)
 
     def local_answer(self, source: Side, offer: bytes) -> bytes | None:
         if self._closed or self._unanchored:
             return None
-        session = self._session
+        session = self._taken()
         if session is None:
-            session = self._session = self._owner.take(self._call_id)
-            if session is None:
-                return None
+            return None
         try:
             answer = local_answer(offer, session.address, session.ports[MediaSide(source.value)],
                                   session=self._call_id.int % 10**12)
@@ -392,18 +388,22 @@ class AnchoredBridge:
 
     # -- the work ---------------------------------------------------------------------------
 
+    def _taken(self) -> RelaySession | None:
+        """This call's media session, taken from the reservoir at its first use."""
+        if self._session is None:
+            self._session = self._owner.take(self._call_id)
+        return self._session
+
     def _rewrite(self, source: Side, sdp: bytes, *, answer: bool) -> bytes:
         if self._closed or self._unanchored:
             return sdp
-        session = self._session
+        session = self._taken()
         if session is None:
-            session = self._session = self._owner.take(self._call_id)
-            if session is None:
-                # Refusing the call would be worse than carrying it unrecorded; say so loudly.
-                self._unanchored = True
-                log.warning("call_media_not_anchored", call=str(self._call_id),
-                            reason="no reserved media session")
-                return sdp
+            # Refusing the call would be worse than carrying it unrecorded; say so loudly.
+            self._unanchored = True
+            log.warning("call_media_not_anchored", call=str(self._call_id),
+                        reason="no reserved media session")
+            return sdp
         try:
             body, target = anchor(sdp, session.address, session.ports[MediaSide(source.other.value)])
         except SdpError as exc:

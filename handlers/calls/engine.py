@@ -278,26 +278,8 @@ class CallEngine:
         call.attempts.append(leg)
         self._send_invite(leg, request)
 
-    def _agent_response(self, leg: Leg, response: Response) -> None:
-        """A response of the agent's phone to a click-to-call."""
-        call = leg.call
-        status = response.status
-        if status < 200:
-            if response.to_tag and leg.dialog is None:
-                leg.dialog = Dialog.from_uac_response(leg.invite, response)
-            if leg.state is LegState.CALLING and status > 100:
-                leg.move(LegState.EARLY)
-            return
-        if status >= 300:
-            self._b_failed(leg, status)
-            return
-        if leg.state in (LegState.CONFIRMED, LegState.ENDED):  # retransmitted 2xx
-            if leg.last_ack is not None:
-                self.layer.send_stateless(leg.last_ack, leg.peer)
-            return
-        crossed = leg.state is LegState.CANCELLING
-        leg.move(LegState.CONFIRMED)
-        leg.dialog = Dialog.from_uac_response(leg.invite, response)
+    def _agent_answered(self, call: Call, leg: Leg, response: Response, crossed: bool) -> None:
+        """The agent's phone answered a click-to-call: now the customer is called."""
         self._ack(leg, response.cseq.seq, b"", None)
         if crossed or call.a is not None or call.state is CallState.ENDED:
             self._bye(leg)  # another of the agent's phones was first, or it was called off
@@ -766,9 +748,6 @@ class CallEngine:
 
     def _on_b_response(self, leg: Leg, response: Response) -> None:
         call = leg.call
-        if call.originated and leg.side is Side.A:
-            self._agent_response(leg, response)
-            return
         status = response.status
         if status < 200:
             if status == 100:
@@ -777,8 +756,8 @@ class CallEngine:
                 leg.dialog = Dialog.from_uac_response(leg.invite, response)
             if leg.state is LegState.CALLING:
                 leg.move(LegState.EARLY)
-            if leg.state is LegState.EARLY and call.ringing:
-                self._ringing(call, leg, response)
+            if leg.state is LegState.EARLY and call.ringing and leg.side is Side.B:
+                self._ringing(call, leg, response)  # (not a click-to-call's agent ringing)
             return
         if status < 300:
             self._b_answered(leg, response)
@@ -848,6 +827,9 @@ class CallEngine:
         crossed = leg.state is LegState.CANCELLING
         leg.move(LegState.CONFIRMED)
         leg.dialog = Dialog.from_uac_response(leg.invite, response)
+        if call.originated and leg.side is Side.A:
+            self._agent_answered(call, leg, response, crossed)
+            return
         if call.transferring is not None and not crossed and call.state is CallState.ANSWERED:
             self._transfer_answered(call, leg, response)
             return

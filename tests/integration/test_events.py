@@ -4,6 +4,7 @@ against a real PostgreSQL (and, for call events, the real B2BUA with simulated p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import dataclasses
 import json
 import socket
@@ -427,7 +428,10 @@ async def test_a_retried_batch_writes_no_event_twice(ev: Events) -> None:
 # -- through the B2BUA ---------------------------------------------------------------------
 
 
-async def test_a_trunk_call_produces_call_ringing_on_an_open_stream(ev: Events) -> None:
+@contextlib.asynccontextmanager
+async def b2bua(ev: Events) -> AsyncIterator[Gateway]:
+    """The B2BUA publishing on the stream's bus: DID → extension 1001, the carrier at
+    127.0.0.2; its user agents closed and the server stopped at the end."""
     gw = Gateway(ev.api, ev.tenant)
     gw.server = await serve_calls(
         SipConfig(port=0, trunks=[TrunkConfig(name="carrier", addresses=["127.0.0.2"],
@@ -435,6 +439,15 @@ async def test_a_trunk_call_produces_call_ringing_on_an_open_stream(ev: Events) 
                   dids=[DidConfig(number=DID, tenant=ev.tenant.name, extensions=["1001"])]),
         ev.api.context.pool, ev.api.context, bus=ev.bus)
     try:
+        yield gw
+    finally:
+        for ua in gw.uas:
+            await ua.close()
+        await gw.server.stop()
+
+
+async def test_a_trunk_call_produces_call_ringing_on_an_open_stream(ev: Events) -> None:
+    async with b2bua(ev) as gw:
         await gw.phone("1001")
         carrier = await gw.carrier()
         client = await open_stream(ev.tenant, "?types=call.ringing,call.ended")
@@ -456,10 +469,6 @@ async def test_a_trunk_call_produces_call_ringing_on_an_open_stream(ev: Events) 
         assert record["caller"] == "01012345678" and record["class"] == "incoming"
         assert record["id"] == data["call_id"]
         client.close()
-    finally:
-        for ua in gw.uas:
-            await ua.close()
-        await gw.server.stop()
 
 
 async def test_a_stored_customers_name_is_on_every_event_of_their_call_and_no_other_tenants(
@@ -469,13 +478,7 @@ async def test_a_stored_customers_name_is_on_every_event_of_their_call_and_no_ot
         resp = await tenant.call("PUT", "/v1/customers/010-1234-5678", json={"name": name})
         assert resp.status == 201
     await other.call("PUT", "/v1/customers/01055556666", json={"name": "임꺽정"})
-    gw = Gateway(ev.api, ev.tenant)
-    gw.server = await serve_calls(
-        SipConfig(port=0, trunks=[TrunkConfig(name="carrier", addresses=["127.0.0.2"],
-                                              host="127.0.0.2", port=5999)],
-                  dids=[DidConfig(number=DID, tenant=ev.tenant.name, extensions=["1001"])]),
-        ev.api.context.pool, ev.api.context, bus=ev.bus)
-    try:
+    async with b2bua(ev) as gw:
         await gw.phone("1001")
         carrier = await gw.carrier()
         client = await open_stream(ev.tenant, "?types=call.ringing,call.answered,call.ended")
@@ -502,10 +505,6 @@ async def test_a_stored_customers_name_is_on_every_event_of_their_call_and_no_ot
             await unknown.answered.wait()
         await carrier.hangup(unknown)
         client.close()
-    finally:
-        for ua in gw.uas:
-            await ua.close()
-        await gw.server.stop()
 
 
 async def test_the_customer_is_the_callee_of_an_outgoing_call_and_internal_calls_have_none(
