@@ -55,6 +55,38 @@ def _inet(address: str | None) -> str | None:
         return None
 
 
+@dataclass(frozen=True, slots=True)
+class PendingEntry:
+    """An entry a change writes in a statement of its own making (a grouped send): who and
+    from where are taken from the request now, while it is being served."""
+
+    tenant_id: uuid.UUID | None
+    actor: str
+    action: str
+    subject: str
+    details: dict[str, object]
+    key_id: uuid.UUID | None
+    key_label: str | None
+    address: str | None
+
+
+def pending(tenant_id: uuid.UUID | None, actor: str, action: str, subject: str = "",
+            details: dict[str, object] | None = None) -> PendingEntry:
+    """The entry `record` would write, for the caller to write itself; call `recorded()` once
+    it is committed."""
+    who = _ACTING.get()
+    return PendingEntry(tenant_id, actor, action, subject, details or {},
+                        who.key_id if who else None, who.key_label if who else None,
+                        who.address if who else None)
+
+
+def recorded() -> None:
+    """The current request's entry was written (by `pending`'s caller)."""
+    who = _ACTING.get()
+    if who is not None:
+        who.recorded = True
+
+
 async def record(
     conn: asyncpg.Connection,
     tenant_id: uuid.UUID | None,

@@ -20,6 +20,8 @@ from handlers.ivr import callback_routes, prompt_routes
 from handlers.media import recording_routes
 from handlers.messages import history_routes, imports, inbound
 from handlers.messages import routes as message_routes
+from handlers.messages.accept import PolicyCache
+from handlers.messages.group import SendGroup
 from handlers.registry import routes as registry_routes
 from handlers.verify import routes as verify_routes
 from handlers.webhooks import routes as webhook_routes
@@ -42,6 +44,12 @@ def build_app(ctx: AppContext) -> web.Application:
     """The control API application for one daemon context."""
     if ctx.limiter is None:
         ctx.limiter = RateLimiter(ctx.pool, ctx.metrics)
+        ctx.settings_changed.append(ctx.limiter.forget)
+    if ctx.policies is None:
+        ctx.policies = PolicyCache()
+        ctx.settings_changed.append(ctx.policies.forget)
+    if ctx.sends is None:
+        ctx.sends = SendGroup(ctx.pool)
     TargetPolicy.of(ctx.config.webhooks.allow_networks)  # a malformed range stops start-up
     for provide in ROUTE_PROVIDERS:
         provide(ctx.routes)
@@ -52,4 +60,10 @@ def build_app(ctx: AppContext) -> web.Application:
     )
     app[CTX] = ctx
     ctx.routes.mount(app)
+    sends = ctx.sends
+
+    async def stop_sends(_app: web.Application) -> None:
+        await sends.stop()  # after the last request was answered: none waits on it any more
+
+    app.on_cleanup.append(stop_sends)
     return app

@@ -23,6 +23,8 @@ if TYPE_CHECKING:
     from handlers.calls.service import CallDriver
     from handlers.events.hub import EventHub
     from handlers.ivr.prompts import PromptStore
+    from handlers.messages.accept import PolicyCache
+    from handlers.messages.group import SendGroup
 
 # A readiness check answers (ok, detail); it must be quick (it runs on every /readyz).
 ReadinessCheck = Callable[[], Awaitable[tuple[bool, str]]]
@@ -48,6 +50,9 @@ class AppContext:
     key_cache: dict[bytes, tuple[Principal, float]] = field(default_factory=dict)
     # Rate limits (handlers/api/ratelimit.py); build_app makes one when none was given.
     limiter: RateLimiter | None = None
+    # Tenants' composition settings and the group commit of small sends (build_app makes them).
+    policies: PolicyCache | None = None
+    sends: SendGroup | None = None
     # Told the tenant whose settings this instance just changed (caches refresh at once; other
     # instances' caches within their own refresh period).
     settings_changed: list[Callable[[uuid.UUID], None]] = field(default_factory=list)

@@ -182,9 +182,8 @@ class RateLimiter:
         """Take `n` recipients from the per-second bucket and the shared daily budget."""
         if n <= 0:
             return
-        lim = await self.limits(who.tenant_id)
-        self._take("recipients", who.tenant_id, lim.recipients_per_second, 1, n, who.tenant_id)
-        day = now.astimezone(SEOUL).replace(hour=0, minute=0, second=0, microsecond=0)
+        lim = await self.take_recipients(who, n)
+        day = korean_day(now)
         used = await conn.fetchval(
             """INSERT INTO rate_usage AS u (tenant_id, budget, window_start, used)
                SELECT $1::uuid, 'daily_recipients', $2::timestamptz, $3::bigint
@@ -195,13 +194,28 @@ class RateLimiter:
                RETURNING used""",
             who.tenant_id, day, n, lim.daily_recipients)
         if used is None:
-            self._refused(who.tenant_id, "daily_recipients")
-            tomorrow = day + timedelta(days=1)
-            wait = (tomorrow - now).total_seconds()
-            raise RateLimited(f"the daily budget of {lim.daily_recipients} recipients "
-                              f"(Korean day) would be passed by {n}",
-                              budget="daily_recipients", retry_after=wait,
-                              quota=lim.daily_recipients, window=86400)
+            raise self.daily_refusal(who, n, lim, now)
+
+    async def take_recipients(self, who: Principal, n: int) -> Limits:
+        """Take `n` recipients from the tenant's per-second bucket (or raise); its limits are
+        returned for the daily budget, which the caller charges in its own statement."""
+        lim = await self.limits(who.tenant_id)
+        self._take("recipients", who.tenant_id, lim.recipients_per_second, 1, n, who.tenant_id)
+        return lim
+
+    def daily_refusal(self, who: Principal, n: int, lim: Limits, now: datetime) -> RateLimited:
+        """The 429 of a send that would pass the tenant's daily budget (counted as refused)."""
+        self._refused(who.tenant_id, "daily_recipients")
+        wait = (korean_day(now) + timedelta(days=1) - now).total_seconds()
+        return RateLimited(f"the daily budget of {lim.daily_recipients} recipients "
+                           f"(Korean day) would be passed by {n}",
+                           budget="daily_recipients", retry_after=wait,
+                           quota=lim.daily_recipients, window=86400)
+
+
+def korean_day(now: datetime) -> datetime:
+    """The start of the Korean day of `now`: the daily budget's window."""
+    return now.astimezone(SEOUL).replace(hour=0, minute=0, second=0, microsecond=0)
 
 
 class InstanceHeartbeat:

@@ -15,19 +15,46 @@ from datetime import datetime
 import asyncpg
 
 CHANNEL = "telgate_events"
+_NONE: frozenset[str] = frozenset()
 _COLUMNS = "id, event_id, tenant_id, sp_id, type, extensions, created_at, data::text AS data"
 
 
-@dataclass(frozen=True, slots=True)
 class LoggedEvent:
-    """One row of the log, with its server-sent-event frame rendered once for every stream."""
+    """One row of the log, with its server-sent-event frame rendered once for every stream.
 
-    id: int
-    tenant_id: uuid.UUID
-    sp_id: str | None
-    type: str
-    extensions: frozenset[str]
-    frame: bytes
+    The frame is made when a stream first asks for it: the follower reads every event (to
+    keep its place and the recent ones), most of which no stream may ever send."""
+
+    __slots__ = (
+        "_created_at",
+        "_data",
+        "_event_id",
+        "_frame",
+        "extensions",
+        "id",
+        "sp_id",
+        "tenant_id",
+        "type",
+    )
+
+    def __init__(self, id: int, tenant_id: uuid.UUID, sp_id: str | None, type: str,
+                 extensions: frozenset[str], event_id: uuid.UUID, created_at: datetime,
+                 data_json: str) -> None:
+        self.id = id
+        self.tenant_id = tenant_id
+        self.sp_id = sp_id
+        self.type = type
+        self.extensions = extensions
+        self._event_id = event_id
+        self._created_at = created_at
+        self._data = data_json
+        self._frame: bytes | None = None
+
+    @property
+    def frame(self) -> bytes:
+        if self._frame is None:
+            self._frame = frame(self.id, self._event_id, self.type, self._created_at, self._data)
+        return self._frame
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,9 +81,10 @@ def frame(log_id: int, event_id: uuid.UUID, event_type: str, created_at: datetim
 
 def from_row(r: asyncpg.Record) -> LoggedEvent:
     """A stored row, framed."""
+    extensions = r["extensions"]
     return LoggedEvent(r["id"], r["tenant_id"], r["sp_id"], r["type"],
-                       frozenset(r["extensions"]),
-                       frame(r["id"], r["event_id"], r["type"], r["created_at"], r["data"]))
+                       frozenset(extensions) if extensions else _NONE, r["event_id"],
+                       r["created_at"], r["data"])
 
 
 async def insert(conn: asyncpg.Connection, events: Sequence[NewEvent]) -> None:

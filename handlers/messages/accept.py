@@ -12,6 +12,7 @@ import base64
 import binascii
 import hashlib
 import json
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
@@ -39,6 +40,8 @@ MAX_SCHEDULE_AHEAD = timedelta(days=183)
 # A send_at this little in the past is the client's clock or the request's transit: sent now.
 SEND_AT_GRACE = timedelta(seconds=60)
 DISPATCH_CHANNEL = "telgate_dispatch"
+POLICY_SECONDS = 10.0  # a tenant's changed composition settings reach other instances within this
+MAX_CACHED_POLICIES = 100_000
 
 # Takes n recipients from the send budgets of the tenant (handlers.api.ratelimit), or raises.
 Charge = Callable[[asyncpg.Connection, int], Awaitable[None]]
@@ -195,6 +198,34 @@ async def tenant_policy(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> Tenan
     return TenantPolicy(row["sms_max_bytes"], row["optout_line"])
 
 
+class PolicyCache:
+    """Tenants' composition settings, read once per `ttl` seconds instead of once per send.
+
+    A change made through this instance's API is seen by the next send (`forget`, wired to the
+    API's settings listeners); one made on another instance within `ttl`, as the rate limits.
+    """
+
+    def __init__(self, ttl: float = POLICY_SECONDS,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self.ttl = ttl
+        self.clock = clock
+        self._cached: dict[uuid.UUID, tuple[TenantPolicy, float]] = {}
+
+    async def get(self, conn: asyncpg.Connection, tenant_id: uuid.UUID) -> TenantPolicy:
+        now = self.clock()
+        hit = self._cached.get(tenant_id)
+        if hit is not None and hit[1] > now:
+            return hit[0]
+        policy = await tenant_policy(conn, tenant_id)
+        if len(self._cached) >= MAX_CACHED_POLICIES:
+            self._cached.clear()
+        self._cached[tenant_id] = (policy, now + self.ttl)
+        return policy
+
+    def forget(self, tenant_id: uuid.UUID) -> None:
+        self._cached.pop(tenant_id, None)
+
+
 @dataclass(frozen=True, slots=True)
 class Prepared:
     """A validated message, ready to be written."""
@@ -212,11 +243,12 @@ class Prepared:
 
 
 async def prepare(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
-                  index: NumberIndex, now: datetime, *, has_mms_route: bool | None = None
-                  ) -> Prepared:
+                  index: NumberIndex, now: datetime, *, has_mms_route: bool | None = None,
+                  policies: PolicyCache | None = None) -> Prepared:
     """Validate a request body completely; raises DomainError naming the field at fault.
 
-    `has_mms_route` None: whether the MM7 dispatcher runs with a carrier."""
+    `has_mms_route` None: whether the MM7 dispatcher runs with a carrier. `policies`: where
+    the tenant's settings are cached (None: read them now)."""
     if has_mms_route is None:
         has_mms_route = mms_store.route_available()
     sender = canonical_sender(body.get("from"), field="from")
@@ -255,7 +287,8 @@ async def prepare(conn: asyncpg.Connection, who: Principal, body: dict[str, Any]
                           field="type") from None
     ad = _bool(body, "ad")
     send_at = parse_send_at(body.get("send_at"), now)
-    policy_row = await tenant_policy(conn, who.tenant_id)
+    policy_row = await (tenant_policy(conn, who.tenant_id) if policies is None
+                        else policies.get(conn, who.tenant_id))
     policy = c.ComposePolicy(sms_max_bytes=policy_row.sms_max_bytes,
                              optout_line=policy_row.optout_line)
     images = tuple(decode_images(body.get("images")))
@@ -294,8 +327,7 @@ def _compose_extra(exc: c.ComposeError) -> dict[str, object]:
     return {}
 
 
-def _recipient_rows(message_id: uuid.UUID, who: Principal, p: Prepared
-                    ) -> tuple[str, list[tuple[Any, ...]]]:
+def recipient_rows(p: Prepared) -> tuple[str, list[tuple[Any, ...]]]:
     """The message's stored text and one row per recipient (idx, number, name, text, state,
     reason)."""
     texts = p.composed.texts
@@ -308,7 +340,7 @@ def _recipient_rows(message_id: uuid.UUID, who: Principal, p: Prepared
     return (texts[0] if same else p.composed.template), rows
 
 
-def _accepted_event(message_id: uuid.UUID, p: Prepared) -> dict[str, object]:
+def accepted_event(message_id: uuid.UUID, p: Prepared) -> dict[str, object]:
     return {"message_id": str(message_id), "type": p.composed.type.value,
             "recipients": len(p.recipients), "rejected": len(p.rejected),
             "send_at": p.send_at.isoformat()}
@@ -318,7 +350,7 @@ async def store(conn: asyncpg.Connection, who: Principal, p: Prepared,
                 message_id: uuid.UUID | None = None) -> uuid.UUID:
     """Write the message and its recipients (COPY) in the caller's transaction."""
     message_id = message_id or uuid.uuid4()
-    text, rows = _recipient_rows(message_id, who, p)
+    text, rows = recipient_rows(p)
     await conn.execute(
         """INSERT INTO messages (id, tenant_id, sp_id, sender, type, subject, text, ad, test,
                                  template_id, send_at, recipient_count)
@@ -332,7 +364,7 @@ async def store(conn: asyncpg.Connection, who: Principal, p: Prepared,
                  for i, n, name, t, st, why in rows],
         columns=["message_id", "idx", "tenant_id", "number", "name", "text", "state", "reason",
                  "next_attempt_at", "lane"])
-    await emit(conn, who.tenant_id, "message.accepted", _accepted_event(message_id, p),
+    await emit(conn, who.tenant_id, "message.accepted", accepted_event(message_id, p),
                sp_id=who.sp_id)
     return message_id
 
@@ -342,7 +374,7 @@ async def store_at_once(conn: asyncpg.Connection, who: Principal, p: Prepared,
                         idempotency: tuple[str, bytes] | None) -> None:
     """A small send in one statement (one round trip, its own transaction): the message, its
     recipients, the webhook event, the idempotency key and the dispatcher wake-up."""
-    text, rows = _recipient_rows(message_id, who, p)
+    text, rows = recipient_rows(p)
     cols = list(zip(*rows, strict=True))
     key, digest = idempotency if idempotency else (None, b"")
     await conn.execute(
@@ -367,7 +399,7 @@ async def store_at_once(conn: asyncpg.Connection, who: Principal, p: Prepared,
         message_id, who.tenant_id, who.sp_id, p.sender, p.composed.type.value,
         p.composed.subject, text, p.ad, p.test, p.template_id, p.send_at, len(p.recipients),
         list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]), list(cols[4]), list(cols[5]),
-        _accepted_event(message_id, p), key, digest, answer, DISPATCH_CHANNEL)
+        accepted_event(message_id, p), key, digest, answer, DISPATCH_CHANNEL)
 
 
 def accepted_json(message_id: uuid.UUID, p: Prepared, now: datetime) -> dict[str, object]:
@@ -387,9 +419,12 @@ def accepted_json(message_id: uuid.UUID, p: Prepared, now: datetime) -> dict[str
 async def accept(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
                  index: NumberIndex, now: datetime, *, idempotency_key: str | None,
                  has_mms_route: bool | None = None,
-                 charge: Charge | None = None) -> tuple[int, dict[str, object]]:
+                 charge: Charge | None = None,
+                 prepared: Prepared | None = None,
+                 policies: PolicyCache | None = None) -> tuple[int, dict[str, object]]:
     """Accept a send request; returns (HTTP status, answer). Idempotent per key for 24 h.
-    `charge` takes the accepted recipients from the tenant's send budgets (or refuses)."""
+    `charge` takes the accepted recipients from the tenant's send budgets (or refuses);
+    `prepared`: the body already validated by `prepare` (without an idempotency key)."""
     digest = request_hash(body)
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 200:
@@ -398,7 +433,9 @@ async def accept(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
         earlier = await _earlier(conn, who.tenant_id, idempotency_key, digest, now)
         if earlier is not None:
             return earlier
-    prepared = await prepare(conn, who, body, index, now, has_mms_route=has_mms_route)
+    if prepared is None:
+        prepared = await prepare(conn, who, body, index, now, has_mms_route=has_mms_route,
+                                 policies=policies)
     if charge is not None:
         await charge(conn, len(prepared.recipients))
     message_id = uuid.uuid4()

@@ -29,7 +29,7 @@ class GatewayClient(SmppClient):
         """Answer one deliver_sm with ESME_ROK."""
         if not self.session.closed:
             self.session.ack_deliver_sm(sequence_number)
-            self._pump()
+            self._flush_soon()
 
 
 EventHandler = Callable[["Bind", GatewayClient, Event], None]

@@ -10,6 +10,7 @@ import asyncpg
 from aiohttp import web
 from pydantic import BaseModel, Field, StringConstraints
 
+from handlers import audit as audit_trail
 from handlers.api.context import CTX
 from handlers.api.framework import Route, RouteTable, accepted_json, arg, principal, respond
 from handlers.api.models import (
@@ -28,6 +29,7 @@ from handlers.api.models import (
 from handlers.api.scopes import Scope
 from handlers.errors import DomainError
 from handlers.messages import accept as acc
+from handlers.messages import group
 from handlers.pagination import split_time_cursor, time_cursor
 from handlers.registry.routes import NUMBER_CODES
 from handlers.tenants import Principal, audit
@@ -172,6 +174,9 @@ class RecipientOut(BaseModel):
     done_at: datetime | None
 
 
+SEND_PATH = "/v1/messages"
+
+
 def _now() -> datetime:
     return datetime.now(UTC)
 
@@ -182,16 +187,30 @@ async def send(request: web.Request) -> web.Response:
     body = accepted_json(request)  # valid per SendBody; accept() applies the rules beyond
     now = _now()
     limiter = ctx.limiter
+    key = arg(request, SendHeaders).idempotency_key
 
     async def charge(conn: asyncpg.Connection, n: int) -> None:
         if limiter is not None:
             await limiter.charge_recipients(conn, who, n, now)
 
+    prepared = None
     async with ctx.pool.acquire() as conn:
-        status, answer = await acc.accept(
-            conn, who, body, ctx.index, now,
-            idempotency_key=arg(request, SendHeaders).idempotency_key, charge=charge)
-    return respond(Accepted.model_validate(answer), status)
+        if key is None and ctx.sends is not None:
+            prepared = await acc.prepare(conn, who, body, ctx.index, now,
+                                         policies=ctx.policies)
+        if prepared is None or not group.groupable(prepared):
+            status, answer = await acc.accept(conn, who, body, ctx.index, now,
+                                              idempotency_key=key, charge=charge,
+                                              prepared=prepared, policies=ctx.policies)
+            return respond(Accepted.model_validate(answer), status)
+    # A small send: written with the other small sends of this moment, in one statement.
+    assert ctx.sends is not None
+    entry = audit_trail.pending(who.tenant_id, who.actor, f"{request.method} {SEND_PATH}",
+                          request.path, {"status": 202})
+    answer = await group.accept_grouped(ctx.sends, who, prepared, now, limiter=limiter,
+                                        audit=entry)
+    audit_trail.recorded()
+    return respond(Accepted.model_validate(answer), 202)
 
 
 async def _message(conn: asyncpg.Connection, who: Principal, message_id: uuid.UUID,
@@ -529,7 +548,7 @@ COMPOSE_CODES = (
 def add_routes(t: RouteTable) -> None:
     """Declare the message and template routes."""
     tag = "messages"
-    t.add(Route("POST", "/v1/messages", send, "Send or schedule a message", tag,
+    t.add(Route("POST", SEND_PATH, send, "Send or schedule a message", tag,
                 headers=SendHeaders, body=SendBody, responses={202: Accepted},
                 errors=(*COMPOSE_CODES, "invalid_idempotency_key", "idempotency_conflict"),
                 scope=Scope.SEND))

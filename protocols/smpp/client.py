@@ -148,11 +148,15 @@ class SmppClient:
         except BaseException:
             self._window.release()
             raise
+        self._flush_soon()
+        return await future
+
+    def _flush_soon(self) -> None:
+        """Write what the session has to send once this loop iteration is done: every PDU
+        queued meanwhile (submits, acknowledgements) goes in one write, not one each."""
         if not self._flush_scheduled:
-            # Coalesce every submit of this loop iteration into one write.
             self._flush_scheduled = True
             self._loop.call_soon(self._pump)
-        return await future
 
     async def submit(self, pdu: SubmitSm) -> Pdu:
         """Send a submit_sm; returns the submit_sm_resp (or generic_nack)."""
