@@ -257,6 +257,11 @@ class MessagingConfig:
     dispatch_batch: int = field(
         default=500, metadata=_help("recipients claimed from the queue per round", min=1, max=10000)
     )
+    dispatch_process: bool = field(
+        default=True,
+        metadata=_help("run the SMPP dispatcher in a process of its own (a second core: the API "
+                       "stays quick while a bulk send drains); false: in the daemon's event loop"),
+    )
     receipt_timeout_seconds: float = field(
         default=259200.0,
         metadata=_help("a submitted recipient with no receipt after this long becomes expired", min=1),

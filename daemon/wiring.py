@@ -14,6 +14,7 @@ from handlers.events.writer import EventLogWriter
 from handlers.ivr.prompts import PromptStore
 from handlers.media.retention import RetentionSweeper
 from handlers.messages.dispatch import Dispatcher
+from handlers.messages.dispatch_process import DispatchProcess
 from handlers.messages.mms_dispatch import MmsDispatcher
 from handlers.messages.mms_reports import ReportListener
 from handlers.messages.rollup import StatsRollup
@@ -34,9 +35,14 @@ async def start_registry_index(runtime: Runtime) -> Stopper:
 
 
 async def start_dispatcher(runtime: Runtime) -> Stopper:
-    """Bind to the configured carriers and dispatch the message queue."""
-    dispatcher = Dispatcher(runtime.config, runtime.pool, runtime.dsn, runtime.context.metrics,
-                            health=runtime.context.db)
+    """Bind to the configured carriers and dispatch the message queue (in a process of its own
+    unless `messaging.dispatch_process` is false)."""
+    dispatcher: Dispatcher | DispatchProcess
+    if runtime.config.messaging.dispatch_process:
+        dispatcher = DispatchProcess(runtime.config, runtime.dsn, runtime.context.metrics)
+    else:
+        dispatcher = Dispatcher(runtime.config, runtime.pool, runtime.dsn, runtime.context.metrics,
+                                health=runtime.context.db)
     await dispatcher.start()
     if runtime.config.smpp.carriers:
         runtime.context.readiness["smpp"] = dispatcher.readiness
