@@ -73,6 +73,7 @@ class Claimed:
     text: str
     sender: str
     attempts: int
+    lane: int = LANE_BULK
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +177,7 @@ class Dispatcher:
         self._lock_lost = asyncio.Event()
         self._held: set[tuple[Any, int]] = set()  # claimed rows whose outcome is not stored yet
         self._match_pending = False  # receipts stored but a match round failed since
+        self._queue_left = False  # the last claim may have left due rows behind (room ran out)
         self._ref = 0
         # False from the first failed store until a round trip succeeds again: no submits then.
         self._can_record = True
@@ -343,19 +345,27 @@ class Dispatcher:
         window = sum(c.capacity() for c in self.carriers)
         return (window * 2, window + window // 2)
 
+    def _bulk_batch(self) -> int:
+        """The least room worth a claim of bulk rows: a quarter of the binds' windows. Between
+        such claims only codes and single sends are claimed, so a steady bulk send costs a
+        claim per quarter window, not one per freed slot."""
+        return max(1, sum(c.capacity() for c in self.carriers) // 4)
+
     async def _claim_loop(self) -> None:
         while not self._stopping:
+            self._wake.clear()  # news arriving from here on ends the wait below
             any_lane, bulk = self._capacity()
             room = min(any_lane - self._inflight, self.mcfg.dispatch_batch)
             bulk_room = min(bulk - self._inflight, self.mcfg.dispatch_batch)
             if room <= 0 or not self._can_record or not self._locked:
                 # Nothing is claimed while outcomes cannot be stored or the lock is not held
                 # (another instance could take our claims for a dead instance's).
-                await self._sleep_until_woken(0.5)
+                await self._wait_for_news(0.5)
                 continue
-            try:  # with no room left for bulk, only codes and small sends are claimed
-                rows = await self._claim(room if bulk_room <= 0 else bulk_room,
-                                         max_lane=LANE_SINGLE if bulk_room <= 0 else LANE_BULK)
+            with_bulk = bulk_room >= min(self._bulk_batch(), room)
+            limit = bulk_room if with_bulk else room
+            try:
+                rows = await self._claim(limit, max_lane=LANE_BULK if with_bulk else LANE_SINGLE)
             except Exception as exc:  # any single failure: log, back off, claim again
                 delay = self._claims.failed(exc)
                 if is_outage(exc):
@@ -365,23 +375,28 @@ class Dispatcher:
                 continue
             self._claims.ok()
             self._held.update((r.message_id, r.idx) for r in rows)
-            if len(rows) < room:
-                # The queue is drained: wait for news, then let a few more sends arrive so
-                # that a burst of single sends costs one claim, not one each.
+            if rows:
+                self._inflight += len(rows)
+                self.metrics.inflight.set(self._inflight)
+                for row in rows:
+                    task = asyncio.create_task(self._submit(row))
+                    self._submits.add(task)
+                    task.add_done_callback(self._submits.discard)
+            # Rows may be left behind only when this claim could not take them all.
+            self._queue_left = not with_bulk or len(rows) == limit
+            if len(rows) < limit:
+                # Nothing more that may be claimed now is due: wait for news (a send queued,
+                # room for a bulk batch, a bind up, a retry due).
                 if not rows:
-                    await self._sleep_until_woken(0.5)
-                await asyncio.sleep(CLAIM_COALESCE_SECONDS)
-            if not rows:
-                continue
-            self._inflight += len(rows)
-            self.metrics.inflight.set(self._inflight)
-            for row in rows:
-                task = asyncio.create_task(self._submit(row))
-                self._submits.add(task)
-                task.add_done_callback(self._submits.discard)
+                    await self._wait_for_news(0.5)
+                if with_bulk:
+                    # The queue was drained: let a few more sends arrive, so that a burst of
+                    # single sends costs one claim, not one each. (Beside a bulk send a code
+                    # is claimed at once.)
+                    await asyncio.sleep(CLAIM_COALESCE_SECONDS)
 
-    async def _sleep_until_woken(self, timeout: float) -> None:
-        self._wake.clear()
+    async def _wait_for_news(self, timeout: float) -> None:
+        """Wait until `_wake` is set (it is cleared at the top of each claim round)."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(timeout):
                 await self._wake.wait()
@@ -403,13 +418,15 @@ class Dispatcher:
                        UPDATE recipients r SET state = 'claimed', claimed_by = $2,
                                                attempts = r.attempts + 1
                        FROM due WHERE r.message_id = due.message_id AND r.idx = due.idx
-                       RETURNING r.message_id, r.idx, r.tenant_id, r.number, r.text, r.attempts
+                       RETURNING r.message_id, r.idx, r.tenant_id, r.number, r.text, r.attempts,
+                                 r.lane
                    )
                    SELECT c.*, m.sender, m.text AS message_text
                    FROM claimed c JOIN messages m ON m.id = c.message_id""",
                 limit, self.key, max_lane)
         return [Claimed(r["message_id"], r["idx"], r["tenant_id"], r["number"],
-                        r["text"] or r["message_text"], r["sender"], r["attempts"]) for r in rows]
+                        r["text"] or r["message_text"], r["sender"], r["attempts"], r["lane"])
+                for r in rows]
 
     async def _submit(self, row: Claimed) -> None:
         try:
@@ -425,7 +442,9 @@ class Dispatcher:
             self.metrics.inflight.set(self._inflight)
             if len(self._outcomes) >= 500:
                 self._flush_now.set()
-            self._wake.set()
+            if self._queue_left and \
+                    self._capacity()[1] - self._inflight >= self._bulk_batch():
+                self._wake.set()  # room for another bulk batch
 
     async def _submit_one(self, row: Claimed) -> Outcome:
         route = self.router.choose(row.number)
@@ -446,7 +465,8 @@ class Dispatcher:
         first_id: str | None = None
         try:
             for pdu in pdus:
-                resp = await client.submit(pdu)
+                # Codes and single sends pass a bulk send's submits waiting for the window.
+                resp = await client.submit(pdu, urgent=row.lane < LANE_BULK)
                 status = resp.command_status
                 if status != CommandStatus.ESME_ROK:
                     return self._refused(row, carrier.name, status)

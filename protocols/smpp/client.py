@@ -53,22 +53,25 @@ class ConnectionClosedError(SmppClientError):
 
 
 class _Window:
-    """FIFO slots for requests in flight.
+    """FIFO slots for requests in flight, urgent requests first.
 
     asyncio.Semaphore in 3.11 rescans all waiters on every release, which is quadratic with
-    thousands of queued submits; this hands a freed slot straight to the oldest waiter.
+    thousands of queued submits; this hands a freed slot straight to the oldest waiter. An
+    urgent request (a verification code, a single send) waits only behind other urgent ones,
+    not behind a bulk send's queued submits.
     """
 
     def __init__(self, size: int) -> None:
         self._free = size
         self._waiters: deque[asyncio.Future[None]] = deque()
+        self._urgent: deque[asyncio.Future[None]] = deque()
 
-    async def acquire(self) -> None:
-        if self._free > 0 and not self._waiters:
+    async def acquire(self, urgent: bool = False) -> None:
+        if self._free > 0 and not self._waiters and not self._urgent:
             self._free -= 1
             return
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._waiters.append(fut)
+        (self._urgent if urgent else self._waiters).append(fut)
         try:
             await fut
         except asyncio.CancelledError:
@@ -77,11 +80,12 @@ class _Window:
             raise
 
     def release(self) -> None:
-        while self._waiters:
-            fut = self._waiters.popleft()
-            if not fut.done():
-                fut.set_result(None)
-                return
+        for queue in (self._urgent, self._waiters):
+            while queue:
+                fut = queue.popleft()
+                if not fut.done():
+                    fut.set_result(None)
+                    return
         self._free += 1
 
 
@@ -137,9 +141,10 @@ class SmppClient:
         self._pump()
         return await self._bound
 
-    async def request(self, pdu: Pdu) -> Pdu:
-        """Send a request once the window has room; return its response (maybe generic_nack)."""
-        await self._window.acquire()
+    async def request(self, pdu: Pdu, *, urgent: bool = False) -> Pdu:
+        """Send a request once the window has room (`urgent`: before the non-urgent requests
+        waiting for it); return its response (maybe generic_nack)."""
+        await self._window.acquire(urgent)
         future: asyncio.Future[Pdu] = self._loop.create_future()
         try:
             if self.session.closed:
@@ -158,9 +163,9 @@ class SmppClient:
             self._flush_scheduled = True
             self._loop.call_soon(self._pump)
 
-    async def submit(self, pdu: SubmitSm) -> Pdu:
+    async def submit(self, pdu: SubmitSm, *, urgent: bool = False) -> Pdu:
         """Send a submit_sm; returns the submit_sm_resp (or generic_nack)."""
-        return await self.request(pdu)
+        return await self.request(pdu, urgent=urgent)
 
     async def events(self) -> AsyncIterator[Event]:
         """Inbound events until (and including) SessionClosed."""
