@@ -17,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -43,6 +43,9 @@ DISPATCH_CHANNEL = "telgate_dispatch"
 POLICY_SECONDS = 10.0  # a tenant's changed composition settings reach other instances within this
 MAX_CACHED_POLICIES = 100_000
 
+# What validation reads with: a connection, or the pool itself (a connection only when a read
+# is needed: most sends need none, their tenant's settings being cached).
+Reader: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 # Takes n recipients from the send budgets of the tenant (handlers.api.ratelimit), or raises.
 Charge = Callable[[asyncpg.Connection, int], Awaitable[None]]
 
@@ -190,7 +193,7 @@ def _bool(body: dict[str, Any], key: str) -> bool:
     return value
 
 
-async def tenant_policy(conn: asyncpg.Connection, tenant_id: uuid.UUID) -> TenantPolicy:
+async def tenant_policy(conn: Reader, tenant_id: uuid.UUID) -> TenantPolicy:
     """The tenant's composition settings."""
     row = await conn.fetchrow("SELECT sms_max_bytes, optout_line FROM tenants WHERE id = $1",
                               tenant_id)
@@ -211,7 +214,7 @@ class PolicyCache:
         self.clock = clock
         self._cached: dict[uuid.UUID, tuple[TenantPolicy, float]] = {}
 
-    async def get(self, conn: asyncpg.Connection, tenant_id: uuid.UUID) -> TenantPolicy:
+    async def get(self, conn: Reader, tenant_id: uuid.UUID) -> TenantPolicy:
         now = self.clock()
         hit = self._cached.get(tenant_id)
         if hit is not None and hit[1] > now:
@@ -242,7 +245,7 @@ class Prepared:
     images: tuple[bytes, ...] = ()  # an MMS's JPEGs, as sent
 
 
-async def prepare(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
+async def prepare(conn: Reader, who: Principal, body: dict[str, Any],
                   index: NumberIndex, now: datetime, *, has_mms_route: bool | None = None,
                   policies: PolicyCache | None = None) -> Prepared:
     """Validate a request body completely; raises DomainError naming the field at fault.

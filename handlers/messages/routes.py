@@ -194,15 +194,14 @@ async def send(request: web.Request) -> web.Response:
             await limiter.charge_recipients(conn, who, n, now)
 
     prepared = None
-    async with ctx.pool.acquire() as conn:
-        if key is None and ctx.sends is not None:
-            prepared = await acc.prepare(conn, who, body, ctx.index, now,
-                                         policies=ctx.policies)
-        if prepared is None or not group.groupable(prepared):
+    if key is None and ctx.sends is not None:
+        prepared = await acc.prepare(ctx.pool, who, body, ctx.index, now, policies=ctx.policies)
+    if prepared is None or not group.groupable(prepared):
+        async with ctx.pool.acquire() as conn:
             status, answer = await acc.accept(conn, who, body, ctx.index, now,
                                               idempotency_key=key, charge=charge,
                                               prepared=prepared, policies=ctx.policies)
-            return respond(Accepted.model_validate(answer), status)
+        return respond(Accepted.model_validate(answer), status)
     # A small send: written with the other small sends of this moment, in one statement.
     assert ctx.sends is not None
     entry = audit_trail.pending(who.tenant_id, who.actor, f"{request.method} {SEND_PATH}",
