@@ -403,27 +403,9 @@ class Dispatcher:
 
     async def _claim(self, limit: int, max_lane: int = LANE_BULK) -> list[Claimed]:
         async with self.pool.acquire() as conn:
-            rows = await conn.fetch(
-                """WITH due AS (
-                       SELECT r.message_id, r.idx FROM recipients r
-                       JOIN messages m ON m.id = r.message_id
-                       WHERE r.state = 'queued' AND r.next_attempt_at <= now()
-                         AND NOT r.mms  -- MMS recipients are the MM7 dispatcher's
-                         AND r.lane <= $3
-                       ORDER BY r.lane, r.next_attempt_at
-                       LIMIT $1
-                       FOR UPDATE OF r SKIP LOCKED
-                       FOR SHARE OF m SKIP LOCKED
-                   ), claimed AS (
-                       UPDATE recipients r SET state = 'claimed', claimed_by = $2,
-                                               attempts = r.attempts + 1
-                       FROM due WHERE r.message_id = due.message_id AND r.idx = due.idx
-                       RETURNING r.message_id, r.idx, r.tenant_id, r.number, r.text, r.attempts,
-                                 r.lane
-                   )
-                   SELECT c.*, m.sender, m.text AS message_text
-                   FROM claimed c JOIN messages m ON m.id = c.message_id""",
-                limit, self.key, max_lane)
+            # migration 0019: the claim with a plan that stays index-ordered
+            rows = await conn.fetch("SELECT * FROM telgate_claim($1, $2, $3)",
+                                    limit, self.key, max_lane)
         return [Claimed(r["message_id"], r["idx"], r["tenant_id"], r["number"],
                         r["text"] or r["message_text"], r["sender"], r["attempts"], r["lane"])
                 for r in rows]
@@ -691,28 +673,31 @@ class Dispatcher:
 
     async def _match_receipts(self, conn: asyncpg.Connection) -> None:
         row = await conn.fetchrow(
-            """WITH cand AS (
-                   SELECT d.id AS did, r.message_id, r.idx, d.stat, d.err, d.done_at, 0 AS rank
-                   FROM dlr_inbox d JOIN recipients r
-                     ON r.carrier = d.carrier AND r.carrier_msg_id = d.msg_id
-                   WHERE r.state = 'submitted'
-                   UNION ALL
-                   SELECT d.id, r.message_id, r.idx, d.stat, d.err, d.done_at, 1
-                   FROM dlr_inbox d JOIN recipients r
-                     ON r.carrier = d.carrier AND r.carrier_msg_id_alt = d.msg_id
-                   WHERE r.state = 'submitted'
-                   UNION ALL
-                   -- a hex id made only of digits ("12345678") was stored as given and its
-                   -- alternate read it as decimal; its decimal receipt reads back to it in hex
-                   SELECT d.id, r.message_id, r.idx, d.stat, d.err, d.done_at, 2
-                   FROM dlr_inbox d JOIN recipients r
-                     ON r.carrier = d.carrier
-                    AND r.carrier_msg_id = CASE WHEN d.msg_id ~ '^[0-9]{1,18}$'
-                                                THEN to_hex(d.msg_id::bigint) END
-                   WHERE r.state = 'submitted'
+            """WITH found AS (
+                   -- each waiting receipt looks its recipients up by carrier id (index
+                   -- probes from the few receipts, whatever the statistics say): the id as
+                   -- given, then its reading in the other base
+                   SELECT d.id AS did, d.stat, d.err, d.done_at, x.message_id, x.idx,
+                          x.state, x.dlr_stat, x.rank
+                   FROM dlr_inbox d CROSS JOIN LATERAL (
+                       SELECT r.message_id, r.idx, r.state, r.dlr_stat, 0 AS rank
+                       FROM recipients r
+                       WHERE r.carrier = d.carrier AND r.carrier_msg_id = d.msg_id
+                       UNION ALL
+                       SELECT r.message_id, r.idx, r.state, r.dlr_stat, 1 FROM recipients r
+                       WHERE r.carrier = d.carrier AND r.carrier_msg_id_alt = d.msg_id
+                       UNION ALL
+                       -- a hex id made only of digits ("12345678") was stored as given and
+                       -- its alternate read it as decimal; its decimal receipt reads back to
+                       -- it in hex
+                       SELECT r.message_id, r.idx, r.state, r.dlr_stat, 2 FROM recipients r
+                       WHERE r.carrier = d.carrier
+                         AND r.carrier_msg_id = CASE WHEN d.msg_id ~ '^[0-9]{1,18}$'
+                                                     THEN to_hex(d.msg_id::bigint) END
+                   ) x
                ), one AS (
-                   -- the id as given first, then its readings in the other base
-                   SELECT DISTINCT ON (did) * FROM cand ORDER BY did, rank
+                   SELECT DISTINCT ON (did) * FROM found WHERE state = 'submitted'
+                   ORDER BY did, rank
                ), upd AS (
                    UPDATE recipients r
                    SET state = CASE one.stat WHEN 'DELIVRD' THEN 'delivered'
@@ -738,15 +723,9 @@ class Dispatcher:
                    -- a receipt the SMSC sent again (after a reconnect) for a recipient that is
                    -- already final: a duplicate, dropped at once
                    DELETE FROM dlr_inbox d WHERE d.id IN (
-                       SELECT i.id FROM dlr_inbox i JOIN recipients r
-                         ON r.carrier = i.carrier AND r.carrier_msg_id = i.msg_id
-                       WHERE r.state IN ('delivered', 'failed', 'expired')
-                         AND r.dlr_stat IS NOT NULL
-                       UNION ALL
-                       SELECT i.id FROM dlr_inbox i JOIN recipients r
-                         ON r.carrier = i.carrier AND r.carrier_msg_id_alt = i.msg_id
-                       WHERE r.state IN ('delivered', 'failed', 'expired')
-                         AND r.dlr_stat IS NOT NULL)
+                       SELECT did FROM found
+                       WHERE rank < 2 AND state IN ('delivered', 'failed', 'expired')
+                         AND dlr_stat IS NOT NULL)
                    RETURNING d.id
                )
                SELECT (SELECT count(*) FROM upd) AS matched,
