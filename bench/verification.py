@@ -61,6 +61,7 @@ async def verifications_during(http: aiohttp.ClientSession, base: str, key: str,
     sent: dict[str, float] = {}
     answered: list[float] = []
     errors: list[str] = []
+    when: list[tuple[float, float]] = []
 
     async def one(number: str) -> None:
         t0 = time.time()
@@ -71,10 +72,12 @@ async def verifications_during(http: aiohttp.ClientSession, base: str, key: str,
                 errors.append(f"{r.status} {body[:200]}")
                 return
         answered.append((time.time() - t0) * 1000)
+        when.append((round(t0 - began, 2), round(answered[-1], 1)))
         sent[number] = t0
 
     tasks: list[asyncio.Task[None]] = []
     start = time.perf_counter()
+    began = time.time()
     i = 0
     while not until_done.is_set():
         delay = start + i / rate - time.perf_counter()
@@ -85,6 +88,8 @@ async def verifications_during(http: aiohttp.ClientSession, base: str, key: str,
     await asyncio.gather(*tasks)
     if errors:
         raise RuntimeError(f"{len(errors)} verification requests refused, e.g. {errors[0]}")
+    slowest = sorted(when, key=lambda w: -w[1])[:8]
+    print(json.dumps({"slowest_api_answers": slowest}), file=sys.stderr, flush=True)
     return sent, sorted(answered)
 
 

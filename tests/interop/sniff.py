@@ -42,6 +42,10 @@ def rtp_to(port: int) -> Iterator[RtpSeen]:
     seen = RtpSeen(port)
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, socket.htons(ETH_P_ALL))
     sock.bind(("lo", 0))
+    # Every loopback packet of the machine comes through here and is filtered in Python: with
+    # other traffic on lo (a benchmark, a parallel test) a default buffer overflows and the
+    # count comes out short. Root (which a packet socket needs anyway) may force a large one.
+    sock.setsockopt(socket.SOL_SOCKET, getattr(socket, "SO_RCVBUFFORCE", 33), 32 * 1024 * 1024)
     sock.settimeout(0.1)
     stop = threading.Event()
 
