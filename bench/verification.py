@@ -20,6 +20,7 @@ import argparse
 import asyncio
 import json
 import os
+import shutil
 import statistics
 import sys
 import tempfile
@@ -194,7 +195,12 @@ async def main(args: argparse.Namespace) -> None:
     for i in range(args.runs):
         with tempfile.TemporaryDirectory(prefix="telgate-bench-verify-") as d:
             os.chmod(d, 0o755)
-            result = await one_run(args, Path(d))
+            try:
+                result = await one_run(args, Path(d))
+            finally:
+                if args.keep_logs:  # the processes' logs, not the databases
+                    shutil.copytree(d, args.keep_logs / f"run{i + 1}", dirs_exist_ok=True,
+                                    ignore=shutil.ignore_patterns("data", "*.sock*"))
         emit({"bench": "verification_under_bulk", "run": i + 1, "bulk": args.bulk,
               "rate": args.rate, "binds": args.binds, "window": args.window, **result})
         runs.append(result)
@@ -215,8 +221,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--in-flight", type=int, default=4)
     p.add_argument("--rate", type=float, default=20.0, help="verifications per second")
     p.add_argument("--runs", type=int, default=3)
+    p.add_argument("--keep-logs", type=Path, help="copy each run's logs here")
     p.add_argument("--binds", type=int, default=2)
-    p.add_argument("--window", type=int, default=200)
+    p.add_argument("--window", type=int, default=100, help="per bind (the product default)")
     return p.parse_args(argv)
 
 
