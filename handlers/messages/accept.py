@@ -8,10 +8,8 @@ answer or waits for it (unique index) and then finds it.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import binascii
-import functools
 import hashlib
 import json
 import time
@@ -19,7 +17,7 @@ import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from typing import Any, TypeAlias, TypeVar
+from typing import Any, TypeAlias
 
 import asyncpg
 
@@ -45,7 +43,6 @@ DISPATCH_CHANNEL = "telgate_dispatch"
 POLICY_SECONDS = 10.0  # a tenant's changed composition settings reach other instances within this
 MAX_CACHED_POLICIES = 100_000
 
-T = TypeVar("T")
 # What validation reads with: a connection, or the pool itself (a connection only when a read
 # is needed: most sends need none, their tenant's settings being cached).
 Reader: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
@@ -264,8 +261,7 @@ async def prepare(conn: Reader, who: Principal, body: dict[str, Any],
                           "account; register it first (Telecommunications Business Act art. 84-2)",
                           field="from")
     test = _bool(body, "test")
-    run = _off_loop if _is_bulk(body) else _here
-    recipients, duplicates = await run(parse_recipients, body.get("to"))
+    recipients, duplicates = parse_recipients(body.get("to"))
     if test and len(recipients) != 1:
         raise DomainError("test_needs_one_recipient", "a test send goes to exactly one number",
                           field="to")
@@ -305,7 +301,7 @@ async def prepare(conn: Reader, who: Principal, body: dict[str, Any],
         type=kind, subject=subject, images=images, ad=ad,
         night_consent=_bool(body, "night_consent"))
     try:
-        composed = await run(functools.partial(c.compose, request, policy, now=send_at))
+        composed = c.compose(request, policy, now=send_at)
     except c.ComposeError as exc:
         raise DomainError(exc.code, exc.detail, field=_request_field(exc.field, recipients),
                           extra=_compose_extra(exc)) from None
@@ -313,31 +309,10 @@ async def prepare(conn: Reader, who: Principal, body: dict[str, Any],
         raise DomainError("no_route", "no MMS route is configured for this account",
                           field="type")
     ad = composed.ad  # the text may have made it one
-    rejected = await run(_opted_out, index, who.tenant_id, recipients, ad)
+    rejected = {r.number for r in recipients
+                if index.is_opted_out(who.tenant_id, r.number, advertising=ad)}
     return Prepared(sender, composed, recipients, rejected, send_at, ad, test, template_id,
                     duplicates, images if composed.type is c.MessageType.MMS else ())
-
-
-def _is_bulk(body: dict[str, Any]) -> bool:
-    to = body.get("to")
-    return isinstance(to, list) and len(to) > SMALL_SEND
-
-
-async def _here(fn: Callable[..., T], *args: Any) -> T:
-    return fn(*args)
-
-
-async def _off_loop(fn: Callable[..., T], *args: Any) -> T:
-    """Run a bulk send's per-recipient work in a thread. It holds the GIL as before, but the
-    interpreter hands it to the event loop every switch interval (5 ms), so a verification or
-    a single send arriving meanwhile is answered without waiting for all 10,000 recipients."""
-    return await asyncio.to_thread(fn, *args)
-
-
-def _opted_out(index: NumberIndex, tenant_id: uuid.UUID, recipients: list[ParsedRecipient],
-               ad: bool) -> set[str]:
-    return {r.number for r in recipients
-            if index.is_opted_out(tenant_id, r.number, advertising=ad)}
 
 
 def _request_field(field: str, recipients: list[ParsedRecipient]) -> str:
