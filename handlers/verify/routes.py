@@ -77,7 +77,7 @@ class VerificationOut(BaseModel):
 
 def _verifier(request: web.Request) -> Verifier:
     ctx = request.app[CTX]
-    return Verifier(ctx.config.verification, ctx.index)
+    return Verifier(ctx.config.verification, ctx.index, ctx.policies)
 
 
 def _now() -> datetime:

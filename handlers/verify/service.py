@@ -20,7 +20,7 @@ import structlog
 
 from config.schema import VerificationConfig
 from handlers.errors import DomainError
-from handlers.messages.accept import DISPATCH_CHANNEL, LANE_VERIFICATION, prepare
+from handlers.messages.accept import DISPATCH_CHANNEL, LANE_VERIFICATION, PolicyCache, prepare
 from handlers.outage import LoopTracker, PeriodicSweep
 from handlers.registry.index import NumberIndex
 from handlers.tenants import Principal
@@ -69,10 +69,12 @@ class StartRequest:
 class Verifier:
     """The verification capability of one daemon; callers pass `now` (tests pass a fake one)."""
 
-    def __init__(self, config: VerificationConfig, index: NumberIndex) -> None:
+    def __init__(self, config: VerificationConfig, index: NumberIndex,
+                 policies: PolicyCache | None = None) -> None:
         self.config = config
         self.limits = limits_of(config)
         self.index = index
+        self.policies = policies  # the tenants' composition settings, cached by the API
         self._key: bytes | None = None
 
     async def _hash_key(self, conn: asyncpg.Connection) -> bytes:
@@ -86,9 +88,10 @@ class Verifier:
                     now: datetime) -> dict[str, object]:
         """Send a new code; an open verification of the same number and purpose is superseded.
 
-        Five round trips: the message is composed first, then in one transaction one statement
-        locks the number and reads its lock, its recent codes and the hash key, and one writes
-        everything (supersede, withdraw, message, recipient, verification, send, wake-up).
+        Four round trips (the tenant's settings cached): the message is composed first, then in
+        one transaction one statement locks the number and reads its lock, its recent codes and
+        the hash key, and one writes everything (supersede, withdraw, message, recipient,
+        verification, send, wake-up).
         """
         if not 1 <= len(req.purpose) <= MAX_PURPOSE:
             raise DomainError("invalid_field", f"purpose must be 1-{MAX_PURPOSE} characters",
@@ -306,7 +309,8 @@ class Verifier:
                                                                "minutes": str(minutes)}}],
                 "text": text}
         try:
-            prepared = await prepare(conn, who, body, self.index, now, has_mms_route=False)
+            prepared = await prepare(conn, who, body, self.index, now, has_mms_route=False,
+                                     policies=self.policies)
         except DomainError as exc:
             if exc.field and exc.field.startswith("to["):
                 exc.field = "to"
