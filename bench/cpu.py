@@ -12,8 +12,10 @@ daemonising grandchild) escapes; none of the measured programs does that.
 
 from __future__ import annotations
 
+import asyncio
 import os
 import resource
+import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,3 +121,18 @@ class CpuMeter:
         out = {name: round(self.used[name] * 1e6 / messages, 1) for name in chosen}
         out["total"] = round(sum(self.used[name] for name in chosen) * 1e6 / messages, 1)
         return out
+
+
+async def wait_quiet(limit: float, busy_below: float = 0.15, quiet_for: int = 3) -> float:
+    """Wait (at most `limit` seconds) until the machine has been idle for `quiet_for` whole
+    seconds, a second being idle when under `busy_below` of all CPUs was busy; returns the
+    seconds waited. Called between runs, when none of ours is working: on a shared machine
+    another user's benchmark would otherwise land inside a measured interval."""
+    cpus = os.cpu_count() or 1
+    started = time.monotonic()
+    calm = 0
+    while calm < quiet_for and time.monotonic() - started < limit:
+        before = machine_busy_seconds()
+        await asyncio.sleep(1.0)
+        calm = calm + 1 if machine_busy_seconds() - before < busy_below * cpus else 0
+    return round(time.monotonic() - started, 1)

@@ -69,7 +69,7 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from bench.cpu import CpuMeter  # noqa: E402
+from bench.cpu import CpuMeter, wait_quiet  # noqa: E402
 from config import load_config  # noqa: E402
 from daemon.db import migrate  # noqa: E402
 from daemon.embedded_pg import EmbeddedPostgres, _postmaster_pid  # noqa: E402
@@ -82,6 +82,9 @@ FINAL = ("delivered", "failed", "expired", "rejected", "canceled")
 SUSTAINED_P99_MS = 100.0  # the saturation point's latency bound
 SUSTAINED_SHORTFALL = 0.05  # achieved rate may fall this far below the target
 STALL_SECONDS = 15.0  # no progress this long ends a throughput run as incomplete
+# Kannel's best configuration on this machine (see the module docstring for the sweep).
+KANNEL_DEFAULTS: dict[str, list[int]] = {"windows": [100], "per_request": [100], "binds": [1],
+                                         "in_flight": [16]}
 
 
 def machine() -> dict[str, object]:
@@ -372,6 +375,7 @@ async def telgate_run(args: argparse.Namespace, work: Path, run: int,
                       single_sends: bool) -> dict[str, Any]:
     """One throughput run on fresh processes; the single-send runs after it if asked."""
     await asyncio.to_thread(work.mkdir, parents=True)
+    waited = await wait_quiet(args.quiet_wait)
     async with simulator(work / "smsc.log", ["telgate"]) as (smsc_port, smsc_pid), \
             telgate(args, work, smsc_port) as tg:
         meter = CpuMeter({"daemon": tg.daemon_pid, "postgres": tg.postgres_pid,
@@ -381,7 +385,8 @@ async def telgate_run(args: argparse.Namespace, work: Path, run: int,
                                           args.in_flight, meter)
         result = {"bench": "telgate_end_to_end", "run": run, **result, "binds": args.binds,
                   "window": args.window, **cpu_record(meter, args.recipients,
-                                                      ["daemon", "postgres"])}
+                                                      ["daemon", "postgres"]),
+                  "waited_for_quiet_s": waited}
         emit(result)
         if single_sends:
             await single_send_runs(args, tg)
@@ -402,12 +407,14 @@ async def single_send_runs(args: argparse.Namespace, tg: Telgate) -> None:
     offset = 0
     for rate in args.rates if args.latency_seconds > 0 else []:
         await settle(tg.dsn)
+        await wait_quiet(args.quiet_wait)
         one = await telgate_latency(tg.http, tg.base, tg.key, rate, args.latency_seconds, offset)
         offset += 1_000_000
         emit({"bench": "telgate_single_send_latency", **one})
     best: float | None = None
     for rate in args.saturation:
         await settle(tg.dsn)
+        await wait_quiet(args.quiet_wait)
         one = await telgate_latency(tg.http, tg.base, tg.key, rate, args.saturation_seconds,
                                     offset)
         offset += 1_000_000
@@ -583,6 +590,7 @@ async def kannel_run(args: argparse.Namespace, work: Path, setup: KannelSetup,
     dlr_port = sink.sockets[0].getsockname()[1]
     dlr_url = quote(f"http://127.0.0.1:{dlr_port}/dlr?type=%d", safe="")
     verbosity = ["-v", str(args.kannel_log_level)]
+    waited = await wait_quiet(args.quiet_wait)
     try:
         async with simulator(work / "smsc.log", kannel_accounts(setup)) as (smsc_port, smsc_pid):
             kannel_config(conf, work, smsc_port, setup, ports, args.kannel_log_level,
@@ -605,7 +613,7 @@ async def kannel_run(args: argparse.Namespace, work: Path, setup: KannelSetup,
               "complete": counts.got >= len(to), "msg_per_s": round(counts.got / took),
               "kannel": kannel_version(), "verbosity": args.kannel_log_level,
               "options": [f"{g}.{k}={v}" for g, k, v in args.kannel_option],
-              **cpu_record(meter, len(to), ["bearerbox", "smsbox"])}
+              **cpu_record(meter, len(to), ["bearerbox", "smsbox"]), "waited_for_quiet_s": waited}
     emit(result)
     return result
 
@@ -784,12 +792,10 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--daemon-tree", type=Path, default=ROOT,
                    help="source tree the daemon runs from (default: this one)")
     p.add_argument("--keep-logs", type=Path, help="copy the processes' logs here")
+    p.add_argument("--quiet-wait", type=float, default=60.0,
+                   help="before each run, wait up to this long for the machine to be idle")
     return p.parse_args(argv)
 
-
-# Kannel's best configuration on this machine (see the module docstring for the sweep).
-KANNEL_DEFAULTS: dict[str, list[int]] = {"windows": [100], "per_request": [100], "binds": [1],
-                                         "in_flight": [16]}
 
 
 if __name__ == "__main__":
