@@ -236,17 +236,27 @@ async def final_count(conn: asyncpg.Connection) -> tuple[int, int]:
 async def wait_final(conn: asyncpg.Connection, expected: int, timeout: float,
                      poll: float = 0.05) -> tuple[int, int]:
     """Poll until `expected` recipients are final, or no more became final for
-    STALL_SECONDS, or `timeout`."""
+    STALL_SECONDS, or `timeout`.
+
+    Each poll scans the recipients table, work charged to PostgreSQL's CPU and taken from the
+    daemon's: every 50 ms it was 10-20 µs per message of a 50,000 run. So sleep half the time
+    the last rate predicts for the rest (0.5 s at most), and `poll` once the end is near, which
+    keeps the end found within `poll` with a few dozen polls a run."""
     deadline = time.monotonic() + timeout
-    last, moved = -1, time.monotonic()
+    first = last = -1
+    started = moved = time.monotonic()
     while True:
         final, delivered = await final_count(conn)
         now = time.monotonic()
+        if first < 0:
+            first = final
         if final != last:
             last, moved = final, now
         if final >= expected or now > deadline or now - moved > STALL_SECONDS:
             return final, delivered
-        await asyncio.sleep(poll)
+        rate = (final - first) / (now - started) if now > started else 0.0
+        ahead = (expected - final) / rate / 2 if rate > 0 else poll
+        await asyncio.sleep(min(0.5, max(poll, ahead)))
 
 
 async def telgate_throughput(http: aiohttp.ClientSession, base: str, key: str, dsn: str,
