@@ -304,19 +304,18 @@ async def telgate_latency(http: aiohttp.ClientSession, base: str, key: str, rate
     headers = {"Authorization": f"Bearer {key}"}
     count = int(rate * seconds)
     latencies: list[float] = []
-    errors = 0
+    errors: dict[str, int] = {}  # by HTTP status, or the client's exception
 
     async def one(number: str) -> None:
-        nonlocal errors
         t0 = time.perf_counter()
         try:
             async with http.post(f"{base}/v1/messages", headers=headers,
                                  json={"from": SENDER, "to": [number], "text": TEXT}) as r:
                 await r.read()
                 if r.status != 202:
-                    errors += 1
-        except aiohttp.ClientError:
-            errors += 1
+                    errors[str(r.status)] = errors.get(str(r.status), 0) + 1
+        except aiohttp.ClientError as exc:
+            errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
         latencies.append(time.perf_counter() - t0)
 
     targets = [f"010{3000_0000 + offset + i:08d}" for i in range(count)]
@@ -331,7 +330,7 @@ async def telgate_latency(http: aiohttp.ClientSession, base: str, key: str, rate
     achieved = count / (time.perf_counter() - start)
     latencies.sort()
     return {"requests": count, "target_rate": rate, "achieved_rate": round(achieved, 1),
-            "errors": errors,
+            "errors": sum(errors.values()), "error_kinds": errors,
             "p50_ms": round(statistics.median(latencies) * 1000, 2),
             "p99_ms": round(latencies[int(len(latencies) * 0.99) - 1] * 1000, 2),
             "max_ms": round(latencies[-1] * 1000, 2)}
@@ -381,9 +380,8 @@ async def telgate(args: argparse.Namespace, work: Path, smsc_port: int) -> Async
         await pg.stop()
 
 
-async def telgate_run(args: argparse.Namespace, work: Path, run: int,
-                      single_sends: bool) -> dict[str, Any]:
-    """One throughput run on fresh processes; the single-send runs after it if asked."""
+async def telgate_run(args: argparse.Namespace, work: Path, run: int) -> dict[str, Any]:
+    """One throughput run on fresh processes."""
     await asyncio.to_thread(work.mkdir, parents=True)
     waited = await wait_quiet(args.quiet_wait)
     async with simulator(work / "smsc.log", ["telgate"]) as (smsc_port, smsc_pid), \
@@ -398,9 +396,17 @@ async def telgate_run(args: argparse.Namespace, work: Path, run: int,
                                                       ["daemon", "postgres"]),
                   "waited_for_quiet_s": waited}
         emit(result)
-        if single_sends:
-            await single_send_runs(args, tg)
     return result
+
+
+async def telgate_single_sends(args: argparse.Namespace, work: Path) -> None:
+    """The single-send runs on fresh processes of their own: after a bulk run the database
+    holds its rows (and their dead versions), which is another measurement."""
+    await asyncio.to_thread(work.mkdir, parents=True)
+    async with simulator(work / "smsc.log", ["telgate"]) as (smsc_port, smsc_pid), \
+            telgate(args, work, smsc_port) as tg:
+        await single_send_runs(args, tg, {"daemon": tg.daemon_pid, "postgres": tg.postgres_pid,
+                                          "smsc_sim": smsc_pid, "bench": os.getpid()})
 
 
 async def settle(dsn: str) -> None:
@@ -412,21 +418,17 @@ async def settle(dsn: str) -> None:
         await conn.close()
 
 
-async def single_send_runs(args: argparse.Namespace, tg: Telgate) -> None:
+async def single_send_runs(args: argparse.Namespace, tg: Telgate,
+                           roots: dict[str, int]) -> None:
     """The latency runs at `--rates`, then the saturation search over `--saturation`."""
     offset = 0
     for rate in args.rates if args.latency_seconds > 0 else []:
-        await settle(tg.dsn)
-        await wait_quiet(args.quiet_wait)
-        one = await telgate_latency(tg.http, tg.base, tg.key, rate, args.latency_seconds, offset)
+        one = await single_sends(args, tg, roots, rate, args.latency_seconds, offset)
         offset += 1_000_000
         emit({"bench": "telgate_single_send_latency", **one})
     best: float | None = None
     for rate in args.saturation:
-        await settle(tg.dsn)
-        await wait_quiet(args.quiet_wait)
-        one = await telgate_latency(tg.http, tg.base, tg.key, rate, args.saturation_seconds,
-                                    offset)
+        one = await single_sends(args, tg, roots, rate, args.saturation_seconds, offset)
         offset += 1_000_000
         ok = sustained(one)
         emit({"bench": "telgate_saturation_step", **one, "sustained": ok})
@@ -438,6 +440,19 @@ async def single_send_runs(args: argparse.Namespace, tg: Telgate) -> None:
               "rates_tried": args.saturation, "seconds_per_rate": args.saturation_seconds,
               "criterion": f"achieved ≥ {1 - SUSTAINED_SHORTFALL:.0%} of target, no errors, "
                            f"p99 < {SUSTAINED_P99_MS:.0f} ms"})
+
+
+async def single_sends(args: argparse.Namespace, tg: Telgate, roots: dict[str, int],
+                       rate: float, seconds: float, offset: int) -> dict[str, Any]:
+    """One steady rate on a settled daemon and an idle machine, with the CPU it took: this
+    process's share tells whether the client, not the daemon, set the latency."""
+    await settle(tg.dsn)
+    await wait_quiet(args.quiet_wait)
+    meter = CpuMeter(roots)
+    meter.start()
+    one = await telgate_latency(tg.http, tg.base, tg.key, rate, seconds, offset)
+    meter.stop()
+    return {**one, **cpu_record(meter, one["requests"], ["daemon", "postgres"])}
 
 
 async def wait_ready(http: aiohttp.ClientSession, base: str, proc: asyncio.subprocess.Process,
@@ -698,12 +713,13 @@ def summary(bench: str, runs: Sequence[dict[str, Any]], **config: Any) -> dict[s
 
 
 async def run_telgate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
-    runs = [await telgate_run(args, work / f"telgate-{i}", i, single_sends=i == args.runs)
-            for i in range(1, args.runs + 1)]
+    runs = [await telgate_run(args, work / f"telgate-{i}", i) for i in range(1, args.runs + 1)]
     result = summary("telgate_end_to_end_summary", runs, recipients=args.recipients,
                      per_request=args.per_request, in_flight=args.in_flight, binds=args.binds,
                      window=args.window)
     emit(result)
+    if (args.rates and args.latency_seconds > 0) or args.saturation:
+        await telgate_single_sends(args, work / "telgate-single")
     return result
 
 
@@ -780,7 +796,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="single sends per second, one latency run per value (ascending)")
     p.add_argument("--latency-seconds", type=float, default=10.0, help="0 skips the latency run")
     p.add_argument("--saturation", type=lambda v: [float(x) for x in v.split(",") if x],
-                   default=[500.0, 750.0, 1000.0, 1250.0, 1500.0],
+                   default=[250.0, 500.0, 750.0, 1000.0, 1250.0, 1500.0],
                    help="single-send rates for the saturation search (ascending; '' skips)")
     p.add_argument("--saturation-seconds", type=float, default=10.0)
     p.add_argument("--no-telgate", dest="telgate", action="store_false")
