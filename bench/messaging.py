@@ -712,12 +712,14 @@ def summary(bench: str, runs: Sequence[dict[str, Any]], **config: Any) -> dict[s
                 for p in runs[0]["shared_cpu_us_per_msg"]}}
 
 
-async def run_telgate(args: argparse.Namespace, work: Path) -> dict[str, Any]:
+async def run_telgate(args: argparse.Namespace, work: Path) -> dict[str, Any] | None:
+    """The throughput runs and their summary (none with `--runs 0`), then the single sends."""
     runs = [await telgate_run(args, work / f"telgate-{i}", i) for i in range(1, args.runs + 1)]
     result = summary("telgate_end_to_end_summary", runs, recipients=args.recipients,
                      per_request=args.per_request, in_flight=args.in_flight, binds=args.binds,
-                     window=args.window)
-    emit(result)
+                     window=args.window) if runs else None
+    if result:
+        emit(result)
     if (args.rates and args.latency_seconds > 0) or args.saturation:
         await telgate_single_sends(args, work / "telgate-single")
     return result
