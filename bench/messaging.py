@@ -3,10 +3,11 @@
 with the same messages and delivery receipts, each side's throughput beside its CPU time.
 
     .venv/bin/python -m bench.messaging [--runs 3] [--recipients 50000] [--per-request 1000]
-        [--rates 100,250,500] [--latency-seconds 10] [--saturation 500,750,1000,1250,1500]
+        [--rates 100,250,500] [--latency-seconds 10] [--saturation 250,500,...,1500]
         [--kannel-windows W,..] [--kannel-per-request N,..] [--kannel-binds B,..]
-        [--kannel-in-flight F,..] [--kannel-option group.key=value ...]
-        [--no-telgate] [--no-kannel] [--daemon-tree PATH] [--keep-logs DIR]
+        [--kannel-in-flight F,..] [--kannel-option group.key=value ...] [--kannel-log-level 4]
+        [--no-telgate] [--no-kannel] [--quiet-wait 60] [--busy-limit 0.1] [--busy-retries 2]
+        [--daemon-tree PATH] [--keep-logs DIR]
 
 Every piece runs as its own process on this machine: the SMSC simulator (`python -m sim.smsc`),
 PostgreSQL (telgate's embedded cluster), the daemon (`python -m daemon.cli run`), and for the
@@ -32,12 +33,47 @@ the sends are dispatched too, as in production. Then the saturation search: each
 `--saturation` for `--saturation-seconds`, ascending until one is not sustained; sustained
 means the achieved rate within 5% of the target, no error, and p99 under 100 ms.
 
-How Kannel is run (its best configuration on this machine, found with this module's sweep):
-bearerbox and smsbox with `-v 4` (console verbosity: panics only; without it they write every
-PDU and message at debug level to stdout) and `log-level = 4` in their files, receipts on
+The machine may be shared: before each run the bench waits (`--quiet-wait`) for three idle
+seconds, and a run during which the rest of the machine used more than `--busy-limit` CPUs on
+average is printed with `kept: false` and repeated (`--busy-retries`).
+
+How Kannel (1.4.5) is run, as its experienced users would: bearerbox and smsbox with `-v 4`
+(console verbosity: panics only; without it they write every PDU and message at debug level to
+stdout, 166 MB for 20,000 messages, which halved their throughput) and `log-level = 4` in their
+files (2, warnings, measured the same: nothing is written per message at either), receipts on
 (dlr-mask 1, dlr-url, `dlr-storage = internal`, in memory), no store file, `msg-id-type = 0x03`
-as the simulator writes hex ids in both places. Defaults: see KANNEL_DEFAULTS below and the
-sweep figures recorded there.
+as the simulator writes hex ids in both places, one simulator account per bind (see
+kannel_accounts). The dlr-url is served by a bare protocol in this process (DlrSink).
+
+Kannel's best configuration on this 2-core machine (AMD EPYC, shared), found with this module
+(`--no-telgate --runs 1 --recipients 20000` and comma lists), msg/s of two kept runs, 1-min
+load 1.6-2.9, bench/cpu.py's CPU per message 225-320 µs (bearerbox + smsbox):
+
+    window (max-pending-submits) × binds, 100 per request, 16 in flight:
+                 1 bind          2 binds
+        100      3485* 3342      4953 4973       * the rest of the machine was busy
+        200      4245 4114       4802 4494
+        500      4462 4492       4469 4487
+       1000      5060 3933       4439 4448
+    recipients per sendsms request, window 1000, 1 bind, 16 in flight:
+        10: 4798 4763   50: 5133 4942   100: 5060 3933   500: 5045 4637
+    sendsms requests in flight, window 1000, 1 bind, 100 per request:
+        1: 4425 5050    4: 5121 4812    16: 5060 3933    64: 4973 4421
+
+Past window 200 (one bind) or 100 (two binds) the figures sit on a plateau within the runs'
+own spread; what limits it is more likely the machine than a setting: Kannel's parts, the
+simulator and this process use 1.5-1.7 of the 2 CPUs, and no Kannel thread was busy more than
+30% of the time (/proc/<pid>/task, window 200). The leaders, head to head at 50,000 messages, three
+interleaved runs each (load 3.3-5.7, the rest of the machine < 0.1 CPU in every kept run):
+window 1000, 1 bind, 100 per request, 4 in flight: 5300 5629 5756 (median 5629); window 100,
+2 binds, 100 per request, 16 in flight: 5325 5464 5730; window 1000, 1 bind, 50 per request,
+16 in flight: 5137 5231 5501. The first is the default (KANNEL_DEFAULTS). Tried without a
+difference beyond the noise: `smsbox-max-pending = 1000` (core; default 100),
+`max-pending-requests = 2048` (smsbox; default 512), log-level 2 instead of 4. Not tried, as
+they cannot apply here: `throughput` (unset: no limit), `sms-outgoing-queue-limit` (default 1
+million, above a run), `http-request-retry` (no request fails), `sendsms-chars` (the default
+admits digits and the space that separates recipients), `max-messages` (one part a message),
+`wait-ack` and `enquire-link-interval` (no ack is late; a run is shorter than the interval).
 """
 
 from __future__ import annotations
@@ -84,8 +120,8 @@ SUSTAINED_P99_MS = 100.0  # the saturation point's latency bound
 SUSTAINED_SHORTFALL = 0.05  # achieved rate may fall this far below the target
 STALL_SECONDS = 15.0  # no progress this long ends a throughput run as incomplete
 # Kannel's best configuration on this machine (see the module docstring for the sweep).
-KANNEL_DEFAULTS: dict[str, list[int]] = {"windows": [100], "per_request": [100], "binds": [1],
-                                         "in_flight": [16]}
+KANNEL_DEFAULTS: dict[str, list[int]] = {"windows": [1000], "per_request": [100], "binds": [1],
+                                         "in_flight": [4]}
 
 
 def machine() -> dict[str, object]:
