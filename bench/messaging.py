@@ -437,14 +437,15 @@ async def telgate_run(args: argparse.Namespace, work: Path, run: int,
     return result
 
 
-async def telgate_single_sends(args: argparse.Namespace, work: Path) -> None:
+async def telgate_single_sends(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     """The single-send runs on fresh processes of their own: after a bulk run the database
     holds its rows (and their dead versions), which is another measurement."""
     await asyncio.to_thread(work.mkdir, parents=True)
     async with simulator(work / "smsc.log", ["telgate"]) as (smsc_port, smsc_pid), \
             telgate(args, work, smsc_port) as tg:
-        await single_send_runs(args, tg, {"daemon": tg.daemon_pid, "postgres": tg.postgres_pid,
-                                          "smsc_sim": smsc_pid, "bench": os.getpid()})
+        return await single_send_runs(args, tg, {"daemon": tg.daemon_pid,
+                                                 "postgres": tg.postgres_pid,
+                                                 "smsc_sim": smsc_pid, "bench": os.getpid()})
 
 
 async def settle(dsn: str) -> None:
@@ -457,13 +458,16 @@ async def settle(dsn: str) -> None:
 
 
 async def single_send_runs(args: argparse.Namespace, tg: Telgate,
-                           roots: dict[str, int]) -> None:
-    """The latency runs at `--rates`, then the saturation search over `--saturation`."""
+                           roots: dict[str, int]) -> dict[str, Any]:
+    """The latency runs at `--rates`, then the saturation search over `--saturation`; returns
+    the p99 of each rate and the saturation point for the summary."""
     offset = 0
+    p99: dict[str, float] = {}
     for rate in args.rates if args.latency_seconds > 0 else []:
         one = await single_sends(args, tg, roots, rate, args.latency_seconds, offset)
         offset += 1_000_000
         emit({"bench": "telgate_single_send_latency", **one})
+        p99[f"{rate:g}"] = one["p99_ms"]
     best: float | None = None
     for rate in args.saturation:
         one = await single_sends(args, tg, roots, rate, args.saturation_seconds, offset)
@@ -478,6 +482,7 @@ async def single_send_runs(args: argparse.Namespace, tg: Telgate,
               "rates_tried": args.saturation, "seconds_per_rate": args.saturation_seconds,
               "criterion": f"achieved ≥ {1 - SUSTAINED_SHORTFALL:.0%} of target, no errors, "
                            f"p99 < {SUSTAINED_P99_MS:.0f} ms"})
+    return {"single_send_p99_ms": p99, "saturation_req_per_s": best}
 
 
 async def single_sends(args: argparse.Namespace, tg: Telgate, roots: dict[str, int],
@@ -662,9 +667,10 @@ async def kannel_run(args: argparse.Namespace, work: Path, setup: KannelSetup,
             async with child([bearerbox, *verbosity, str(conf)], log=work / "bearerbox.out") as bb, \
                     aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=256)) as http:
                 await wait_port(ports["smsbox"])
-                await wait_kannel_bound(http, ports["admin"], setup.binds)
+                await wait_kannel_status(http, ports["admin"], setup.binds, smsbox=False)
                 async with child([smsbox, *verbosity, str(conf)], log=work / "smsbox.out") as sb:
                     await wait_port(ports["sendsms"])
+                    await wait_kannel_status(http, ports["admin"], setup.binds, smsbox=True)
                     meter = CpuMeter({"bearerbox": bb.pid, "smsbox": sb.pid,
                                       "smsc_sim": smsc_pid, "bench": os.getpid()})
                     accepted, took = await kannel_send(http, setup, ports, to, dlr_url, counts,
@@ -713,18 +719,20 @@ async def kannel_send(http: aiohttp.ClientSession, setup: KannelSetup, ports: di
     return accepted, (counts.last or time.perf_counter()) - started
 
 
-async def wait_kannel_bound(http: aiohttp.ClientSession, admin_port: int, binds: int,
-                            timeout: float = 30.0) -> None:
-    """Until bearerbox reports every smsc connection online."""
+async def wait_kannel_status(http: aiohttp.ClientSession, admin_port: int, binds: int,
+                             smsbox: bool, timeout: float = 30.0) -> None:
+    """Until bearerbox reports every smsc connection online (and, with `smsbox`, the smsbox
+    connected: its sendsms port opens before that, and a run must not time Kannel's start)."""
     deadline = time.monotonic() + timeout
     url = f"http://127.0.0.1:{admin_port}/status.txt?password=bench"
     while time.monotonic() < deadline:
         with contextlib.suppress(aiohttp.ClientError):
             async with http.get(url) as r:
-                if (await r.text()).count("(online") >= binds:
+                text = await r.text()
+                if text.count("(online") >= binds and (not smsbox or "smsbox:" in text):
                     return
-        await asyncio.sleep(0.2)
-    raise RuntimeError("Kannel did not bind to the simulator in time")
+        await asyncio.sleep(0.1)
+    raise RuntimeError("Kannel did not bind to the simulator (or smsbox to it) in time")
 
 
 def kannel_version() -> str:
@@ -767,16 +775,20 @@ def summary(bench: str, runs: Sequence[dict[str, Any]], **config: Any) -> dict[s
 
 
 async def run_telgate(args: argparse.Namespace, work: Path) -> dict[str, Any] | None:
-    """The throughput runs and their summary (none with `--runs 0`), then the single sends."""
+    """The throughput runs, the single sends, then the summary of both (no throughput
+    summary with `--runs 0`)."""
     runs = [await quiet_run(args, functools.partial(telgate_run, args, work / f"telgate-{i}", i))
             for i in range(1, args.runs + 1)]
+    single: dict[str, Any] = {}
+    if (args.rates and args.latency_seconds > 0) or args.saturation:
+        single = await telgate_single_sends(args, work / "telgate-single")
+    if not runs:
+        return None
     result = summary("telgate_end_to_end_summary", runs, recipients=args.recipients,
                      per_request=args.per_request, in_flight=args.in_flight, binds=args.binds,
-                     window=args.window) if runs else None
-    if result:
-        emit(result)
-    if (args.rates and args.latency_seconds > 0) or args.saturation:
-        await telgate_single_sends(args, work / "telgate-single")
+                     window=args.window)
+    result.update(single)
+    emit(result)
     return result
 
 
@@ -810,7 +822,9 @@ def comparison(ours: dict[str, Any], theirs: list[dict[str, Any]]) -> dict[str, 
             "telgate_cpu_us_per_msg": ours["cpu_us_per_msg"]["total"]["median"],
             "kannel_cpu_us_per_msg": best["cpu_us_per_msg"]["total"]["median"],
             "kannel_config": config, "runs": ours["runs"], "recipients": ours["recipients"],
-            "complete": ours["complete"] and best["complete"]}
+            "complete": ours["complete"] and best["complete"],
+            "telgate_single_send_p99_ms": ours.get("single_send_p99_ms"),
+            "telgate_saturation_req_per_s": ours.get("saturation_req_per_s")}
 
 
 async def main(args: argparse.Namespace) -> None:
