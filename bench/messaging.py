@@ -862,7 +862,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--per-request", type=int, default=1000, help="recipients per POST (≤ 10000)")
     p.add_argument("--in-flight", type=int, default=4, help="bulk requests sent concurrently")
     p.add_argument("--binds", type=int, default=2)
-    p.add_argument("--window", type=int, default=200, help="telgate's window per bind")
+    p.add_argument("--window", type=int, default=100,
+                   help="telgate's window per bind (the product's default)")
     p.add_argument("--rates", type=lambda v: [float(x) for x in v.split(",")],
                    default=[100.0, 250.0, 500.0],
                    help="single sends per second, one latency run per value (ascending)")
