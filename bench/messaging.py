@@ -66,7 +66,7 @@ bearerbox + smsbox 220-340 µs:
 Past window 200 with one bind (100 with two) the figures sit on a plateau within the runs'
 own spread, and there the machine is the limit: Kannel's two boxes, the simulator and this
 process use 1.9 of the 2 CPUs, while no Kannel thread is busy more than 35% of the time
-(/proc/<pid>/task in a 50,000 run)
+(/proc/<pid>/task in a 50,000 run).
 The leaders head to head at 50,000 messages, three interleaved runs each, the rest of the
 machine idle in all (load 1.9-3.3): window 1000, 1 bind: 5910 5813 5840 (median 5840);
 window 200, 1 bind: 5898 5288 5838; window 1000, 2 binds: 4677 5543 5359 (all 100 per
