@@ -46,34 +46,42 @@ as the simulator writes hex ids in both places, one simulator account per bind (
 kannel_accounts). The dlr-url is served by a bare protocol in this process (DlrSink).
 
 Kannel's best configuration on this 2-core machine (AMD EPYC, shared), found with this module
-(`--no-telgate --runs 1 --recipients 20000` and comma lists), msg/s of two kept runs, 1-min
-load 1.6-2.9, bench/cpu.py's CPU per message 225-320 µs (bearerbox + smsbox):
+(`--no-telgate --runs 1 --recipients 20000` and comma lists), msg/s of two kept runs (*: the
+rest of the machine was busy in all three attempts), 1-min load 1.3-3.8, CPU per message of
+bearerbox + smsbox 220-340 µs:
 
-    window (max-pending-submits) × binds, 100 per request, 16 in flight:
+    window (max-pending-submits) × binds, 100 recipients per request, 4 requests in flight:
                  1 bind          2 binds
-        100      3485* 3342      4953 4973       * the rest of the machine was busy
-        200      4245 4114       4802 4494
-        500      4462 4492       4469 4487
-       1000      5060 3933       4439 4448
-    recipients per sendsms request, window 1000, 1 bind, 16 in flight:
-        10: 4798 4763   50: 5133 4942   100: 5060 3933   500: 5045 4637
+        100      4015 3726       5612 5819
+        200      5854 6031       5279* 5951
+       1000      5318 5822       6298 5729
+    recipients per sendsms request, window 1000, 1 bind, 4 in flight:
+        10: 5743 5113   50: 5763 5495   100: 5318 5822   500: 5873 5067
     sendsms requests in flight, window 1000, 1 bind, 100 per request:
-        1: 4425 5050    4: 5121 4812    16: 5060 3933    64: 4973 4421
+        1: 5498 5011    4: 5318 5822    16: 5143 4674
+    window 1000, 1 bind, 100 per request, 4 in flight, with one more setting:
+        core smsbox-max-pending = 1000 (default 100): 5999 5477
+        smsbox max-pending-requests = 2048 (default 512): 5088 6158
 
-Past window 200 (one bind) or 100 (two binds) the figures sit on a plateau within the runs'
-own spread; what limits it is more likely the machine than a setting: Kannel's parts, the
-simulator and this process use 1.5-1.7 of the 2 CPUs, and no Kannel thread was busy more than
-30% of the time (/proc/<pid>/task, window 200). The leaders, head to head at 50,000 messages, three
-interleaved runs each (load 3.3-5.7, the rest of the machine < 0.1 CPU in every kept run):
-window 1000, 1 bind, 100 per request, 4 in flight: 5300 5629 5756 (median 5629); window 100,
-2 binds, 100 per request, 16 in flight: 5325 5464 5730; window 1000, 1 bind, 50 per request,
-16 in flight: 5137 5231 5501. The first is the default (KANNEL_DEFAULTS). Tried without a
-difference beyond the noise: `smsbox-max-pending = 1000` (core; default 100),
-`max-pending-requests = 2048` (smsbox; default 512), log-level 2 instead of 4. Not tried, as
-they cannot apply here: `throughput` (unset: no limit), `sms-outgoing-queue-limit` (default 1
-million, above a run), `http-request-retry` (no request fails), `sendsms-chars` (the default
-admits digits and the space that separates recipients), `max-messages` (one part a message),
-`wait-ack` and `enquire-link-interval` (no ack is late; a run is shorter than the interval).
+Past window 200 with one bind (100 with two) the figures sit on a plateau within the runs'
+own spread, and there the machine is the limit: Kannel's two boxes, the simulator and this
+process use 1.9 of the 2 CPUs, while no Kannel thread is busy more than 35% of the time
+(/proc/<pid>/task in a 50,000 run).
+The leaders head to head at 50,000 messages, three interleaved runs each, the rest of the
+machine idle in all (load 1.9-3.3): window 1000, 1 bind: 5910 5813 5840 (median 5840);
+window 200, 1 bind: 5898 5288 5838; window 1000, 2 binds: 4677 5543 5359 (all 100 per
+request, 4 in flight). The first is the default (KANNEL_DEFAULTS). Without a difference
+beyond the noise: the two settings above, log-level 2 instead of 4, 1 or 4 requests in flight
+(16 measured lower, with more CPU per message).
+Not tried, as they cannot apply here: `throughput` (unset: no limit), `sms-outgoing-queue-
+limit` (default 1 million, above a run), `http-request-retry` (no request fails),
+`sendsms-chars` (the default admits digits and the space that separates recipients),
+`max-messages` (one part a message), `wait-ack` and `enquire-link-interval` (no ack is late; a
+run is shorter than the interval).
+
+Timing starts once bearerbox lists the smsbox as connected (its sendsms port opens before):
+before that was waited for, Kannel's start-up was inside the interval, ~0.5-1 s, and the
+same points measured 10-30% lower at 20,000 messages.
 """
 
 from __future__ import annotations
@@ -530,8 +538,8 @@ def kannel_accounts(setup: KannelSetup) -> list[str]:
     The simulator sends an account's receipts on its first receiving bind. With two binds of
     one account a receipt for a submit of the second can overtake that submit's response
     (the simulator answers and receipts at once), and Kannel then drops it ("got DLR but could
-    not find message"): seen here as 1-7 DLRs lost in 20,000. An account per bind brings each
-    receipt back on the connection that submitted, as Kannel needs."""
+    not find message"): seen here as 44 DLRs lost in 20,000 at window 1000. An account per
+    bind brings each receipt back on the connection that submitted, as Kannel needs."""
     return [f"kannel{i}" for i in range(1, setup.binds + 1)]
 
 
@@ -607,9 +615,9 @@ class DlrCounts:
 class DlrSink(asyncio.Protocol):
     """Kannel's dlr-url: a bare HTTP/1.1 keep-alive server that only counts.
 
-    Kannel's smsbox fetches the dlr-url once per message; at several thousand a second a full
-    web framework in this process would take CPU that Kannel needs on a 2-core machine, so the
-    receiver does the least a server can: split requests, read `type=`, answer 200."""
+    Kannel's smsbox fetches the dlr-url once per message, and this process shares the 2 CPUs
+    with Kannel: aiohttp's server took 55 µs of its CPU per DLR, this takes 27. It does the
+    least a server can: split requests, read `type=`, answer 200 (keep-alive, as Kannel asks)."""
 
     ANSWER = b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Type: text/plain\r\n\r\nok"
 
