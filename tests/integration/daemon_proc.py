@@ -18,6 +18,41 @@ import asyncpg
 FINAL = ("delivered", "failed", "expired", "rejected", "canceled")
 
 
+async def sender_tenant(dsn: str, name: str, sender: str = "0212345678") -> str:
+    """A tenant with an API key and `sender` registered, made straight in the database;
+    returns the key."""
+    from daemon.db import init_connection
+    from handlers import tenants
+    from handlers.registry import senders
+
+    conn = await asyncpg.connect(dsn)
+    try:
+        await init_connection(conn)
+        t = await tenants.create_tenant(conn, name, actor="test")
+        key, _ = await tenants.create_key(conn, t.id, sp_id=None, label="", actor="test")
+        await senders.register(conn, t.id, sender, actor="test")
+    finally:
+        await conn.close()
+    return key
+
+
+def smpp_daemon_config(path: Path, dsn: str, smsc_port: int, extra: str = "") -> None:
+    """A daemon configuration with one SMPP carrier on the simulator (account tg/pw)."""
+    path.write_text(f"""
+[database]
+dsn = "{dsn}"
+[messaging]
+recovery_seconds = 0.5
+{extra}
+[[smpp.carriers]]
+name = "sim"
+host = "127.0.0.1"
+port = {smsc_port}
+system_id = "tg"
+password = "pw"
+""")
+
+
 def free_port() -> int:
     """A TCP port nothing listens on right now (the kernel's pick)."""
     with socket.socket() as s:

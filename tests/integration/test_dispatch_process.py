@@ -11,13 +11,14 @@ import time
 import urllib.request
 from pathlib import Path
 
-import asyncpg
-
-from daemon.db import init_connection
-from handlers import tenants
-from handlers.registry import senders
 from sim.smsc import SmscConfig, SmscSimulator
-from tests.integration.daemon_proc import free_port, request, start_daemon
+from tests.integration.daemon_proc import (
+    free_port,
+    request,
+    sender_tenant,
+    smpp_daemon_config,
+    start_daemon,
+)
 
 
 def dispatch_children(daemon_pid: int) -> list[int]:
@@ -56,28 +57,11 @@ async def until(what: str, check: object, seconds: float = 60) -> None:
 
 async def test_a_dispatcher_that_dies_alone_is_replaced_and_dies_with_the_daemon(
         db_dsn: str, tmp_path: Path) -> None:
-    conn = await asyncpg.connect(db_dsn)
-    await init_connection(conn)
-    t = await tenants.create_tenant(conn, "process", actor="test")
-    key, _ = await tenants.create_key(conn, t.id, sp_id=None, label="", actor="test")
-    await senders.register(conn, t.id, "0212345678", actor="test")
-    await conn.close()
-
+    key = await sender_tenant(db_dsn, "process")
     async with SmscSimulator(SmscConfig(port=0, accounts={"tg": "pw"})) as smsc:
         port = free_port()
         cfg = tmp_path / "telgate.toml"
-        cfg.write_text(f"""
-[database]
-dsn = "{db_dsn}"
-[messaging]
-recovery_seconds = 0.5
-[[smpp.carriers]]
-name = "sim"
-host = "127.0.0.1"
-port = {smsc.port}
-system_id = "tg"
-password = "pw"
-""")
+        smpp_daemon_config(cfg, db_dsn, smsc.port)
         env = {**os.environ, "TELGATE_CONFIG": str(cfg), "TELGATE_API__PORT": str(port),
                "TELGATE_SIP__ENABLED": "false", "TELGATE_STATE_DIR": str(tmp_path / "state"),
                "TELGATE_LOG__FORMAT": "json"}

@@ -14,41 +14,28 @@ from pathlib import Path
 import asyncpg
 import pytest
 
-from daemon.db import init_connection
-from handlers import tenants
-from handlers.registry import senders
 from sim.smsc import SmscConfig, SmscSimulator
-from tests.integration.daemon_proc import FINAL, free_port, request, start_daemon
+from tests.integration.daemon_proc import (
+    FINAL,
+    free_port,
+    request,
+    sender_tenant,
+    smpp_daemon_config,
+    start_daemon,
+)
 
 pytestmark = pytest.mark.slow
 
 
 async def test_kill_9_mid_send_loses_nothing_and_counts_duplicates(
         db_dsn: str, state_root: Path, tmp_path: Path) -> None:
-    conn = await asyncpg.connect(db_dsn)
-    await init_connection(conn)
-    t = await tenants.create_tenant(conn, "recovery", actor="test")
-    key, _ = await tenants.create_key(conn, t.id, sp_id=None, label="", actor="test")
-    await senders.register(conn, t.id, "0212345678", actor="test")
-    await conn.close()
+    key = await sender_tenant(db_dsn, "recovery")
 
     async with SmscSimulator(SmscConfig(port=0, accounts={"tg": "pw"}, latency_ms=2,
                                         receipt_delay_ms=50, record_submits=True)) as smsc:
         port = free_port()
         cfg = tmp_path / "telgate.toml"
-        cfg.write_text(f"""
-[database]
-dsn = "{db_dsn}"
-[messaging]
-recovery_seconds = 0.5
-[[smpp.carriers]]
-name = "sim"
-host = "127.0.0.1"
-port = {smsc.port}
-system_id = "tg"
-password = "pw"
-window = 100
-""")
+        smpp_daemon_config(cfg, db_dsn, smsc.port)
         env = {**os.environ, "TELGATE_CONFIG": str(cfg), "TELGATE_API__PORT": str(port),
                "TELGATE_SIP__PORT": "0",
                "TELGATE_STATE_DIR": str(tmp_path / "state"), "TELGATE_LOG__FORMAT": "json"}
