@@ -387,7 +387,10 @@ class Dispatcher:
             if len(rows) < limit:
                 # Nothing more that may be claimed now is due: wait for news (a send queued,
                 # room for a bulk batch, a bind up, a retry due).
-                if not rows:
+                if not rows or not with_bulk:
+                    # (A short claim of codes and single sends alone drained those lanes:
+                    # claiming them again at once would only find nothing, a statement per
+                    # code beside a bulk send. Room for bulk wakes us.)
                     await self._wait_for_news(0.5)
                 if with_bulk:
                     # The queue was drained: let a few more sends arrive, so that a burst of

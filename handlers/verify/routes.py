@@ -11,6 +11,7 @@ from typing import Annotated, Literal
 from aiohttp import web
 from pydantic import BaseModel, Field, StringConstraints
 
+from handlers import audit as audit_trail
 from handlers.api.context import CTX
 from handlers.api.framework import Route, RouteTable, arg, principal, respond
 from handlers.api.models import Body, Params, PhoneText, Timestamp, Uuid
@@ -84,12 +85,20 @@ def _now() -> datetime:
     return datetime.now(UTC)
 
 
+START_PATH = "/v1/verifications"
+
+
 async def start(request: web.Request) -> web.Response:
     body = arg(request, VerificationIn)
     req = StartRequest(to=body.to, sender=body.from_, template_id=body.template,
                        purpose=body.purpose)
+    who = principal(request)
+    # the entry the framework would write after the answer, written in the code's statement
+    entry = audit_trail.pending(who.tenant_id, who.actor, f"{request.method} {START_PATH}",
+                                request.path, {"status": 201})
     async with request.app[CTX].pool.acquire() as conn:
-        answer = await _verifier(request).start(conn, principal(request), req, _now())
+        answer = await _verifier(request).start(conn, who, req, _now(), entry)
+    audit_trail.recorded()
     return respond(Sent.model_validate(answer), 201)
 
 
@@ -133,7 +142,7 @@ _OPEN_ERRORS = ("verification_expired", "verification_closed")
 def add_routes(t: RouteTable) -> None:
     """Declare the verification routes."""
     tag = "verifications"
-    t.add(Route("POST", "/v1/verifications", start,
+    t.add(Route("POST", START_PATH, start,
                 "Send a verification code by SMS (the code is never shown)", tag,
                 body=VerificationIn, responses={201: Sent},
                 errors=(*_SEND_ERRORS, "template_not_found", "template_without_code",

@@ -348,6 +348,14 @@ async def _api_flow(api: Api) -> str:
     assert all(code not in b for b in bodies)
     listed = await (await t.call("GET", "/v1/messages")).json()
     assert listed["items"] == []  # the code's SMS is shown through /v1/verifications only
+    async with api.context.pool.acquire() as conn:  # one audit entry, in the code's statement
+        entries = await conn.fetch("SELECT action, subject, details::text AS details, key_id"
+                                   " FROM audit_log WHERE tenant_id = $1 AND action LIKE"
+                                   " 'POST /v1/verifications%'", t.id)
+    assert [(e["action"], e["subject"]) for e in entries] == \
+        [("POST /v1/verifications", "/v1/verifications")]
+    assert started["id"] in entries[0]["details"] and code not in entries[0]["details"]
+    assert entries[0]["key_id"] is not None
 
     wrong = f"{(int(code) + 1) % 1_000_000:06d}"
     r = await t.call("POST", f"/v1/verifications/{started['id']}/check", json={"code": wrong})
