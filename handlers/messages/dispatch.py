@@ -571,21 +571,12 @@ class Dispatcher:
         async with conn.transaction():
             if ok:
                 ids = [carrier_ids.canonical(o.message_id or "") for o in ok]
-                status = await conn.execute(
-                    """UPDATE recipients r SET state = 'submitted', carrier = u.carrier,
-                              carrier_msg_id = u.mid, carrier_msg_id_alt = u.alt,
-                              submitted_at = now(), claimed_by = NULL, smpp_status = 0
-                       FROM unnest($1::uuid[], $2::int[], $3::text[], $4::text[], $5::text[])
-                            AS u(message_id, idx, carrier, mid, alt)
-                       WHERE r.message_id = u.message_id AND r.idx = u.idx
-                         AND r.state = 'claimed'""",
+                # migration 0021: recipients → submitted, their messages started
+                n = await conn.fetchval(
+                    "SELECT telgate_store_submitted($1, $2, $3, $4, $5)",
                     [o.row.message_id for o in ok], [o.row.idx for o in ok],
                     [o.carrier for o in ok], ids, [carrier_ids.alternate(i) for i in ids])
-                _warn_unmatched("submitted", status, len(ok))
-                await conn.execute(
-                    """UPDATE messages SET dispatch_started_at = now()
-                       WHERE id = ANY($1::uuid[]) AND dispatch_started_at IS NULL""",
-                    list({o.row.message_id for o in ok}))
+                _warn_unmatched("submitted", f"UPDATE {n}", len(ok))
             if failed:
                 await conn.execute(
                     """WITH u AS (
@@ -675,64 +666,10 @@ class Dispatcher:
                 log.info("mo_optout_added", tenant=str(tenant), number=d.source)
 
     async def _match_receipts(self, conn: asyncpg.Connection) -> None:
-        row = await conn.fetchrow(
-            """WITH found AS (
-                   -- each waiting receipt looks its recipients up by carrier id (index
-                   -- probes from the few receipts, whatever the statistics say): the id as
-                   -- given, then its reading in the other base
-                   SELECT d.id AS did, d.stat, d.err, d.done_at, x.message_id, x.idx,
-                          x.state, x.dlr_stat, x.rank
-                   FROM dlr_inbox d CROSS JOIN LATERAL (
-                       SELECT r.message_id, r.idx, r.state, r.dlr_stat, 0 AS rank
-                       FROM recipients r
-                       WHERE r.carrier = d.carrier AND r.carrier_msg_id = d.msg_id
-                       UNION ALL
-                       SELECT r.message_id, r.idx, r.state, r.dlr_stat, 1 FROM recipients r
-                       WHERE r.carrier = d.carrier AND r.carrier_msg_id_alt = d.msg_id
-                       UNION ALL
-                       -- a hex id made only of digits ("12345678") was stored as given and
-                       -- its alternate read it as decimal; its decimal receipt reads back to
-                       -- it in hex
-                       SELECT r.message_id, r.idx, r.state, r.dlr_stat, 2 FROM recipients r
-                       WHERE r.carrier = d.carrier
-                         AND r.carrier_msg_id = CASE WHEN d.msg_id ~ '^[0-9]{1,18}$'
-                                                     THEN to_hex(d.msg_id::bigint) END
-                   ) x
-               ), one AS (
-                   SELECT DISTINCT ON (did) * FROM found WHERE state = 'submitted'
-                   ORDER BY did, rank
-               ), upd AS (
-                   UPDATE recipients r
-                   SET state = CASE one.stat WHEN 'DELIVRD' THEN 'delivered'
-                                             WHEN 'EXPIRED' THEN 'expired' ELSE 'failed' END,
-                       reason = CASE WHEN one.stat = 'DELIVRD' THEN NULL
-                                     ELSE lower(coalesce(one.stat, 'unknown')) END,
-                       dlr_stat = one.stat, dlr_err = one.err,
-                       -- the carrier's minute-precision date may read before our submit
-                       done_at = greatest(coalesce(one.done_at, now()), r.submitted_at),
-                       carrier_done_at = one.done_at
-                   FROM one WHERE r.message_id = one.message_id AND r.idx = one.idx
-                   RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
-               ), hooks AS (
-                   INSERT INTO event_log (tenant_id, sp_id, type, data)
-                   SELECT upd.tenant_id, m.sp_id, 'message.recipient.' || upd.state,
-                          jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
-                                             'number', upd.number, 'state', upd.state,
-                                             'reason', upd.reason)
-                   FROM upd JOIN messages m ON m.id = upd.message_id
-               ), gone AS (
-                   DELETE FROM dlr_inbox d USING one WHERE d.id = one.did
-               ), repeated AS (
-                   -- a receipt the SMSC sent again (after a reconnect) for a recipient that is
-                   -- already final: a duplicate, dropped at once
-                   DELETE FROM dlr_inbox d WHERE d.id IN (
-                       SELECT did FROM found
-                       WHERE rank < 2 AND state IN ('delivered', 'failed', 'expired')
-                         AND dlr_stat IS NOT NULL)
-                   RETURNING d.id
-               )
-               SELECT (SELECT count(*) FROM upd) AS matched,
-                      (SELECT count(*) FROM repeated) AS repeated""")
+        # migration 0021: each waiting receipt finds its submitted recipient by carrier id
+        # (the id as given, then read in the other base); matched recipients become final with
+        # their events, matched receipts and repeats of final ones leave the inbox
+        row = await conn.fetchrow("SELECT * FROM telgate_match_receipts()")
         if row is not None and row["repeated"]:
             self.metrics.receipt_repeats.inc(row["repeated"])
 
