@@ -114,7 +114,9 @@ import asyncpg
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+
 from bench.cpu import CpuMeter, wait_quiet  # noqa: E402
+from bench.http_load import LeanClient  # noqa: E402
 from config import load_config  # noqa: E402
 from daemon.db import migrate  # noqa: E402
 from daemon.embedded_pg import EmbeddedPostgres, _postmaster_pid  # noqa: E402
@@ -345,23 +347,24 @@ async def total(conn: asyncpg.Connection) -> int:
 
 async def telgate_latency(http: aiohttp.ClientSession, base: str, key: str, rate: float,
                           seconds: float, offset: int = 0) -> dict[str, Any]:
-    """Single-recipient sends at a steady `rate` (open loop): p50/p99 of the API's answer."""
-    headers = {"Authorization": f"Bearer {key}"}
+    """Single-recipient sends at a steady `rate` (open loop): p50/p99 of the API's answer,
+    from the moment each request was due. The requests go through `LeanClient` (persistent
+    connections, prepared bytes; bench/http_load.py says why not aiohttp's client)."""
+    client = LeanClient(base, {"Authorization": f"Bearer {key}"})
     count = int(rate * seconds)
     latencies: list[float] = []
     errors: dict[str, int] = {}  # by HTTP status, or the client's exception
 
-    async def one(number: str) -> None:
-        t0 = time.perf_counter()
+    async def one(number: str, due: float) -> None:
+        body = json.dumps({"from": SENDER, "to": [number], "text": TEXT},
+                          ensure_ascii=False).encode()
         try:
-            async with http.post(f"{base}/v1/messages", headers=headers,
-                                 json={"from": SENDER, "to": [number], "text": TEXT}) as r:
-                await r.read()
-                if r.status != 202:
-                    errors[str(r.status)] = errors.get(str(r.status), 0) + 1
-        except aiohttp.ClientError as exc:
+            status = await client.post("/v1/messages", body)
+            if status != 202:
+                errors[str(status)] = errors.get(str(status), 0) + 1
+        except (OSError, TimeoutError) as exc:
             errors[type(exc).__name__] = errors.get(type(exc).__name__, 0) + 1
-        latencies.append(time.perf_counter() - t0)
+        latencies.append(time.perf_counter() - due)
 
     targets = [f"010{3000_0000 + offset + i:08d}" for i in range(count)]
     tasks: list[asyncio.Task[None]] = []
@@ -370,9 +373,10 @@ async def telgate_latency(http: aiohttp.ClientSession, base: str, key: str, rate
         delay = start + i / rate - time.perf_counter()
         if delay > 0:
             await asyncio.sleep(delay)
-        tasks.append(asyncio.create_task(one(number)))
+        tasks.append(asyncio.create_task(one(number, start + i / rate)))
     await asyncio.gather(*tasks)
     achieved = count / (time.perf_counter() - start)
+    client.close()
     latencies.sort()
     return {"requests": count, "target_rate": rate, "achieved_rate": round(achieved, 1),
             "errors": sum(errors.values()), "error_kinds": errors,
