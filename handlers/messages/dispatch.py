@@ -106,9 +106,8 @@ class PendingDeliver:
     text: str
 
 
-def _warn_unmatched(kind: str, status: str, expected: int) -> None:
+def _warn_unmatched(kind: str, updated: int, expected: int) -> None:
     """An outcome whose row is no longer claimed by us (recovered by another instance)."""
-    updated = int(status.split()[-1])
     if updated != expected:
         log.warning("dispatch_outcome_unmatched", kind=kind, expected=expected, updated=updated)
 
@@ -576,7 +575,7 @@ class Dispatcher:
                     "SELECT telgate_store_submitted($1, $2, $3, $4, $5)",
                     [o.row.message_id for o in ok], [o.row.idx for o in ok],
                     [o.carrier for o in ok], ids, [carrier_ids.alternate(i) for i in ids])
-                _warn_unmatched("submitted", f"UPDATE {n}", len(ok))
+                _warn_unmatched("submitted", n, len(ok))
             if failed:
                 await conn.execute(
                     """WITH u AS (
@@ -614,7 +613,7 @@ class Dispatcher:
                     [o.row.message_id for o in retry], [o.row.idx for o in retry],
                     [o.delay for o in retry], [o.in_doubt for o in retry],
                     [o.reason for o in retry])
-                _warn_unmatched("retry", status, len(retry))
+                _warn_unmatched("retry", int(status.split()[-1]), len(retry))
         for o in outcomes:
             self._held.discard((o.row.message_id, o.row.idx))
             self.metrics.outcomes.labels(o.kind).inc()
