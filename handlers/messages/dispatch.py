@@ -112,6 +112,39 @@ def _warn_unmatched(kind: str, updated: int, expected: int) -> None:
         log.warning("dispatch_outcome_unmatched", kind=kind, expected=expected, updated=updated)
 
 
+def _fold_receipts(ok: Sequence[Outcome], ids: Sequence[str], alts: Sequence[str | None],
+                   receipts: Sequence[PendingDeliver],
+                   ) -> tuple[list[PendingDeliver | None], list[PendingDeliver]]:
+    """Pair each receipt with a submit answered in the same writer round, so that its
+    recipient goes from claimed to final in one write; the others are matched in the database.
+
+    Looked up as the database would (migration 0021): the receipt's id as stored, then as the
+    stored id's other-base reading, then a decimal receipt read back to a hex id made only of
+    digits. A submit takes one receipt; a second one (sent again) is matched as a repeat.
+    """
+    folded: list[PendingDeliver | None] = [None] * len(ok)
+    if not ok or not receipts:
+        return folded, list(receipts)
+    by_id: dict[tuple[str, str], int] = {}
+    by_alt: dict[tuple[str, str], int] = {}
+    for i, o in enumerate(ok):
+        carrier = o.carrier or ""
+        by_id.setdefault((carrier, ids[i]), i)
+        if alts[i] is not None:
+            by_alt.setdefault((carrier, alts[i] or ""), i)
+    rest = []
+    for d in receipts:
+        rid = d.receipt_id or ""
+        i = by_id.get((d.carrier, rid), by_alt.get((d.carrier, rid), -1))
+        if i < 0 and rid.isascii() and rid.isdigit() and len(rid) <= 18:
+            i = by_id.get((d.carrier, format(int(rid), "x")), -1)
+        if i < 0 or folded[i] is not None:
+            rest.append(d)
+        else:
+            folded[i] = d
+    return folded, rest
+
+
 def _aware(when: datetime | None) -> datetime | None:
     """Receipt dates carry no zone; Korean SMSCs write them in KST."""
     if when is None or when.tzinfo is not None:
@@ -175,7 +208,6 @@ class Dispatcher:
         self._lock_conn: asyncpg.Connection | None = None
         self._lock_lost = asyncio.Event()
         self._held: set[tuple[Any, int]] = set()  # claimed rows whose outcome is not stored yet
-        self._match_pending = False  # receipts stored but a match round failed since
         self._queue_left = False  # the last claim may have left due rows behind (room ran out)
         self._ref = 0
         # False from the first failed store until a round trip succeeds again: no submits then.
@@ -536,108 +568,27 @@ class Dispatcher:
             await conn.fetchval("SELECT 1", timeout=2)
 
     async def _flush(self) -> bool:
-        """Store the buffered outcomes and receipts, then match receipts; False when there was
+        """Store the buffered outcomes and receipts in one transaction; False when there was
         nothing to do.
 
-        Each part is put back for the next round only if it was not committed: re-applying
-        stored outcomes later could requeue a row that has been claimed again meanwhile.
+        On failure everything is put back for the next round (nothing of it was committed);
+        once committed it is never applied again: re-applying stored outcomes later could
+        requeue a row that has been claimed again meanwhile.
         """
         outcomes, self._outcomes = self._outcomes, []
         delivers, self._delivers = self._delivers, []
-        if not outcomes and not delivers and not self._match_pending:
+        if not outcomes and not delivers:
             return False
-        self._match_pending = True
         try:
             async with self.pool.acquire() as conn:
-                if outcomes:
-                    await self._store_outcomes(conn, outcomes)
-                    outcomes = []
-                if delivers:
-                    await self._store_delivers(conn, delivers)
-                    delivers = []
-                await self._match_receipts(conn)
-                self._match_pending = False
+                await self._store(conn, outcomes, delivers)
         except BaseException:
             self._outcomes[:0] = outcomes
             self._delivers[:0] = delivers
             raise
-        return True
-
-    async def _store_outcomes(self, conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> None:
-        ok = [o for o in outcomes if o.kind == "submitted"]
-        failed = [o for o in outcomes if o.kind == "failed"]
-        retry = [o for o in outcomes if o.kind == "retry"]
-        async with conn.transaction():
-            if ok:
-                ids = [carrier_ids.canonical(o.message_id or "") for o in ok]
-                # migration 0021: recipients → submitted, their messages started
-                n = await conn.fetchval(
-                    "SELECT telgate_store_submitted($1, $2, $3, $4, $5)",
-                    [o.row.message_id for o in ok], [o.row.idx for o in ok],
-                    [o.carrier for o in ok], ids, [carrier_ids.alternate(i) for i in ids])
-                _warn_unmatched("submitted", n, len(ok))
-            if failed:
-                await conn.execute(
-                    """WITH u AS (
-                           SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[],
-                                                $5::text[]) AS u(message_id, idx, carrier, status, reason)
-                       ), upd AS (
-                           UPDATE recipients r SET state = 'failed', carrier = u.carrier,
-                                  smpp_status = u.status, reason = u.reason, done_at = now(),
-                                  claimed_by = NULL
-                           FROM u WHERE r.message_id = u.message_id AND r.idx = u.idx
-                             AND r.state = 'claimed'
-                           RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
-                       )
-                       INSERT INTO event_log (tenant_id, sp_id, type, data)
-                       SELECT upd.tenant_id, m.sp_id, 'message.recipient.failed',
-                              jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
-                                                 'number', upd.number, 'state', upd.state,
-                                                 'reason', upd.reason)
-                       FROM upd JOIN messages m ON m.id = upd.message_id""",
-                    [o.row.message_id for o in failed], [o.row.idx for o in failed],
-                    [o.carrier for o in failed], [o.status for o in failed],
-                    [o.reason for o in failed])
-            if retry:
-                status = await conn.execute(
-                    """UPDATE recipients r SET state = 'queued', claimed_by = NULL,
-                              next_attempt_at = now() + make_interval(secs => u.delay),
-                              in_doubt = r.in_doubt OR u.doubt, reason = u.reason,
-                              attempts = CASE WHEN u.reason IN ('no_bind', 'db_down')
-                                              THEN r.attempts - 1
-                                              ELSE r.attempts END
-                       FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::bool[], $5::text[])
-                            AS u(message_id, idx, delay, doubt, reason)
-                       WHERE r.message_id = u.message_id AND r.idx = u.idx
-                         AND r.state = 'claimed'""",
-                    [o.row.message_id for o in retry], [o.row.idx for o in retry],
-                    [o.delay for o in retry], [o.in_doubt for o in retry],
-                    [o.reason for o in retry])
-                _warn_unmatched("retry", int(status.split()[-1]), len(retry))
-        for o in outcomes:
-            self._held.discard((o.row.message_id, o.row.idx))
-            self.metrics.outcomes.labels(o.kind).inc()
-            if o.in_doubt:
-                self.metrics.in_doubt.inc()
-        if retry:
-            soonest = min(o.delay for o in retry)
-            asyncio.get_running_loop().call_later(soonest, self._wake.set)
-
-    async def _store_delivers(self, conn: asyncpg.Connection,
-                              delivers: Sequence[PendingDeliver]) -> None:
-        receipts = [d for d in delivers if d.receipt_id is not None
-                    and (d.stat or "") not in INTERMEDIATE_STATS]
-        mos = [d for d in delivers if d.receipt_id is None]
-        async with conn.transaction():
-            if receipts:
-                await conn.copy_records_to_table(
-                    "dlr_inbox", columns=["carrier", "msg_id", "stat", "err", "done_at"],
-                    records=[(d.carrier, d.receipt_id, d.stat, d.err, _aware(d.done_at))
-                             for d in receipts])
-            for d in mos:
-                await self._store_mo(conn, d)
-        # Stored: now the SMSC may forget them. A session that closed meanwhile gets no ack,
-        # and the SMSC redelivers: the inbox and MO store tolerate the repeat.
+        # Stored: now the SMSC may forget the receipts and MOs. A session that closed
+        # meanwhile gets no ack, and the SMSC redelivers: the match and the MO store tolerate
+        # the repeat.
         for d in delivers:
             if d.client is not None:
                 d.client.ack(d.sequence_number)
@@ -645,6 +596,94 @@ class Dispatcher:
                 self.metrics.receipts.labels(d.stat or "unknown").inc()
             else:
                 self.metrics.mo.inc()
+        for o in outcomes:
+            self._held.discard((o.row.message_id, o.row.idx))
+            self.metrics.outcomes.labels(o.kind).inc()
+            if o.in_doubt:
+                self.metrics.in_doubt.inc()
+        retry = [o.delay for o in outcomes if o.kind == "retry"]
+        if retry:
+            asyncio.get_running_loop().call_later(min(retry), self._wake.set)
+        return True
+
+    async def _store(self, conn: asyncpg.Connection, outcomes: Sequence[Outcome],
+                     delivers: Sequence[PendingDeliver]) -> None:
+        ok = [o for o in outcomes if o.kind == "submitted"]
+        others = [o for o in outcomes if o.kind != "submitted"]
+        receipts = [d for d in delivers if d.receipt_id is not None
+                    and (d.stat or "") not in INTERMEDIATE_STATS]
+        mos = [d for d in delivers if d.receipt_id is None]
+        ids = [carrier_ids.canonical(o.message_id or "") for o in ok]
+        alts = [carrier_ids.alternate(i) for i in ids]
+        folded, receipts = _fold_receipts(ok, ids, alts, receipts)
+        # migration 0022: outcomes (with the receipts folded into them), the inbox's waiting
+        # receipts and this round's other receipts, in one statement
+        store = ("SELECT * FROM telgate_store_round($1, $2, $3, $4, $5, $6, $7, $8, $9,"
+                 " $10, $11, $12, $13, $14)")
+        args = (
+            [o.row.message_id for o in ok], [o.row.idx for o in ok], [o.carrier for o in ok],
+            ids, alts, [f is not None for f in folded],
+            [f.stat if f else None for f in folded], [f.err if f else None for f in folded],
+            [_aware(f.done_at) if f else None for f in folded],
+            [d.carrier for d in receipts], [d.receipt_id for d in receipts],
+            [d.stat for d in receipts], [d.err for d in receipts],
+            [_aware(d.done_at) for d in receipts])
+        if others or mos:
+            async with conn.transaction():
+                if others:
+                    await self._store_unsent(conn, others)
+                row = await conn.fetchrow(store, *args)
+                for d in mos:
+                    await self._store_mo(conn, d)
+        else:  # one statement is its own transaction
+            row = await conn.fetchrow(store, *args)
+        assert row is not None
+        _warn_unmatched("submitted", row["stored"], len(ok))
+        if row["repeated"]:
+            self.metrics.receipt_repeats.inc(row["repeated"])
+
+    async def _store_unsent(self, conn: asyncpg.Connection, outcomes: Sequence[Outcome]) -> None:
+        """Outcomes of submits the SMSC refused or that must be tried again."""
+        failed = [o for o in outcomes if o.kind == "failed"]
+        retry = [o for o in outcomes if o.kind == "retry"]
+        if failed:
+            await conn.execute(
+                """WITH u AS (
+                       SELECT * FROM unnest($1::uuid[], $2::int[], $3::text[], $4::int[],
+                                            $5::text[]) AS u(message_id, idx, carrier, status, reason)
+                   ), upd AS (
+                       UPDATE recipients r SET state = 'failed', carrier = u.carrier,
+                              smpp_status = u.status, reason = u.reason, done_at = now(),
+                              claimed_by = NULL
+                       FROM u WHERE r.message_id = u.message_id AND r.idx = u.idx
+                         AND r.state = 'claimed'
+                       RETURNING r.tenant_id, r.message_id, r.idx, r.number, r.state, r.reason
+                   )
+                   INSERT INTO event_log (tenant_id, sp_id, type, data)
+                   SELECT upd.tenant_id, m.sp_id, 'message.recipient.failed',
+                          jsonb_build_object('message_id', upd.message_id, 'index', upd.idx,
+                                             'number', upd.number, 'state', upd.state,
+                                             'reason', upd.reason)
+                   FROM upd JOIN messages m ON m.id = upd.message_id""",
+                [o.row.message_id for o in failed], [o.row.idx for o in failed],
+                [o.carrier for o in failed], [o.status for o in failed],
+                [o.reason for o in failed])
+        if retry:
+            status = await conn.execute(
+                """UPDATE recipients r SET state = 'queued', claimed_by = NULL,
+                          next_attempt_at = now() + make_interval(secs => u.delay),
+                          in_doubt = r.in_doubt OR u.doubt, reason = u.reason,
+                          attempts = CASE WHEN u.reason IN ('no_bind', 'db_down')
+                                          THEN r.attempts - 1
+                                          ELSE r.attempts END
+                   FROM unnest($1::uuid[], $2::int[], $3::float8[], $4::bool[], $5::text[])
+                        AS u(message_id, idx, delay, doubt, reason)
+                   WHERE r.message_id = u.message_id AND r.idx = u.idx
+                     AND r.state = 'claimed'""",
+                [o.row.message_id for o in retry], [o.row.idx for o in retry],
+                [o.delay for o in retry], [o.in_doubt for o in retry],
+                [o.reason for o in retry])
+            _warn_unmatched("retry", int(status.split()[-1]), len(retry))
 
     async def _store_mo(self, conn: asyncpg.Connection, d: PendingDeliver) -> None:
         destination = "".join(ch for ch in d.destination if ch.isdigit())
@@ -663,14 +702,6 @@ class Dispatcher:
                 log.warning("mo_optout_not_added", error=str(exc))
             else:
                 log.info("mo_optout_added", tenant=str(tenant), number=d.source)
-
-    async def _match_receipts(self, conn: asyncpg.Connection) -> None:
-        # migration 0021: each waiting receipt finds its submitted recipient by carrier id
-        # (the id as given, then read in the other base); matched recipients become final with
-        # their events, matched receipts and repeats of final ones leave the inbox
-        row = await conn.fetchrow("SELECT * FROM telgate_match_receipts()")
-        if row is not None and row["repeated"]:
-            self.metrics.receipt_repeats.inc(row["repeated"])
 
     # -- housekeeping ---------------------------------------------------------------------------
 
