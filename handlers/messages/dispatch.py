@@ -4,8 +4,10 @@ Every instance runs one. It claims due recipients in batches (`FOR UPDATE SKIP L
 `claimed` with its instance key), submits them over the carriers' binds, and a single writer
 stores outcomes in batches: `submitted` with the carrier id, `failed` with the SMPP status, or
 back to `queued` with a back-off (throttled, queue full) or marked `in_doubt` (no response:
-the SMSC may have the message). Receipts are written to `dlr_inbox` *before* deliver_sm_resp,
-then matched to recipients by carrier id or its other-base reading.
+the SMSC may have the message). Receipts are stored *before* deliver_sm_resp, in the same
+statement as the round's outcomes (migration 0022): matched to recipients by carrier id or its
+other-base reading (folded into their submit's outcome when both came in one round), or kept
+in `dlr_inbox` until their recipient's submit is stored.
 
 Each instance holds a PostgreSQL advisory lock on its key for its lifetime. Rows claimed under
 a key whose lock is free belong to a dead instance (kill -9): they are requeued as in doubt.
