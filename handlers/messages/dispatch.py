@@ -197,6 +197,7 @@ class Dispatcher:
         self.carriers: list[Carrier] = make_carriers(
             list(config.smpp.carriers), self._on_event, self._on_bind_change)
         self.router = Router(self.carriers)
+        self._window = 0  # the bound binds' windows together (`_on_bind_change`)
         self._wake = asyncio.Event()
         self._closed_event = asyncio.Event()
         self._flush_now = asyncio.Event()
@@ -362,6 +363,9 @@ class Dispatcher:
                                for c in self.carriers) or "no carriers configured"
 
     def _on_bind_change(self) -> None:
+        # The bound binds' windows together, read on every submit's completion: summed here,
+        # when a bind comes up or goes down, not there.
+        self._window = sum(c.capacity() for c in self.carriers)
         for c in self.carriers:
             self.metrics.binds_up.labels(c.name).set(len(c.up_binds()))
         self._wake.set()
@@ -375,14 +379,14 @@ class Dispatcher:
         keeps only half a window of such rows: a verification code or a single send claimed
         next passes all the rest of the bulk send and waits behind that half window at most.
         """
-        window = sum(c.capacity() for c in self.carriers)
+        window = self._window
         return (window * 2, window + window // 2)
 
     def _bulk_batch(self) -> int:
         """The least room worth a claim of bulk rows: a quarter of the binds' windows. Between
         such claims only codes and single sends are claimed, so a steady bulk send costs a
         claim per quarter window, not one per freed slot."""
-        return max(1, sum(c.capacity() for c in self.carriers) // 4)
+        return max(1, self._window // 4)
 
     async def _claim_loop(self) -> None:
         while not self._stopping:
