@@ -23,6 +23,7 @@ from config.sip import DidConfig, SipConfig, TrunkConfig
 from handlers import tenants
 from handlers.calls.events import CallEvent, EventBus
 from handlers.calls.service import serve_calls
+from handlers.events import hub as hub_module
 from handlers.events import log as event_log
 from handlers.events.hub import EventHub
 from handlers.events.log import NewEvent
@@ -336,6 +337,53 @@ async def test_a_rolled_back_id_does_not_hold_the_stream(ev: Events) -> None:
         await emit(conn, ev.tenant.id, "message.canceled", {"message_id": "kept"})
     frame = await client.event(timeout=2.0)
     assert frame.data is not None and frame.data["data"]["message_id"] == "kept"
+    client.close()
+
+
+# -- following the log ---------------------------------------------------------------------
+
+
+async def wait_followed(hub: EventHub, upto: int) -> None:
+    for _ in range(500):
+        if hub.hwm >= upto:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the follower stayed at {hub.hwm}, the log reached {upto}")
+
+
+async def test_with_no_stream_open_a_burst_of_commits_is_read_together(ev: Events) -> None:
+    # Single sends commit events one transaction at a time; nobody watches, so the follower
+    # need not go to the database for each of them.
+    before = ev.hub.reads
+    async with ev.api.context.pool.acquire() as conn:
+        for n in range(40):
+            await emit(conn, ev.tenant.id, "message.canceled", {"message_id": str(n)})
+        top = await conn.fetchval("SELECT max(id) FROM event_log")
+    await wait_followed(ev.hub, top)
+    assert ev.hub.reads - before <= 4
+
+
+async def test_a_stream_opened_while_the_follower_gathers_starts_after_the_last_commit(
+        ev: Events, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "IDLE_GATHER_SECONDS", 30.0)
+    async with ev.api.context.pool.acquire() as conn:
+        await emit(conn, ev.tenant.id, "message.canceled", {"message_id": "before"})
+        client = await open_stream(ev.tenant)
+        await emit(conn, ev.tenant.id, "message.canceled", {"message_id": "after"})
+    frame = await client.event(timeout=2.0)
+    assert frame.data is not None and frame.data["data"]["message_id"] == "after"
+    client.close()
+
+
+async def test_an_open_stream_gets_each_commit_without_the_follower_gathering(
+        ev: Events, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(hub_module, "IDLE_GATHER_SECONDS", 30.0)
+    client = await open_stream(ev.tenant)
+    async with ev.api.context.pool.acquire() as conn:
+        for n in range(3):
+            await emit(conn, ev.tenant.id, "message.canceled", {"message_id": str(n)})
+            frame = await client.event(timeout=2.0)
+            assert frame.data is not None and frame.data["data"]["message_id"] == str(n)
     client.close()
 
 
