@@ -11,12 +11,13 @@ has been seen, which is what makes a resume from `Last-Event-ID` exact.
 The newest events are kept in memory (`recent`) so a client resuming from a recent id is
 served without reading the log; one further behind reads the log a page at a time first.
 
-While no stream is open nobody needs the events at once, so after a notification the follower
-lets the commits of the next `IDLE_GATHER_SECONDS` gather and reads them together: under single
-sends every send commits events twice (accepted, then delivered), and reading each commit
-apart was a round trip to PostgreSQL per commit for nothing. A stream that opens meanwhile
-brings the follower up to date before it starts (`sync`), and while any stream is open the
-follower reads at every notification.
+While no stream is open the follower reads nothing: every single send commits events twice
+(accepted, then delivered) and a bulk send thousands a second, and reading them all was work
+for nobody. A stream about to open first brings the follower to the end of the log (`sync`:
+the same step as at start, the highest committed id once the writers open then have ended),
+and from then on it reads at every notification until the last stream closes. What was kept in
+`recent` before such a jump no longer joins up with the log's end and is dropped, so a client
+resuming from an id of that time reads the log first.
 """
 
 from __future__ import annotations
@@ -43,7 +44,6 @@ log = structlog.get_logger("telgate.events")
 PAGE = 1000  # rows the follower reads at once (a stream's queue holds at least this many)
 HISTORY_PAGE = 500  # rows a catching-up stream reads at once
 GAP_WAIT_SECONDS = 30.0  # a writer transaction open longer than this no longer holds the stream
-IDLE_GATHER_SECONDS = 0.25  # with no stream open, commits gather this long into one read
 SYNC_WAIT_SECONDS = 2.0  # a new stream waits at most this long for the follower to catch up
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError,
               TimeoutError)
@@ -132,7 +132,6 @@ class EventHub:
             self.metrics.streams.set_function(lambda: len(self.streams))
         self.reads = 0  # pages read by the follower (tests and the benchmark read it)
         self._wake = asyncio.Event()
-        self._attention = asyncio.Event()  # a stream opened: stop gathering
         self._syncs: list[asyncio.Future[None]] = []
         self._lost = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -181,20 +180,18 @@ class EventHub:
         stream.after = after
         stream.seen = max(after, self.hwm)
         self.streams.add(stream)
-        self._attention.set()
+        self._wake.set()
         return True
 
     async def sync(self) -> None:
-        """Bring `hwm` up to the end of the log, for a stream about to start from it. Only
-        needed while no stream is open (the follower then lets commits gather); gives up after
-        `SYNC_WAIT_SECONDS` (the follower reconnecting), the stream then starts a little
-        earlier."""
+        """Bring `hwm` up to the end of the log before a stream opens (while no stream is open
+        the follower reads nothing). Gives up after `SYNC_WAIT_SECONDS` (the follower
+        reconnecting): the stream then starts from where the follower was."""
         if self.streams:
             return
         done = asyncio.get_running_loop().create_future()
         self._syncs.append(done)
         self._wake.set()
-        self._attention.set()
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(done), SYNC_WAIT_SECONDS)
 
@@ -238,17 +235,16 @@ class EventHub:
                 backoff = 0.1
                 while not self._lost.is_set():
                     self._wake.clear()
-                    self._attention.clear()
                     syncs, self._syncs = self._syncs, []
-                    await self._catch_up(conn)
+                    if self.streams:
+                        await self._catch_up(conn)
+                    elif syncs:
+                        await self._jump(conn)
                     for done in syncs:
                         if not done.done():
                             done.set_result(None)
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
-                    if not self.streams and not self._syncs:
-                        with contextlib.suppress(TimeoutError):
-                            await asyncio.wait_for(self._attention.wait(), IDLE_GATHER_SECONDS)
                 raise ConnectionError("listen connection lost")
             except asyncio.CancelledError:
                 raise
@@ -265,6 +261,14 @@ class EventHub:
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
         self._wake.set()
+
+    async def _jump(self, conn: asyncpg.Connection) -> None:
+        """To the end of the log without reading it (no stream was open)."""
+        top = await event_log.last_id(conn)
+        await self._wait_for_writers(conn, await event_log.writers(conn))
+        if top > self.hwm:
+            self.hwm = top
+            self.recent.clear()
 
     async def _catch_up(self, conn: asyncpg.Connection) -> None:
         while True:

@@ -136,8 +136,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     sender = _Sender(resp, stream, config.write_timeout_seconds)
     started = time.monotonic()
     deadline = started + q.max_seconds if q.max_seconds else float("inf")
-    if last is None or reset is not None:
-        await hub.sync()  # a stream from now on starts at the end of the log
+    await hub.sync()  # the follower reads nothing while no stream is open
     cursor = hub.hwm if last is None or reset is not None else last
     log.info("event_stream_opened", last_event_id=last, cursor=cursor, types=q.types,
              extension=q.extension, reset=reset is not None)
