@@ -23,7 +23,7 @@ import structlog
 from aiohttp import web
 
 from config.schema import Config
-from daemon import __version__
+from daemon import __version__, heap
 from daemon.db import open_database_server
 from daemon.embedded_pg import EmbeddedPostgres
 from daemon.systemd import Notifier
@@ -139,7 +139,7 @@ async def run_daemon(
         log.info("api_listening", host=config.api.host, port=config.api.port)
         # Everything built so far lives as long as the process: keep it out of the cyclic
         # collector's full passes, which otherwise stall the loop as the heap grows.
-        gc.freeze()
+        heap.settle()
         _watch_gc(context.metrics)
         lag_probe = asyncio.create_task(_watch_loop_lag(context.metrics), name="loop-lag")
         notifier.notify("READY=1")

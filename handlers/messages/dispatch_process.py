@@ -164,6 +164,7 @@ def child_main(config: Config, dsn: str, conn: Connection) -> None:
 
 
 async def _serve(config: Config, dsn: str, conn: Connection) -> None:
+    from daemon import heap
     from daemon.db import close_pool, create_pool
     from handlers.messages.dispatch import Dispatcher
     from handlers.outage import DatabaseHealth
@@ -189,6 +190,7 @@ async def _serve(config: Config, dsn: str, conn: Connection) -> None:
     pool = await create_pool(dsn, config)
     dispatcher = Dispatcher(config, pool, dsn, metrics, health=DatabaseHealth())
     await dispatcher.start()
+    heap.settle()  # what the dispatcher keeps is built; see daemon/heap.py
     try:
         while not stop.is_set():
             ready, detail = await dispatcher.readiness()
