@@ -121,6 +121,10 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
         if last < floor or last > issued:
             reset = {"reason": "expired" if last < floor else "unknown_id",
                      "last_event_id": last, "oldest_id": floor + 1}
+    # Before the answer starts: the stream begins at the log's end as of now (the follower
+    # reads nothing while no stream is open).
+    await hub.sync()
+    now_at = hub.hwm
     resp = web.StreamResponse(headers={
         "Content-Type": f"{EVENT_STREAM}; charset=utf-8", "Cache-Control": "no-cache",
         "X-Accel-Buffering": "no"})  # nginx: pass events through unbuffered
@@ -136,8 +140,7 @@ async def stream_events(request: web.Request) -> web.StreamResponse:
     sender = _Sender(resp, stream, config.write_timeout_seconds)
     started = time.monotonic()
     deadline = started + q.max_seconds if q.max_seconds else float("inf")
-    await hub.sync()  # the follower reads nothing while no stream is open
-    cursor = hub.hwm if last is None or reset is not None else last
+    cursor = now_at if last is None or reset is not None else last
     log.info("event_stream_opened", last_event_id=last, cursor=cursor, types=q.types,
              extension=q.extension, reset=reset is not None)
     try:
