@@ -193,7 +193,8 @@ class EventHub:
         self._syncs.append(done)
         self._wake.set()
         with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(asyncio.shield(done), SYNC_WAIT_SECONDS)
+            async with asyncio.timeout(SYNC_WAIT_SECONDS):
+                await asyncio.shield(done)
 
     def detach(self, stream: Stream) -> None:
         """The stream ended."""
@@ -243,8 +244,12 @@ class EventHub:
                     for done in syncs:
                         if not done.done():
                             done.set_result(None)
+                    # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                    # cancellation that arrives as the wake-up does, and stop() then waits
+                    # for this task forever (seen in the tests' teardown).
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(self._wake.wait(), self.poll_seconds)
+                        async with asyncio.timeout(self.poll_seconds):
+                            await self._wake.wait()
                 raise ConnectionError("listen connection lost")
             except asyncio.CancelledError:
                 raise
