@@ -230,13 +230,18 @@ class WebhookDeliverer:
                     log.exception("webhook_round_failed")
                 self._wake.clear()
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):  # not wait_for: see below
+                        await self._wake.wait()
                 continue
             self._tracker.ok()
             if done < self.policy.batch:
                 self._wake.clear()
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for swallows a
+                # cancellation that arrives together with the wake-up, and stopping then
+                # waits for this loop forever.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.policy.poll_seconds)
+                    async with asyncio.timeout(self.policy.poll_seconds):
+                        await self._wake.wait()
 
     async def run_once(self) -> int:
         """Lease one batch of due rows, deliver them concurrently, store outcomes; return count."""
