@@ -130,7 +130,7 @@ class EventHub:
         self.metrics = metrics.group("event_streams", HubMetrics) if metrics else None
         if self.metrics is not None:
             self.metrics.streams.set_function(lambda: len(self.streams))
-        self.reads = 0  # pages read by the follower (tests and the benchmark read it)
+        self.reads = 0  # pages read by the follower (the tests read it)
         self._wake = asyncio.Event()
         self._syncs: list[asyncio.Future[None]] = []
         self._lost = asyncio.Event()
