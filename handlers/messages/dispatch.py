@@ -595,18 +595,31 @@ class Dispatcher:
         # Stored: now the SMSC may forget the receipts and MOs. A session that closed
         # meanwhile gets no ack, and the SMSC redelivers: the match and the MO store tolerate
         # the repeat.
+        # Counted per label here and added once each: a labelled counter costs a few µs a call.
+        stats: dict[str, int] = {}
+        kinds: dict[str, int] = {}
+        mos = in_doubt = 0
         for d in delivers:
             if d.client is not None:
                 d.client.ack(d.sequence_number)
             if d.receipt_id is not None:
-                self.metrics.receipts.labels(d.stat or "unknown").inc()
+                stat = d.stat or "unknown"
+                stats[stat] = stats.get(stat, 0) + 1
             else:
-                self.metrics.mo.inc()
+                mos += 1
+        held = self._held
         for o in outcomes:
-            self._held.discard((o.row.message_id, o.row.idx))
-            self.metrics.outcomes.labels(o.kind).inc()
-            if o.in_doubt:
-                self.metrics.in_doubt.inc()
+            held.discard((o.row.message_id, o.row.idx))
+            kinds[o.kind] = kinds.get(o.kind, 0) + 1
+            in_doubt += o.in_doubt
+        for stat, n in stats.items():
+            self.metrics.receipts.labels(stat).inc(n)
+        for kind, n in kinds.items():
+            self.metrics.outcomes.labels(kind).inc(n)
+        if mos:
+            self.metrics.mo.inc(mos)
+        if in_doubt:
+            self.metrics.in_doubt.inc(in_doubt)
         retry = [o.delay for o in outcomes if o.kind == "retry"]
         if retry:
             asyncio.get_running_loop().call_later(min(retry), self._wake.set)
