@@ -53,6 +53,7 @@ from protocols.smpp.client import SmppClientError
 from protocols.smpp.constants import CommandStatus
 from protocols.smpp.session import DeliverSmReceived, Event, SessionError
 from protocols.smpp.text import UnsupportedDataCoding, decode_text
+from protocols.values import quick_init
 
 log = structlog.get_logger("telgate.dispatch")
 
@@ -64,6 +65,7 @@ KST = ZoneInfo("Asia/Seoul")
 CLAIM_COALESCE_SECONDS = 0.01
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Claimed:
     """A recipient this instance took from the queue."""
@@ -78,6 +80,7 @@ class Claimed:
     lane: int = LANE_BULK
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Outcome:
     """What happened to one claimed recipient."""
@@ -92,6 +95,7 @@ class Outcome:
     reason: str | None = None
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class PendingDeliver:
     """A deliver_sm waiting to be stored before it is acknowledged."""

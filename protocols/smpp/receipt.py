@@ -15,6 +15,7 @@ from protocols.smpp.constants import (
     MessageState,
 )
 from protocols.smpp.pdu import DataSm, DeliverSm
+from protocols.values import quick_init
 
 # Keys in the order SMSCs write them; "text" swallows the rest of the line because its
 # content is the message itself and may contain anything, "id:" included.
@@ -26,6 +27,7 @@ _CANONICAL = re.compile(
 _KEY = re.compile(r"(?i)(?:^|(?<=\s))(id|sub|dlvrd|submit[ _]date|done[ _]date|stat|err|text)\s*:")
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DeliveryReceipt:
     """A parsed receipt; fields an SMSC left out are None."""

@@ -8,6 +8,7 @@ from enum import Enum
 from protocols.smpp.constants import EsmClass, Tag
 from protocols.smpp.pdu import Tlv, sar_tlvs
 from protocols.smpp.text import codec_for
+from protocols.values import quick_init
 
 SINGLE_MAX_OCTETS = 140  # short_message capacity of one SMS over the air (8-bit and UCS-2)
 _UDH_LENGTH = 6  # 05 00 03 ref total seq: concatenation with an 8-bit reference
@@ -21,6 +22,7 @@ class LongMessageMethod(Enum):
     UDH = "udh"
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class Segment:
     """The parts of one submit_sm: short_message, esm_class bits to OR in, and TLVs to add."""

@@ -34,6 +34,7 @@ from protocols.smpp.pdu import (
     UnbindResp,
 )
 from protocols.smpp.receipt import DeliveryReceipt, receipt_from_deliver_sm
+from protocols.values import quick_init
 
 _MAX_SEQUENCE = 0x7FFFFFFF
 
@@ -100,6 +101,7 @@ class BindFailed:
     command_status: int
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ResponseReceived:
     """A response (or generic_nack) to one of our requests, with the caller's token."""
@@ -134,6 +136,7 @@ class RequestTimedOut:
     request: Pdu
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class DeliverSmReceived:
     """A deliver_sm: a delivery receipt (``receipt`` set) or a mobile-originated message."""
