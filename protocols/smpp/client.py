@@ -144,6 +144,12 @@ class SmppClient:
     async def request(self, pdu: Pdu, *, urgent: bool = False) -> Pdu:
         """Send a request once the window has room (`urgent`: before the non-urgent requests
         waiting for it); return its response (maybe generic_nack)."""
+        return await (await self.start(pdu, urgent=urgent))
+
+    async def start(self, pdu: Pdu, *, urgent: bool = False) -> asyncio.Future[Pdu]:
+        """Send a request once the window has room, as `request` does, and return the future
+        of its response instead of waiting for it: one task can keep many requests in flight.
+        The future fails with RequestTimeout or ConnectionClosedError; await it."""
         await self._window.acquire(urgent)
         future: asyncio.Future[Pdu] = self._loop.create_future()
         try:
@@ -154,7 +160,7 @@ class SmppClient:
             self._window.release()
             raise
         self._flush_soon()
-        return await future
+        return future
 
     def _flush_soon(self) -> None:
         """Write what the session has to send once this loop iteration is done: every PDU

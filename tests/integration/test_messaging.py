@@ -256,6 +256,33 @@ async def test_throttling_and_window_full_back_off_until_all_delivered(
         assert smsc.stats["queue_full"] > 0
 
 
+async def test_a_crash_handling_one_recipient_loses_neither_it_nor_the_rest_of_its_claim(
+        api: Api, db_dsn: str, state_root: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The rows of a claim are submitted from one task: a failure in one row's handling must
+    # cost that row a retry (flagged in doubt, as nothing tells what reached the SMSC) and
+    # nothing else.
+    from handlers.messages import dispatch
+
+    t = await sender_tenant(api)
+    to = [f"0102500{i:04d}" for i in range(40)]
+    crashed: list[str] = []
+    real = dispatch.build_submits
+
+    def crash_once(carrier: Any, *, destination: str, **kw: Any) -> Any:
+        if destination == to[17] and not crashed:
+            crashed.append(destination)
+            raise RuntimeError("injected")
+        return real(carrier, destination=destination, **kw)
+
+    monkeypatch.setattr(dispatch, "build_submits", crash_once)
+    async with running(api, db_dsn, state_root, sim_config()) as (smsc, _d):
+        _s, body = await send(t, to=to, text="one crash")
+        assert await settled(t, body["id"], 20) == {"delivered": 40}
+    assert crashed == [to[17]]
+    assert sorted(s.destination_addr for s in smsc.submits) == sorted(to)  # each sent once
+    assert (await (await t.call("GET", f"/v1/messages/{body['id']}")).json())["in_doubt"] == 1
+
+
 async def test_smsc_disconnect_mid_window_loses_nothing(api: Api, db_dsn: str,
                                                         state_root: Path) -> None:
     t = await sender_tenant(api)
