@@ -8,14 +8,14 @@ match a receipt's id against either.
 
 from __future__ import annotations
 
-_HEX = frozenset("0123456789abcdef")
+_HEX_DIGITS = "0123456789abcdef"
 _MAX_DIGITS = 40  # ids longer than this are opaque strings, not numbers
 
 
 def canonical(message_id: str) -> str:
     """The id as stored: stripped, lower case, leading zeros dropped (all zeros stays '0')."""
     text = message_id.strip().lower()
-    if text and set(text) <= _HEX:
+    if text and not text.strip(_HEX_DIGITS):  # only hex digits (a set of them cost more)
         text = text.lstrip("0") or "0"
     return text
 
@@ -23,7 +23,7 @@ def canonical(message_id: str) -> str:
 def alternate(message_id: str) -> str | None:
     """The same id read in the other base: decimal digits → hex, hex (with a-f) → decimal."""
     text = canonical(message_id)
-    if not text or len(text) > _MAX_DIGITS or not set(text) <= _HEX:
+    if not text or len(text) > _MAX_DIGITS or text.strip(_HEX_DIGITS):
         return None
     if text.isdigit():
         return format(int(text), "x")

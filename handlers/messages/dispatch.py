@@ -27,6 +27,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -119,7 +120,7 @@ class _Begun:
     """A row whose first submit_sm is out: the rest of its segments, and its answer to come."""
 
     carrier: str
-    bind: str
+    bind: Bind
     client: GatewayClient
     pdus: list[SubmitSm]
     first: asyncio.Future[Pdu]
@@ -168,6 +169,12 @@ def _aware(when: datetime | None) -> datetime | None:
     """Receipt dates carry no zone; Korean SMSCs write them in KST."""
     if when is None or when.tzinfo is not None:
         return when
+    return _in_kst(when)
+
+
+@lru_cache(maxsize=64)
+def _in_kst(when: datetime) -> datetime:
+    # The receipts of a busy minute share a few dates (and their parsed values, cached too).
     return when.replace(tzinfo=KST)
 
 
@@ -399,6 +406,10 @@ class Dispatcher:
         window = self._window
         return (window * 2, window + window // 2)
 
+    def _inflight_for_claim(self) -> int:
+        """The most rows in flight at which a bulk batch may be claimed."""
+        return self._capacity()[1] - self._bulk_batch()
+
     def _bulk_batch(self) -> int:
         """The least room worth a claim of bulk rows: a quarter of the binds' windows. Between
         such claims only codes and single sends are claimed, so a steady bulk send costs a
@@ -479,6 +490,7 @@ class Dispatcher:
                     begun.append(await self._begin(row))
                 except Exception as exc:
                     begun.append(exc)
+            claim_at = self._inflight_for_claim()  # (a bind up or down wakes the claims too)
             for row, step in zip(rows, begun, strict=True):
                 try:
                     if isinstance(step, Exception):
@@ -495,8 +507,7 @@ class Dispatcher:
                 self._inflight -= 1
                 if len(self._outcomes) >= 500:
                     self._flush_now.set()
-                if self._queue_left and \
-                        self._capacity()[1] - self._inflight >= self._bulk_batch():
+                if self._queue_left and self._inflight <= claim_at:
                     self._wake.set()  # room for another bulk batch
         finally:
             # Cancelled: the rows left stay claimed under our key (requeued as in doubt by the
@@ -527,7 +538,7 @@ class Dispatcher:
         except (SmppClientError, SessionError) as exc:
             log.warning("submit_in_doubt", bind=bind.name, error=type(exc).__name__)
             return Outcome(row, "retry", delay=0.5, in_doubt=True)
-        return _Begun(carrier.name, bind.name, client, pdus, first)
+        return _Begun(carrier.name, bind, client, pdus, first)
 
     async def _complete(self, row: Claimed, b: _Begun) -> Outcome:
         """Wait for the first submit's answer, send the other segments one by one."""
@@ -543,7 +554,7 @@ class Dispatcher:
                 first_id = first_id or getattr(resp, "message_id", None) or None
         except (SmppClientError, SessionError) as exc:
             # Not answered: the SMSC may or may not have it.
-            log.warning("submit_in_doubt", bind=b.bind, error=type(exc).__name__)
+            log.warning("submit_in_doubt", bind=b.bind.name, error=type(exc).__name__)
             return Outcome(row, "retry", delay=0.5, in_doubt=True)
         if not first_id:
             return Outcome(row, "failed", b.carrier, status=None, reason="no_message_id")

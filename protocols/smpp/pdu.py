@@ -36,6 +36,8 @@ class EncodeError(ValueError):
 
 def _c(value: str, size: int, name: str) -> bytes:
     """Encode a C-octet string body (without its NUL), checking the spec size."""
+    if not value:  # most optional fields of a submit_sm are empty
+        return b""
     try:
         raw = value.encode("latin-1")
     except UnicodeEncodeError as exc:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from enum import Enum
+from functools import lru_cache
 
 from protocols.smpp.constants import EsmClass, Tag
 from protocols.smpp.pdu import Tlv, sar_tlvs
@@ -66,9 +67,10 @@ def segments(
     ``ref_num`` identifies the message among the recipient's concatenations (16 bits for
     SAR, the low 8 bits for UDH); the caller keeps it unique per destination.
     """
+    one = _single(text, data_coding, max_octets)
+    if one is not None:
+        return [one]
     encoded = text.encode(codec_for(data_coding))
-    if len(encoded) <= max_octets:
-        return [Segment(encoded, 0, ())]
     if method is LongMessageMethod.MESSAGE_PAYLOAD:
         return [Segment(b"", 0, (Tlv(Tag.MESSAGE_PAYLOAD, encoded),))]
     if method is LongMessageMethod.SAR:
@@ -83,6 +85,14 @@ def segments(
         Segment(bytes((5, 0, 3, ref8, len(parts), i)) + part, EsmClass.UDHI, ())
         for i, part in enumerate(parts, 1)
     ]
+
+
+@lru_cache(maxsize=256)
+def _single(text: str, data_coding: int, max_octets: int) -> Segment | None:
+    """The one segment of a text that fits, None when it needs more: cached, since a bulk
+    send repeats one text to every recipient (a value, so it can be shared)."""
+    encoded = text.encode(codec_for(data_coding))
+    return Segment(encoded, 0, ()) if len(encoded) <= max_octets else None
 
 
 def _check_count(count: int) -> None:
