@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 import phonenumbers
 
+from protocols.values import quick_init
+
 __all__ = [
     "RECIPIENT_POLICY",
     "SENDER_POLICY",
@@ -69,17 +71,21 @@ def normalise(raw: str) -> str:
 
     Raises NumberError with code `empty`, `not_digits`, `international`, `too_short` or `too_long`.
     """
-    text = unicodedata.normalize("NFKC", raw).strip()
-    if not text:
-        raise NumberError("empty", "no number given")
-    plus = text.startswith("+")
-    body = _SEPARATORS.sub("", text[1:] if plus else text)
-    if not body:
-        raise NumberError("empty", "no digits given")
-    # isdigit() accepts Arabic-Indic and other digits; only ASCII digits are phone digits.
-    if not (body.isascii() and body.isdigit()):
-        bad = next(ch for ch in body if not ("0" <= ch <= "9"))
-        raise NumberError("not_digits", f"unexpected character {bad!r} in number")
+    if raw.isascii() and raw.isdigit():
+        # Digits only (most of a bulk list): NFKC, the strip and the separators change nothing.
+        plus, body = False, raw
+    else:
+        text = unicodedata.normalize("NFKC", raw).strip()
+        if not text:
+            raise NumberError("empty", "no number given")
+        plus = text.startswith("+")
+        body = _SEPARATORS.sub("", text[1:] if plus else text)
+        if not body:
+            raise NumberError("empty", "no digits given")
+        # isdigit() accepts Arabic-Indic and other digits; only ASCII digits are phone digits.
+        if not (body.isascii() and body.isdigit()):
+            bad = next(ch for ch in body if not ("0" <= ch <= "9"))
+            raise NumberError("not_digits", f"unexpected character {bad!r} in number")
 
     if plus:
         digits = _from_international(body)
@@ -201,7 +207,13 @@ RECIPIENT_POLICY: tuple[NumberRule, ...] = (
 
 _COMPILED: dict[str, re.Pattern[str]] = {}
 
+# No rule's prefix pattern reads more than this many digits (tests/unit/test_numbers.py checks
+# every table), so a number's first PREFIX_DIGITS digits and its length decide its rule.
+PREFIX_DIGITS = 4
+_REMEMBERED = 4096  # (prefix digits, length) pairs kept per table; real traffic has a few dozen
 
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class SenderCheck:
     """The verdict of a policy table on one number (canonical digits)."""
@@ -214,7 +226,22 @@ class SenderCheck:
 
 
 def rule_for(number: str, table: tuple[NumberRule, ...] = SENDER_POLICY) -> NumberRule:
-    """The first row of `table` matching canonical digits `number` (tables end in a catch-all)."""
+    """The first row of `table` matching canonical digits `number` (tables end in a catch-all).
+
+    The two tables here remember their answers by the number's first digits and length."""
+    memo = _MEMOS.get(id(table))
+    if memo is None:
+        return _first_rule(number, table)
+    key = (number[:PREFIX_DIGITS], len(number))
+    rule = memo.get(key)
+    if rule is None:
+        rule = _first_rule(number, table)
+        if len(memo) < _REMEMBERED:
+            memo[key] = rule
+    return rule
+
+
+def _first_rule(number: str, table: tuple[NumberRule, ...]) -> NumberRule:
     for rule in table:
         pattern = _COMPILED.get(rule.prefix)
         if pattern is None:
@@ -222,6 +249,11 @@ def rule_for(number: str, table: tuple[NumberRule, ...] = SENDER_POLICY) -> Numb
         if pattern.match(number) and len(number) in rule.lengths:
             return rule
     raise AssertionError("policy tables end with a catch-all row")
+
+
+# By id: these two tables live as long as the module, so their ids are never reused.
+_MEMOS: dict[int, dict[tuple[str, int], NumberRule]] = {
+    id(SENDER_POLICY): {}, id(RECIPIENT_POLICY): {}}
 
 
 def _assigned_pattern() -> re.Pattern[str]:

@@ -29,6 +29,7 @@ from handlers.registry.index import NumberIndex
 from handlers.registry.senders import canonical_sender
 from handlers.tenants import Principal
 from handlers.webhooks import emit
+from protocols.values import quick_init
 
 MAX_RECIPIENTS = 10_000
 SMALL_SEND = 200  # up to this many recipients: one statement; beyond: a transaction with COPY
@@ -50,6 +51,7 @@ Reader: TypeAlias = "asyncpg.Connection | asyncpg.Pool"
 Charge = Callable[[asyncpg.Connection, int], Awaitable[None]]
 
 
+@quick_init
 @dataclass(frozen=True, slots=True)
 class ParsedRecipient:
     """A recipient as requested, normalised, with its row in the request."""

@@ -7,6 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from handlers import numbers as policy
 from handlers.numbers import (
     RECIPIENT_POLICY,
     SENDER_POLICY,
@@ -339,3 +340,36 @@ def test_any_text_either_normalises_or_raises_number_error(raw: str) -> None:
         assert digits.isascii() and digits.isdigit() and 3 <= len(digits) <= 12
         check_sender(digits)
         assert len(mask(digits)) == len(digits)
+
+
+@pytest.mark.parametrize("table", [policy.SENDER_POLICY, policy.RECIPIENT_POLICY],
+                         ids=["sender", "recipient"])
+def test_no_rule_reads_past_the_digits_its_verdict_is_remembered_by(table: tuple) -> None:
+    # rule_for remembers a verdict by the first PREFIX_DIGITS digits and the length: a rule
+    # whose pattern read further (or looked ahead) would make that memory wrong.
+    import re._parser as sre_parse  # the standard library's own width computation
+
+    for rule in table:
+        assert "(?=" not in rule.prefix and "(?!" not in rule.prefix, rule.prefix
+        assert sre_parse.parse(rule.prefix).getwidth()[1] <= policy.PREFIX_DIGITS, rule.prefix
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="0123456789", min_size=1, max_size=13))
+def test_remembered_verdicts_are_the_tables_own(digits: str) -> None:
+    for table in (policy.SENDER_POLICY, policy.RECIPIENT_POLICY):
+        assert policy.rule_for(digits, table) == policy._first_rule(digits, table)
+        assert policy.rule_for(digits, table) == policy._first_rule(digits, table)
+
+
+@settings(max_examples=400, deadline=None)
+@given(st.text(alphabet="0123456789", min_size=1, max_size=14))
+def test_plain_digits_normalise_as_they_did_through_the_general_path(digits: str) -> None:
+    # The digits-only shortcut skips NFKC and the separators; a separator added in front must
+    # not change the verdict (it goes the general way).
+    def verdict(raw: str) -> object:
+        try:
+            return policy.normalise(raw)
+        except policy.NumberError as exc:
+            return exc.code
+    assert verdict(digits) == verdict(" " + digits)
