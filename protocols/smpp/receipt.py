@@ -136,10 +136,10 @@ def format_receipt(
     )
 
 
-@lru_cache(maxsize=64)
 def _receipt_date(when: datetime) -> str:
-    # strftime costs more than the rest of a receipt's text; a burst shares a few minutes.
-    return f"{when:%y%m%d%H%M}"
+    # YYMMDDhhmm of `when` as given (its own zone, if any). strftime cost more than the rest
+    # of a receipt's text; this is a third of it.
+    return f"{when.year % 100:02d}{when.month:02d}{when.day:02d}{when.hour:02d}{when.minute:02d}"
 
 
 def message_ids_match(submitted: str, receipted: str) -> bool:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from protocols.smpp.constants import MessageState, Tag
 from protocols.smpp.pdu import DeliverSm, Tlv
@@ -58,6 +59,16 @@ def test_formatted_receipts_parse_back() -> None:
     r = parse_receipt(text)
     assert r is not None
     assert (r.message_id, r.stat, r.err, r.dlvrd, r.done_date) == ("A1", "REJECTD", "011", "000", when)
+
+
+def test_receipt_dates_are_written_in_the_zone_they_are_given_in() -> None:
+    # One instant, two zones: a receipt states the SMSC's local time, so the text differs.
+    utc = datetime(2026, 12, 31, 23, 59, tzinfo=UTC)
+    kst = utc.astimezone(ZoneInfo("Asia/Seoul"))
+    assert utc == kst
+    texts = [format_receipt("1", "DELIVRD", submit_date=d, done_date=d) for d in (utc, kst)]
+    assert "submit date:2612312359 done date:2612312359" in texts[0]
+    assert "submit date:2701010859 done date:2701010859" in texts[1]
 
 
 def test_hex_and_decimal_forms_of_one_id_match() -> None:
