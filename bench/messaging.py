@@ -31,9 +31,7 @@ Single sends (telgate only): open-loop single-recipient sends at each steady rat
 for `--latency-seconds` (a slow answer does not slow the schedule), p50/p99 of the API answer;
 the sends are dispatched too, as in production. Then the saturation search: each rate of
 `--saturation` for `--saturation-seconds`, ascending until one is not sustained; sustained
-means the achieved rate within 5% of the target, no error, and p99 under 100 ms. After bulk
-runs, the single sends are measured by a new benchmark process (its lines passed on): this
-one, after its bulk runs, measured them several times slower (docs/performance.md).
+means the achieved rate within 5% of the target, no error, and p99 under 100 ms.
 
 The machine may be shared: before each run the bench waits (`--quiet-wait`) for three idle
 seconds, and a run during which the rest of the machine used more than `--busy-limit` CPUs on
@@ -835,12 +833,7 @@ async def run_telgate(args: argparse.Namespace, work: Path) -> dict[str, Any] | 
             for i in range(1, args.runs + 1)]
     single: dict[str, Any] = {}
     if (args.rates and args.latency_seconds > 0) or args.saturation:
-        if runs:
-            single = await single_sends_in_a_fresh_process(args)
-        else:
-            single = await telgate_single_sends(args, work / "telgate-single")
-    if args.single_sends_only:
-        print(json.dumps({"bench": SINGLE_SUMMARY, **single}), flush=True)
+        single = await telgate_single_sends(args, work / "telgate-single")
     if not runs:
         return None
     result = summary("telgate_end_to_end_summary", runs, recipients=args.recipients,
@@ -849,33 +842,6 @@ async def run_telgate(args: argparse.Namespace, work: Path) -> dict[str, Any] | 
     result.update(single)
     emit(result)
     return result
-
-
-SINGLE_SUMMARY = "telgate_single_sends_for_the_summary"  # parent and child only, not a result
-
-
-async def single_sends_in_a_fresh_process(args: argparse.Namespace) -> dict[str, Any]:
-    """The single sends measured by a new benchmark process, its lines passed on as they come.
-
-    After the bulk runs, this process measured single sends slower than a new one did right
-    after the same bulk runs: 500/s p99 147 and 210 ms here against 16 ms there, the saturation
-    search stopping at 250/s against 1,000/s (two alternating pairs). The cause was not found;
-    the daemon under test is a new one either way, so the load generator starts clean too."""
-    argv = [sys.executable, "-m", "bench.messaging", *args.argv,
-            "--runs", "0", "--no-kannel", "--single-sends-only"]
-    proc = await asyncio.create_subprocess_exec(*argv, stdout=asyncio.subprocess.PIPE, cwd=ROOT)
-    assert proc.stdout is not None
-    single: dict[str, Any] = {}
-    async for line in proc.stdout:
-        text = line.decode()
-        record = json.loads(text) if text.startswith("{") else {}
-        if record.get("bench") == SINGLE_SUMMARY:
-            single = {k: v for k, v in record.items() if k != "bench"}
-        else:
-            print(text, end="", flush=True)
-    if await proc.wait() != 0:
-        raise RuntimeError(f"the single-send benchmark process failed ({proc.returncode})")
-    return single
 
 
 async def run_kannel(args: argparse.Namespace, work: Path) -> list[dict[str, Any]]:
@@ -985,10 +951,7 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
                    help="CPUs the rest of the machine may use on average during a kept run")
     p.add_argument("--busy-retries", type=int, default=2,
                    help="times a run is repeated when the rest of the machine was busier")
-    p.add_argument("--single-sends-only", action="store_true", help=argparse.SUPPRESS)
-    args = p.parse_args(argv)
-    args.argv = list(sys.argv[1:] if argv is None else argv)  # for the single-send process
-    return args
+    return p.parse_args(argv)
 
 
 
