@@ -7,13 +7,12 @@ The session owns no socket and no clock: feed it ``receive_data(data, now)``, se
 
 from __future__ import annotations
 
-import struct
 from collections import deque
 from dataclasses import dataclass
 from enum import Enum
 
 from protocols.smpp.codec import DEFAULT_MAX_COMMAND_LENGTH, DecodeError, PduDecoder
-from protocols.smpp.constants import RESPONSE_BIT, CommandId, CommandStatus
+from protocols.smpp.constants import RESPONSE_BIT, CommandStatus
 from protocols.smpp.pdu import (
     AlertNotification,
     BindReceiver,
@@ -38,7 +37,6 @@ from protocols.smpp.receipt import DeliveryReceipt, receipt_from_deliver_sm
 from protocols.values import quick_init
 
 _MAX_SEQUENCE = 0x7FFFFFFF
-_DELIVER_SM_RESP = struct.Struct(">IIIIx")  # header and an empty message_id (17 octets)
 
 
 class BindMode(Enum):
@@ -303,9 +301,8 @@ class EsmeSession:
     def ack_deliver_sm(self, sequence_number: int, status: int = CommandStatus.ESME_ROK) -> None:
         """Answer a deliver_sm (only needed with auto_ack_deliver_sm=False)."""
         if self.state is not SessionState.CLOSED:
-            # The bytes DeliverSmResp(...).encode() makes, without the object: one a receipt.
-            self._out.append(_DELIVER_SM_RESP.pack(17, CommandId.DELIVER_SM_RESP, status,
-                                                   sequence_number))
+            resp = DeliverSmResp(sequence_number=sequence_number, command_status=status)
+            self._out.append(resp.encode())
 
     def unbind(self, now: float) -> None:
         """Start an orderly close; SessionClosed("unbound") follows the SMSC's unbind_resp."""
