@@ -262,6 +262,12 @@ class MessagingConfig:
         metadata=_help("run the SMPP dispatcher in a process of its own (a second core: the API "
                        "stays quick while a bulk send drains); false: in the daemon's event loop"),
     )
+    claim_poll_seconds: float = field(
+        default=0.5,
+        metadata=_help("how often an idle dispatcher looks for due work it was not woken for: "
+                       "sends queued by other instances, scheduled sends coming due (sends this "
+                       "daemon queues wake its dispatcher at once)", min=0.01, max=60),
+    )
     receipt_timeout_seconds: float = field(
         default=259200.0,
         metadata=_help("a submitted recipient with no receipt after this long becomes expired", min=1),

@@ -44,10 +44,12 @@ async def start_dispatcher(runtime: Runtime) -> Stopper:
         dispatcher = Dispatcher(runtime.config, runtime.pool, runtime.dsn, runtime.context.metrics,
                                 health=runtime.context.db)
     await dispatcher.start()
+    runtime.context.dispatch_wake.attach(dispatcher.wake)
     if runtime.config.smpp.carriers:
         runtime.context.readiness["smpp"] = dispatcher.readiness
 
     async def stop() -> None:
+        runtime.context.dispatch_wake.detach()
         await dispatcher.stop(runtime.config.lifecycle.drain_seconds)
 
     return stop

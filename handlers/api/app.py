@@ -49,7 +49,7 @@ def build_app(ctx: AppContext) -> web.Application:
         ctx.policies = PolicyCache()
         ctx.settings_changed.append(ctx.policies.forget)
     if ctx.sends is None:
-        ctx.sends = SendGroup(ctx.pool)
+        ctx.sends = SendGroup(ctx.pool, wake=ctx.dispatch_wake)
     TargetPolicy.of(ctx.config.webhooks.allow_networks)  # a malformed range stops start-up
     for provide in ROUTE_PROVIDERS:
         provide(ctx.routes)

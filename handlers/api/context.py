@@ -11,6 +11,7 @@ import asyncpg
 from aiohttp import web
 
 from config.schema import Config
+from handlers.messages.wake import DispatchWake
 from handlers.metrics import Metrics
 from handlers.outage import DatabaseHealth
 from handlers.registry.index import NumberIndex
@@ -53,6 +54,8 @@ class AppContext:
     # Tenants' composition settings and the group commit of small sends (build_app makes them).
     policies: PolicyCache | None = None
     sends: SendGroup | None = None
+    # The dispatcher of this daemon, woken directly when it runs here (handlers/messages/wake).
+    dispatch_wake: DispatchWake = field(default_factory=DispatchWake)
     # Told the tenant whose settings this instance just changed (caches refresh at once; other
     # instances' caches within their own refresh period).
     settings_changed: list[Callable[[uuid.UUID], None]] = field(default_factory=list)

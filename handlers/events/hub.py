@@ -1,23 +1,26 @@
 """Every instance follows the event log and fans it out to its streams.
 
 The follower reads the log in id order over a LISTEN connection (`telgate_events`, sent once per
-writing transaction by migration 0013's trigger; a poll each second covers notifications lost
-while reconnecting). Ids are taken in insert order but commit in any order, so a missing id may
-still appear: the follower then waits for the transactions that could commit it (the holders
-of the writer mark, `log.writers`) to end, reads the gap again, and only then moves on. The
-high-water mark `hwm` is therefore a prefix: every event at or below it that will ever exist
-has been seen, which is what makes a resume from `Last-Event-ID` exact.
+writing transaction by the log's trigger while some instance has streams open, migrations 0013
+and 0023; a poll each second covers notifications lost while reconnecting or asking for them).
+Ids are taken in insert order but commit in any order, so a missing id may still appear: the
+follower then waits for the transactions that could commit it (the holders of the writer
+mark, `log.writers`) to end, reads the gap again, and only then moves on. The high-water mark
+`hwm` is therefore a prefix: every event at or below it that will ever exist has been seen,
+which is what makes a resume from `Last-Event-ID` exact.
 
 The newest events are kept in memory (`recent`) so a client resuming from a recent id is
 served without reading the log; one further behind reads the log a page at a time first.
 
 While no stream is open the follower reads nothing: every single send commits events twice
 (accepted, then delivered) and a bulk send thousands a second, and reading them all was work
-for nobody. A stream about to open first brings the follower to the end of the log (`sync`:
-the same step as at start, the highest committed id once the writers open then have ended),
-and from then on it reads at every notification until the last stream closes. What was kept in
-`recent` before such a jump no longer joins up with the log's end and is dropped, so a client
-resuming from an id of that time reads the log first.
+for nobody. A minute after its last stream closed it also stops asking for notifications
+(`event_watchers`, 0023): a notifying commit holds a database-wide lock through its flush. A
+stream about to open first asks for them again and brings the follower to the end of the log
+(`sync`: the same step as at start, the highest committed id once the writers open then have
+ended), and from then on it reads at every notification until the last stream closes. What
+was kept in `recent` before such a jump no longer joins up with the log's end and is dropped,
+so a client resuming from an id of that time reads the log first.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ PAGE = 1000  # rows the follower reads at once (a stream's queue holds at least 
 HISTORY_PAGE = 500  # rows a catching-up stream reads at once
 GAP_WAIT_SECONDS = 30.0  # a writer transaction open longer than this no longer holds the stream
 SYNC_WAIT_SECONDS = 2.0  # a new stream waits at most this long for the follower to catch up
+WATCH_LINGER_SECONDS = 60.0  # notifications stay asked for this long after the last stream
 _DB_ERRORS = (OSError, asyncpg.PostgresError, asyncpg.InterfaceError, ConnectionError,
               TimeoutError)
 
@@ -117,11 +121,13 @@ class EventHub:
     """Follows the event log for one instance and feeds its streams."""
 
     def __init__(self, dsn: str, pool: asyncpg.Pool, config: EventsConfig, *,
-                 metrics: Metrics | None = None, poll_seconds: float = 1.0) -> None:
+                 metrics: Metrics | None = None, poll_seconds: float = 1.0,
+                 watch_linger_seconds: float = WATCH_LINGER_SECONDS) -> None:
         self.dsn = dsn
         self.pool = pool
         self.config = config
         self.poll_seconds = poll_seconds
+        self.watch_linger_seconds = watch_linger_seconds
         self.hwm = 0
         self.recent: deque[LoggedEvent] = deque(maxlen=config.recent_events)
         self.streams: set[Stream] = set()
@@ -134,6 +140,8 @@ class EventHub:
         self._wake = asyncio.Event()
         self._syncs: list[asyncio.Future[None]] = []
         self._lost = asyncio.Event()
+        self.watching = False  # notifications asked for on the follower's connection (0023)
+        self._last_stream = 0.0  # loop time a stream was last seen open
         self._task: asyncio.Task[None] | None = None
         self._sweeper: asyncio.Task[None] | None = None
 
@@ -199,6 +207,7 @@ class EventHub:
     def detach(self, stream: Stream) -> None:
         """The stream ended."""
         self.streams.discard(stream)
+        self._last_stream = asyncio.get_running_loop().time()
 
     async def history(self, stream: Stream, after: int, upto: int,
                       limit: int = HISTORY_PAGE) -> list[LoggedEvent]:
@@ -223,6 +232,7 @@ class EventHub:
             conn: asyncpg.Connection | None = None
             try:
                 conn = await asyncpg.connect(self.dsn)
+                self.watching = False
                 self._lost.clear()
                 conn.add_termination_listener(lambda _c: self._lost.set())
                 await conn.add_listener(event_log.CHANNEL, self._on_notify)
@@ -237,6 +247,7 @@ class EventHub:
                 while not self._lost.is_set():
                     self._wake.clear()
                     syncs, self._syncs = self._syncs, []
+                    await self._watch(conn, bool(syncs))
                     if self.streams:
                         await self._catch_up(conn)
                     elif syncs:
@@ -262,7 +273,24 @@ class EventHub:
             finally:
                 if conn is not None and not conn.is_closed():
                     with contextlib.suppress(*_DB_ERRORS):
+                        if self.watching:  # (a row left behind is cleared by the next watch)
+                            await event_log.unwatch(conn)
                         await conn.close()
+                self.watching = False
+
+    async def _watch(self, conn: asyncpg.Connection, opening: bool) -> None:
+        """Ask for notifications before a first stream opens (before `_jump`, so a statement
+        committed after it notifies); stop asking a while after the last one closed. A
+        notification missed around either is made up by the poll."""
+        now = asyncio.get_running_loop().time()
+        if self.streams or opening:
+            self._last_stream = now
+            if not self.watching:
+                await event_log.watch(conn)
+                self.watching = True
+        elif self.watching and now - self._last_stream >= self.watch_linger_seconds:
+            await event_log.unwatch(conn)
+            self.watching = False
 
     def _on_notify(self, _conn: object, _pid: int, _channel: str, _payload: str) -> None:
         self._wake.set()

@@ -160,6 +160,24 @@ async def floor(conn: asyncpg.Connection) -> int:
     return int(await conn.fetchval("SELECT floor FROM event_log_floor"))
 
 
+async def watch(conn: asyncpg.Connection) -> None:
+    """Ask for `CHANNEL` notifications on this (LISTEN) connection: while any connection
+    watches, every statement adding events notifies (migration 0023). Rows of connections that
+    are gone (an instance killed) are cleared on the way."""
+    await conn.execute(
+        """WITH gone AS (
+               DELETE FROM event_watchers
+               WHERE pid <> pg_backend_pid() AND pid NOT IN (SELECT pid FROM pg_stat_activity)
+           )
+           INSERT INTO event_watchers (pid) VALUES (pg_backend_pid())
+           ON CONFLICT (pid) DO NOTHING""")
+
+
+async def unwatch(conn: asyncpg.Connection) -> None:
+    """No more notifications for this connection (others may still watch)."""
+    await conn.execute("DELETE FROM event_watchers WHERE pid = pg_backend_pid()")
+
+
 async def writers(conn: asyncpg.Connection) -> list[str]:
     """Transactions now able to commit event ids (holders of the writer mark)."""
     found = await conn.fetchval(

@@ -25,6 +25,7 @@ from handlers import numbers
 from handlers.errors import DomainError
 from handlers.messages import compose as c
 from handlers.messages import mms_store
+from handlers.messages.wake import DISPATCH_CHANNEL, DispatchWake
 from handlers.registry.index import NumberIndex
 from handlers.registry.senders import canonical_sender
 from handlers.tenants import Principal
@@ -40,7 +41,6 @@ LANES = ("verification", "single", "bulk")
 MAX_SCHEDULE_AHEAD = timedelta(days=183)
 # A send_at this little in the past is the client's clock or the request's transit: sent now.
 SEND_AT_GRACE = timedelta(seconds=60)
-DISPATCH_CHANNEL = "telgate_dispatch"
 POLICY_SECONDS = 10.0  # a tenant's changed composition settings reach other instances within this
 MAX_CACHED_POLICIES = 100_000
 
@@ -376,9 +376,11 @@ async def store(conn: asyncpg.Connection, who: Principal, p: Prepared,
 
 async def store_at_once(conn: asyncpg.Connection, who: Principal, p: Prepared,
                         message_id: uuid.UUID, answer: dict[str, object],
-                        idempotency: tuple[str, bytes] | None) -> None:
+                        idempotency: tuple[str, bytes] | None, *,
+                        notify: str | None = DISPATCH_CHANNEL) -> None:
     """A small send in one statement (one round trip, its own transaction): the message, its
-    recipients, the webhook event, the idempotency key and the dispatcher wake-up."""
+    recipients, the webhook event, the idempotency key and, unless `notify` is None (the
+    caller wakes its dispatcher itself, `wake.DispatchWake`), the dispatchers' NOTIFY."""
     text, rows = recipient_rows(p)
     cols = list(zip(*rows, strict=True))
     key, digest = idempotency if idempotency else (None, b"")
@@ -400,11 +402,11 @@ async def store_at_once(conn: asyncpg.Connection, who: Principal, p: Prepared,
                INSERT INTO idempotency_keys (tenant_id, key, request_hash, status, response)
                SELECT $2, $20, $21, 202, $22::jsonb WHERE $20::text IS NOT NULL
            )
-           SELECT pg_notify($23, '')""",
+           SELECT pg_notify($23, '') WHERE $23::text IS NOT NULL""",
         message_id, who.tenant_id, who.sp_id, p.sender, p.composed.type.value,
         p.composed.subject, text, p.ad, p.test, p.template_id, p.send_at, len(p.recipients),
         list(cols[0]), list(cols[1]), list(cols[2]), list(cols[3]), list(cols[4]), list(cols[5]),
-        accepted_event(message_id, p), key, digest, answer, DISPATCH_CHANNEL)
+        accepted_event(message_id, p), key, digest, answer, notify)
 
 
 def accepted_json(message_id: uuid.UUID, p: Prepared, now: datetime) -> dict[str, object]:
@@ -426,10 +428,13 @@ async def accept(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
                  has_mms_route: bool | None = None,
                  charge: Charge | None = None,
                  prepared: Prepared | None = None,
-                 policies: PolicyCache | None = None) -> tuple[int, dict[str, object]]:
+                 policies: PolicyCache | None = None,
+                 wake: DispatchWake | None = None) -> tuple[int, dict[str, object]]:
     """Accept a send request; returns (HTTP status, answer). Idempotent per key for 24 h.
     `charge` takes the accepted recipients from the tenant's send budgets (or refuses);
-    `prepared`: the body already validated by `prepare` (without an idempotency key)."""
+    `prepared`: the body already validated by `prepare` (without an idempotency key);
+    `wake`: how the dispatcher learns of the send (default: every instance's, by NOTIFY)."""
+    notify = DISPATCH_CHANNEL if wake is None else wake.channel
     digest = request_hash(body)
     if idempotency_key is not None:
         if not 1 <= len(idempotency_key) <= 200:
@@ -448,7 +453,8 @@ async def accept(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
     idempotency = (idempotency_key, digest) if idempotency_key is not None else None
     try:
         if len(prepared.recipients) <= SMALL_SEND and not prepared.images:
-            await store_at_once(conn, who, prepared, message_id, answer, idempotency)
+            await store_at_once(conn, who, prepared, message_id, answer, idempotency,
+                                notify=notify)
         else:
             async with conn.transaction():
                 await store(conn, who, prepared, message_id)
@@ -461,13 +467,16 @@ async def accept(conn: asyncpg.Connection, who: Principal, body: dict[str, Any],
                                (tenant_id, key, request_hash, status, response)
                            VALUES ($1, $2, $3, 202, $4)""",
                         who.tenant_id, idempotency_key, digest, answer)
-                await conn.execute("SELECT pg_notify($1, '')", DISPATCH_CHANNEL)
+                if notify is not None:
+                    await conn.execute("SELECT pg_notify($1, '')", notify)
     except asyncpg.UniqueViolationError:
         # The same key was committed by a concurrent request meanwhile: answer as it did.
         assert idempotency_key is not None
         earlier = await _earlier(conn, who.tenant_id, idempotency_key, digest, now)
         assert earlier is not None
         return earlier
+    if wake is not None:
+        wake.committed()
     return 202, answer
 
 

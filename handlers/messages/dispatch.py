@@ -37,7 +37,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from config.schema import Config
 from handlers.messages import carrier_ids
-from handlers.messages.accept import DISPATCH_CHANNEL, LANE_BULK, LANE_SINGLE, LANES
+from handlers.messages.accept import LANE_BULK, LANE_SINGLE, LANES
 from handlers.messages.carriers import (
     Bind,
     Carrier,
@@ -47,6 +47,7 @@ from handlers.messages.carriers import (
     make_carriers,
     take,
 )
+from handlers.messages.wake import DISPATCH_CHANNEL
 from handlers.metrics import Metrics
 from handlers.outage import DatabaseHealth, LoopMetrics, LoopTracker, describe, is_outage
 from handlers.registry import optouts
@@ -378,6 +379,10 @@ class Dispatcher:
             async with asyncio.timeout(delay):
                 await self._closed_event.wait()
 
+    def wake(self) -> None:
+        """Recipients were queued by this daemon (handlers/messages/wake): claim now."""
+        self._wake.set()
+
     async def readiness(self) -> tuple[bool, str]:
         """Ready when every carrier has at least one bound session."""
         down = [c.name for c in self.carriers if not c.up_binds()]
@@ -455,7 +460,7 @@ class Dispatcher:
                     # (A short claim of codes and single sends alone drained those lanes:
                     # claiming them again at once would only find nothing, a statement per
                     # code beside a bulk send. Room for bulk wakes us.)
-                    await self._wait_for_news(0.5)
+                    await self._wait_for_news(self.mcfg.claim_poll_seconds)
                 if with_bulk:
                     # The queue was drained: let a few more sends arrive, so that a burst of
                     # single sends costs one claim, not one each. (Beside a bulk send a code

@@ -4,9 +4,10 @@ In one event loop, a bulk send being dispatched (thousands of submits, responses
 second) and the control API take turns: a verification code's POST waits behind the dispatch
 work, and so does every single send. With `messaging.dispatch_process` on (the default), the
 daemon starts `Dispatcher` in a child process (multiprocessing, spawn) with its own event loop,
-database pool and SMPP binds; the API process only accepts and queues. The two share nothing
-but PostgreSQL, which is what several instances already share safely (`SKIP LOCKED` claims,
-per-instance recovery locks, LISTEN wake-ups).
+database pool and SMPP binds; the API process only accepts and queues, and wakes the child
+through a pipe when it has queued something (handlers/messages/wake). Otherwise the two share
+nothing but PostgreSQL, which is what several instances already share safely (`SKIP LOCKED`
+claims, per-instance recovery locks, LISTEN wake-ups).
 
 The child dies with the daemon (a kill -9 of the daemon is a kill -9 of both: the next start
 requeues its claimed rows as in doubt, as before). Every second it reports its readiness and
@@ -21,6 +22,7 @@ import asyncio
 import contextlib
 import ctypes
 import multiprocessing
+import os
 import signal
 import time
 from collections.abc import Iterator
@@ -60,6 +62,7 @@ class DispatchProcess:
         self._ctx = multiprocessing.get_context("spawn")
         self._proc: Any = None
         self._conn: Connection | None = None
+        self._wake_fd: Connection | None = None  # write end of the child's wake-up pipe
         self._status: tuple[bool, str] = (False, "dispatch process starting")
         self._started = asyncio.Event()
         self._stopping = False
@@ -76,11 +79,16 @@ class DispatchProcess:
 
     def _spawn(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=child_main, args=(self.config, self.dsn, child),
+        wake_r, wake_w = self._ctx.Pipe(duplex=False)
+        self._proc = self._ctx.Process(target=child_main,
+                                       args=(self.config, self.dsn, child, wake_r),
                                        name="telgate-dispatch", daemon=False)
         self._proc.start()
         child.close()
+        wake_r.close()
+        os.set_blocking(wake_w.fileno(), False)
         self._conn = parent
+        self._wake_fd = wake_w
         asyncio.get_running_loop().add_reader(parent.fileno(), self._on_message)
         log.info("dispatch_process_started", pid=self._proc.pid)
 
@@ -116,7 +124,18 @@ class DispatchProcess:
             delay = RESTART_SECONDS[0] if time.monotonic() - started > 60 else \
                 min(delay * 2, RESTART_SECONDS[1])
 
+    def wake(self) -> None:
+        """Recipients were queued by this daemon: one byte down the child's wake-up pipe. Never
+        blocks: a full pipe already holds wake-ups the child has not read, and a dead child's
+        successor claims on start."""
+        if self._wake_fd is not None:
+            with contextlib.suppress(BlockingIOError, OSError):
+                os.write(self._wake_fd.fileno(), b"w")
+
     def _close_conn(self) -> None:
+        if self._wake_fd is not None:
+            self._wake_fd.close()
+            self._wake_fd = None
         if self._conn is not None:
             with contextlib.suppress(ValueError, OSError):
                 asyncio.get_running_loop().remove_reader(self._conn.fileno())
@@ -149,7 +168,7 @@ class DispatchProcess:
 
 # -- the child ---------------------------------------------------------------------------------
 
-def child_main(config: Config, dsn: str, conn: Connection) -> None:
+def child_main(config: Config, dsn: str, conn: Connection, wake: Connection) -> None:
     """The dispatcher process: dies with its parent, runs until told to stop."""
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
@@ -160,10 +179,10 @@ def child_main(config: Config, dsn: str, conn: Connection) -> None:
 
     configure_logging(config.log)
     structlog.contextvars.bind_contextvars(process="dispatch")
-    asyncio.run(_serve(config, dsn, conn))
+    asyncio.run(_serve(config, dsn, conn, wake))
 
 
-async def _serve(config: Config, dsn: str, conn: Connection) -> None:
+async def _serve(config: Config, dsn: str, conn: Connection, wake: Connection) -> None:
     from daemon import heap
     from daemon.db import close_pool, create_pool
     from handlers.messages.dispatch import Dispatcher
@@ -190,6 +209,21 @@ async def _serve(config: Config, dsn: str, conn: Connection) -> None:
     pool = await create_pool(dsn, config)
     dispatcher = Dispatcher(config, pool, dsn, metrics, health=DatabaseHealth())
     await dispatcher.start()
+
+    def on_wake() -> None:
+        try:
+            woken = os.read(wake.fileno(), 4096)  # every wake-up sent so far: one claim
+        except BlockingIOError:
+            return
+        except OSError:
+            woken = b""
+        if not woken:  # the daemon closed its end
+            loop.remove_reader(wake.fileno())
+            return
+        dispatcher.wake()
+
+    os.set_blocking(wake.fileno(), False)
+    loop.add_reader(wake.fileno(), on_wake)
     heap.settle()  # what the dispatcher keeps is built; see daemon/heap.py
     try:
         while not stop.is_set():

@@ -3,10 +3,11 @@
 A small send alone costs a statement of its own (`accept.store_at_once`). Under load the
 statements, not the work in them, become the cost: each is a round trip and a commit. Here the
 sends that arrive while a statement is in flight wait for the next one and are written together:
-their messages, recipients, `message.accepted` events, audit entries, the charge against each
-tenant's daily recipient budget and the dispatcher's wake-up. Every request is answered only
-after the commit of the statement that wrote it, so no 202 is given for a send that is not
-stored, and a failed statement fails every request in it (nothing half-written).
+their messages, recipients, `message.accepted` events, audit entries and the charge against
+each tenant's daily recipient budget; the dispatcher is woken once the statement has committed
+(handlers/messages/wake). Every request is answered only after the commit of the statement
+that wrote it, so no 202 is given for a send that is not stored, and a failed statement fails
+every request in it (nothing half-written).
 
 The daily budget is charged per tenant and day for the whole group; a tenant whose group would
 pass it gets nothing written, and its sends are written again one by one, so each is refused
@@ -28,13 +29,13 @@ import asyncpg
 from handlers.api.ratelimit import RateLimiter, korean_day
 from handlers.audit import PendingEntry
 from handlers.messages.accept import (
-    DISPATCH_CHANNEL,
     SMALL_SEND,
     Prepared,
     accepted_event,
     accepted_json,
     recipient_rows,
 )
+from handlers.messages.wake import DispatchWake
 from handlers.tenants import Principal
 
 MAX_GROUP = 256  # sends per statement
@@ -63,8 +64,9 @@ class SendGroup:
     """Writes small sends in groups; `write` returns once the send is committed."""
 
     def __init__(self, pool: asyncpg.Pool, *, max_group: int = MAX_GROUP,
-                 writers: int = WRITERS) -> None:
+                 writers: int = WRITERS, wake: DispatchWake | None = None) -> None:
         self.pool = pool
+        self.wake = wake if wake is not None else DispatchWake()
         self.max_group = max_group
         self._pending: list[GroupedSend] = []
         self._alone: list[GroupedSend] = []
@@ -117,8 +119,10 @@ class SendGroup:
     async def _write(self, group: list[GroupedSend]) -> None:
         try:
             async with self.pool.acquire() as conn:
-                written = await write_group(conn, group)
+                written = await write_group(conn, group, notify=self.wake.channel)
             self.statements += 1
+            if written:
+                self.wake.committed()
         except BaseException as exc:
             for send in group:
                 if not send.done.done():
@@ -164,8 +168,10 @@ async def accept_grouped(group: SendGroup, who: Principal, p: Prepared, now: dat
     return accepted_json(message_id, p, now)
 
 
-async def write_group(conn: asyncpg.Connection, group: list[GroupedSend]) -> set[uuid.UUID]:
-    """One statement for the whole group; returns the ids of the messages written."""
+async def write_group(conn: asyncpg.Connection, group: list[GroupedSend], *,
+                      notify: str | None) -> set[uuid.UUID]:
+    """One statement for the whole group; returns the ids of the messages written. It
+    notifies the dispatchers on `notify` unless that is None (`wake.DispatchWake`)."""
     m: dict[str, list[Any]] = {k: [] for k in (
         "id", "tenant", "sp", "sender", "type", "subject", "text", "ad", "test", "template",
         "send_at", "count", "event", "day", "limit")}
@@ -244,7 +250,8 @@ async def write_group(conn: asyncpg.Connection, group: list[GroupedSend]) -> set
                     AS x(message_id, actor, action, subject, details, key_id, label, address)
                JOIN ok ON ok.id = x.message_id
            )
-           SELECT array(SELECT id FROM ok) AS ids, pg_notify($31, '') AS woken""",
-        *m.values(), *r.values(), *a.values(), DISPATCH_CHANNEL)
+           SELECT array(SELECT id FROM ok) AS ids,
+                  (SELECT pg_notify($31, '') WHERE $31::text IS NOT NULL) AS woken""",
+        *m.values(), *r.values(), *a.values(), notify)
     assert row is not None
     return set(row["ids"])

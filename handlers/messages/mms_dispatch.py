@@ -30,9 +30,9 @@ from prometheus_client import CollectorRegistry, Counter, Gauge
 
 from config.schema import Config, Mm7CarrierConfig
 from handlers.messages import mms_reports, mms_store
-from handlers.messages.accept import DISPATCH_CHANNEL
 from handlers.messages.carriers import take
 from handlers.messages.dispatch import INSTANCE_LOCK_CLASS
+from handlers.messages.wake import DISPATCH_CHANNEL
 from handlers.metrics import Metrics
 from protocols.mm7.client import Mm7Client, Mm7ClientError, Mm7HttpError, Mm7Unreachable
 from protocols.mm7.messages import (

@@ -30,6 +30,7 @@ from handlers.api.scopes import Scope
 from handlers.errors import DomainError
 from handlers.messages import accept as acc
 from handlers.messages import group
+from handlers.messages.wake import DISPATCH_CHANNEL
 from handlers.pagination import split_time_cursor, time_cursor
 from handlers.registry.routes import NUMBER_CODES
 from handlers.tenants import Principal, audit
@@ -200,7 +201,8 @@ async def send(request: web.Request) -> web.Response:
         async with ctx.pool.acquire() as conn:
             status, answer = await acc.accept(conn, who, body, ctx.index, now,
                                               idempotency_key=key, charge=charge,
-                                              prepared=prepared, policies=ctx.policies)
+                                              prepared=prepared, policies=ctx.policies,
+                                              wake=ctx.dispatch_wake)
         return respond(Accepted.model_validate(answer), status)
     # A small send: written with the other small sends of this moment, in one statement.
     assert ctx.sends is not None
@@ -405,7 +407,7 @@ async def change(request: web.Request) -> web.Response:
                            "WHERE id = $1", message_id, m["created_at"])
         await audit(conn, who.tenant_id, who.actor, "message.change", str(message_id),
                     {"fields": sorted(patch)})
-        await conn.execute("SELECT pg_notify($1, '')", acc.DISPATCH_CHANNEL)
+        await conn.execute("SELECT pg_notify($1, '')", DISPATCH_CHANNEL)
         m = await _message(conn, who, message_id)
         answer = await _message_json(conn, m)
     return respond(answer)

@@ -78,7 +78,7 @@ class VerificationOut(BaseModel):
 
 def _verifier(request: web.Request) -> Verifier:
     ctx = request.app[CTX]
-    return Verifier(ctx.config.verification, ctx.index, ctx.policies)
+    return Verifier(ctx.config.verification, ctx.index, ctx.policies, ctx.dispatch_wake)
 
 
 def _now() -> datetime:

@@ -21,7 +21,8 @@ import structlog
 from config.schema import VerificationConfig
 from handlers.audit import PendingEntry
 from handlers.errors import DomainError
-from handlers.messages.accept import DISPATCH_CHANNEL, LANE_VERIFICATION, PolicyCache, prepare
+from handlers.messages.accept import LANE_VERIFICATION, PolicyCache, prepare
+from handlers.messages.wake import DispatchWake
 from handlers.outage import LoopTracker, PeriodicSweep
 from handlers.registry.index import NumberIndex
 from handlers.tenants import Principal
@@ -71,11 +72,12 @@ class Verifier:
     """The verification capability of one daemon; callers pass `now` (tests pass a fake one)."""
 
     def __init__(self, config: VerificationConfig, index: NumberIndex,
-                 policies: PolicyCache | None = None) -> None:
+                 policies: PolicyCache | None = None, wake: DispatchWake | None = None) -> None:
         self.config = config
         self.limits = limits_of(config)
         self.index = index
         self.policies = policies  # the tenants' composition settings, cached by the API
+        self.wake = wake if wake is not None else DispatchWake()  # NOTIFY without a dispatcher
         self._key: bytes | None = None
 
     async def _hash_key(self, conn: asyncpg.Connection) -> bytes:
@@ -92,7 +94,7 @@ class Verifier:
         Four round trips (the tenant's settings cached): the message is composed first, then in
         one transaction one statement locks the number and reads its lock, its recent codes and
         the hash key, and one writes everything (supersede, withdraw, message, recipient,
-        verification, send, `audit` entry, wake-up). The audit entry in the same statement
+        verification, send, `audit` entry, NOTIFY without a local dispatcher). The audit entry
         saves the API a transaction (and a WAL flush) of its own per code.
         """
         if not 1 <= len(req.purpose) <= MAX_PURPOSE:
@@ -160,12 +162,13 @@ class Verifier:
                        SELECT $1, $17, $18, $19, $20::jsonb, $21, $22, $23::inet
                        WHERE $18::text IS NOT NULL
                    )
-                   SELECT pg_notify($16, '')""",
+                   SELECT pg_notify($16, '') WHERE $16::text IS NOT NULL""",
                 who.tenant_id, number, req.purpose, vid, message_id, who.sp_id, now,
                 prepared.sender, composed.type.value, composed.subject, composed.template,
                 composed.texts[0], LANE_VERIFICATION, rules.code_hash(key, vid, code),
-                expires_at, DISPATCH_CHANNEL,
+                expires_at, self.wake.channel,
                 *(_audit_values(audit, vid) if audit else (None,) * 7))
+        self.wake.committed()
         log.info("verification_sent", verification_id=str(vid), sends=1)
         return {"id": str(vid), "status": Status.PENDING.value, "to": number,
                 "expires_at": expires_at.isoformat(), "message_id": str(message_id)}
@@ -193,6 +196,7 @@ class Verifier:
                           sends = sends + 1, message_id = $5 WHERE id = $1""",
                 vid, rules.code_hash(key, vid, code), expires_at, now, message_id)
             await self._record_send(conn, who.tenant_id, number, now)
+        self.wake.committed()
         log.info("verification_sent", verification_id=str(vid), sends=row["sends"] + 1)
         return {"id": str(vid), "status": Status.PENDING.value, "to": number,
                 "expires_at": expires_at.isoformat(), "message_id": str(message_id)}
@@ -345,7 +349,8 @@ class Verifier:
                VALUES ($1, 0, $2, $3, $4, 'queued', $5, $6)""",
             message_id, who.tenant_id, prepared.recipients[0].number, composed.texts[0], now,
             LANE_VERIFICATION)
-        await conn.execute("SELECT pg_notify($1, '')", DISPATCH_CHANNEL)
+        if self.wake.channel is not None:
+            await conn.execute("SELECT pg_notify($1, '')", self.wake.channel)
         return message_id
 
     async def _withdraw_code(self, conn: asyncpg.Connection, vid: uuid.UUID) -> None:

@@ -61,7 +61,9 @@ async def test_a_dispatcher_that_dies_alone_is_replaced_and_dies_with_the_daemon
     async with SmscSimulator(SmscConfig(port=0, accounts={"tg": "pw"})) as smsc:
         port = free_port()
         cfg = tmp_path / "telgate.toml"
-        smpp_daemon_config(cfg, db_dsn, smsc.port)
+        # No idle claims within the test: each send is claimed because the daemon woke its
+        # dispatcher child through the pipe (no NOTIFY is sent for it), the replacement too.
+        smpp_daemon_config(cfg, db_dsn, smsc.port, extra="claim_poll_seconds = 60")
         env = {**os.environ, "TELGATE_CONFIG": str(cfg), "TELGATE_API__PORT": str(port),
                "TELGATE_SIP__ENABLED": "false", "TELGATE_STATE_DIR": str(tmp_path / "state"),
                "TELGATE_LOG__FORMAT": "json"}
@@ -78,7 +80,7 @@ async def test_a_dispatcher_that_dies_alone_is_replaced_and_dies_with_the_daemon
                 assert status == 202, answer
                 path = f"/v1/messages/{answer['id']}"  # type: ignore[index]
                 await until(f"{number} delivered", lambda: request(port, "GET", path, key)[2][
-                    "counts"]["delivered"] == 1)  # type: ignore[index]
+                    "counts"]["delivered"] == 1, 20)  # type: ignore[index]
 
             await send_and_deliver("01011112222")
 

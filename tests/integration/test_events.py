@@ -29,6 +29,7 @@ from handlers.events.log import NewEvent
 from handlers.events.writer import EventLogWriter
 from handlers.webhooks import emit
 from tests.conftest import Api, Tenant, make_config, serve_api
+from tests.integration.notices import listening
 from tests.integration.test_calls import DID, Gateway
 
 # -- a small SSE client --------------------------------------------------------------------
@@ -136,7 +137,7 @@ async def ev(pool: asyncpg.Pool, db_dsn: str, state_root: Path) -> AsyncIterator
     config = make_config(state_root, db_dsn, events__heartbeat_seconds="0.3")
     async with serve_api(pool, config) as api:
         hub = EventHub(db_dsn, pool, config.events, metrics=api.context.metrics,
-                       poll_seconds=0.2)
+                       poll_seconds=0.2, watch_linger_seconds=0.0)
         await hub.start()
         api.context.events = hub
         writer = EventLogWriter(pool, metrics=api.context.metrics)
@@ -351,6 +352,52 @@ async def test_with_no_stream_open_the_follower_reads_nothing(ev: Events) -> Non
             await emit(conn, ev.tenant.id, "message.canceled", {"message_id": str(n)})
     await asyncio.sleep(0.5)  # notifications delivered, the 0.2 s poll passed twice
     assert (ev.hub.reads, ev.hub.hwm) == (before, hwm)
+
+
+async def until_watching(hub: EventHub, watching: bool) -> None:
+    for _ in range(500):  # a safety net: the follower looks every 0.2 s
+        if hub.watching is watching:
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the follower's watching is still {hub.watching}")
+
+
+async def test_events_are_notified_only_while_some_stream_is_open(
+        ev: Events, db_dsn: str) -> None:
+    # A notifying commit holds PostgreSQL's database-wide notify lock through its flush, so
+    # every writer of events would queue behind the others' flushes for nobody's benefit.
+    async def one() -> None:
+        async with ev.api.context.pool.acquire() as conn:
+            await emit(conn, ev.tenant.id, "message.canceled", {"message_id": "x"})
+
+    async with listening(db_dsn, event_log.CHANNEL) as signalled:
+        assert await signalled(one) == []
+        client = await open_stream(ev.tenant)
+        await until_watching(ev.hub, True)
+        assert await signalled(one) == [event_log.CHANNEL]
+        assert (await client.event(timeout=2.0)).data is not None
+        client.close()
+        await wait_detached(ev.hub)
+        await until_watching(ev.hub, False)  # the fixture's hub lingers for no time
+        assert await signalled(one) == []
+
+
+async def test_a_watcher_left_by_a_killed_instance_is_cleared_by_the_next_one(
+        ev: Events, db_dsn: str, pool: asyncpg.Pool) -> None:
+    gone = await asyncpg.connect(db_dsn)
+    await event_log.watch(gone)
+    pid = gone.get_server_pid()
+    gone.terminate()  # as a kill -9 would leave it: the row stays
+    for _ in range(500):  # a safety net: the backend ends as its socket closes
+        if not await pool.fetchval("SELECT count(*) FROM pg_stat_activity WHERE pid = $1", pid):
+            break
+        await asyncio.sleep(0.01)
+    assert await pool.fetchval("SELECT count(*) FROM event_watchers") == 1
+    client = await open_stream(ev.tenant)
+    await until_watching(ev.hub, True)
+    mine = await pool.fetchval("SELECT array_agg(pid) FROM event_watchers")
+    assert len(mine) == 1 and mine[0] != pid
+    client.close()
 
 
 async def test_a_stream_opened_after_quiet_commits_starts_after_the_last_one(

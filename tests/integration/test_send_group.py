@@ -8,7 +8,10 @@ import asyncio
 from typing import Any
 
 from handlers import tenants
+from handlers.events import log as event_log
+from handlers.messages.wake import DISPATCH_CHANNEL
 from tests.conftest import Api, Tenant
+from tests.integration.notices import listening
 
 SENDER = "0212345678"
 
@@ -70,3 +73,34 @@ async def test_a_burst_past_the_daily_budget_admits_exactly_what_is_left(api: Ap
     assert await pool.fetchval(
         "SELECT used FROM rate_usage WHERE tenant_id = $1 AND budget = 'daily_recipients'",
         t.id) == 7
+
+
+async def test_with_a_dispatcher_in_the_daemon_a_group_wakes_it_and_notifies_nobody(
+        api: Api, db_dsn: str) -> None:
+    # A notifying commit holds PostgreSQL's database-wide notify lock through its flush; with
+    # the dispatcher here, a group commits without one and wakes it after the commit.
+    t = await registered(api)
+    sends = api.context.sends
+    assert sends is not None
+    woken: list[int] = []
+    api.context.dispatch_wake.attach(lambda: woken.append(sends.statements))
+    async with listening(db_dsn, DISPATCH_CHANNEL, event_log.CHANNEL) as signalled:
+        before = sends.statements
+        heard = await signalled(lambda: asyncio.gather(*(single(t, i) for i in range(30))))
+    assert heard == []
+    written = sends.statements - before
+    assert len(woken) == written >= 1  # once per statement, after it was counted as written
+    assert woken == list(range(before + 1, before + written + 1))
+    assert await api.context.pool.fetchval(
+        "SELECT count(*) FROM recipients WHERE tenant_id = $1 AND state = 'queued'", t.id) == 30
+
+
+async def test_without_a_dispatcher_in_the_daemon_every_instance_is_notified(
+        api: Api, db_dsn: str) -> None:
+    t = await registered(api)
+    assert api.context.sends is not None
+    async with listening(db_dsn, DISPATCH_CHANNEL) as signalled:
+        before = api.context.sends.statements
+        heard = await signalled(lambda: asyncio.gather(*(single(t, i) for i in range(30))))
+    assert heard == [DISPATCH_CHANNEL] * (api.context.sends.statements - before)
+    assert heard
