@@ -10,6 +10,7 @@ and from where without each caller passing them on.
 from __future__ import annotations
 
 import contextvars
+import functools
 import ipaddress
 import json
 import uuid
@@ -46,6 +47,7 @@ def release(token: contextvars.Token[Acting | None]) -> None:
     _ACTING.reset(token)
 
 
+@functools.lru_cache(maxsize=1024)  # per request; the same clients come back
 def _inet(address: str | None) -> str | None:
     if not address:
         return None

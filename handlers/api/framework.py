@@ -266,12 +266,14 @@ class RouteTable:
 
     routes: list[Route] = field(default_factory=list)
     _document: dict[str, Any] | None = None
+    _public: frozenset[tuple[str, str]] | None = field(default=None, init=False, repr=False)
 
     def add(self, route: Route) -> None:
         if any(r.method == route.method and r.path == route.path for r in self.routes):
             raise ValueError(f"route declared twice: {route.method} {route.path}")
         self.routes.append(route)
         self._document = None
+        self._public = None
 
     def mount(self, app: web.Application) -> None:
         """Mount every route; an authenticated route that declares no scope is refused."""
@@ -310,10 +312,10 @@ class RouteTable:
         return None
 
     def is_public(self, method: str, path_template: str) -> bool:
-        method = "GET" if method == "HEAD" else method
-        return any(
-            r.method == method and r.path == path_template and not r.auth for r in self.routes
-        )
+        """Asked on every request: a set, not a walk over some hundred routes."""
+        if self._public is None:
+            self._public = frozenset((r.method, r.path) for r in self.routes if not r.auth)
+        return ("GET" if method == "HEAD" else method, path_template) in self._public
 
     def openapi(self, version: str) -> dict[str, Any]:
         """The OpenAPI 3.1 document of every route (rendered once)."""

@@ -122,3 +122,20 @@ def test_a_route_without_a_declared_scope_cannot_be_mounted() -> None:
 def test_every_published_operation_states_its_scope(api: Api) -> None:
     for r in api.context.routes.routes:
         assert not r.auth or r.scope is not None, f"{r.method} {r.path}"
+
+
+def test_only_routes_declared_without_auth_are_public_also_when_added_late() -> None:
+    async def handler(request: web.Request) -> web.Response:
+        return web.Response()
+
+    table = RouteTable()
+    table.add(Route("GET", "/open", handler, "public", "test", auth=False,
+                    responses={200: WhoAmI}))
+    table.add(Route("POST", "/open", handler, "keyed", "test", scope=Scope.SEND,
+                    responses={200: WhoAmI}))
+    assert table.is_public("GET", "/open") and table.is_public("HEAD", "/open")
+    assert not table.is_public("POST", "/open")
+    table.add(Route("GET", "/later", handler, "public", "test", auth=False,
+                    responses={200: WhoAmI}))
+    assert table.is_public("GET", "/later")  # the answer is not kept from before the add
+    assert not table.is_public("GET", "/never")
