@@ -444,6 +444,7 @@ async def telgate(args: argparse.Namespace, work: Path, smsc_port: int) -> Async
     await pg.start()
     try:
         key = await prepare_tenant(pg.dsn)
+        await warm_wal(pg.dsn, args.warm_wal)
         postmaster = _postmaster_pid(pg.paths.data)
         assert postmaster is not None, "postmaster.pid not written"
         api_port = free_port()
@@ -463,6 +464,34 @@ async def telgate(args: argparse.Namespace, work: Path, smsc_port: int) -> Async
             yield Telgate(http, base, key, pg.dsn, proc.pid, postmaster)
     finally:
         await pg.stop()
+
+
+async def warm_wal(dsn: str, megabytes: int) -> None:
+    """Give the fresh cluster the WAL segments a running one has.
+
+    A new cluster creates each 16 MB WAL segment when it first needs it: it writes 16 MB of
+    zeros and flushes them while holding the WAL write lock, so every commit waits (36-38 ms
+    statements and 100-200 ms late single sends were caught at one, docs/performance.md,
+    eighth round). A cluster that has been running recycles the segments its checkpoints free
+    instead, up to `min_wal_size`. So before the daemon starts: `min_wal_size` raised to
+    `megabytes`, that much WAL written (one small message and a segment switch at a time), and
+    a checkpoint, which keeps the segments for reuse. 0: a fresh cluster as it comes."""
+    if megabytes <= 0:
+        return
+    conn = await asyncpg.connect(dsn)
+    try:
+        await conn.execute(f"ALTER SYSTEM SET min_wal_size = '{megabytes}MB'")
+        await conn.execute(f"ALTER SYSTEM SET max_wal_size = '{max(2 * megabytes, 1024)}MB'")
+        await conn.execute("SELECT pg_reload_conf()")
+        await asyncio.sleep(0.5)  # the checkpointer reads the new sizes on its next wake-up
+        segment = int(await conn.fetchval("SELECT setting::bigint FROM pg_settings "
+                                          "WHERE name = 'wal_segment_size'"))
+        for _ in range(megabytes * 1024 * 1024 // segment):
+            await conn.execute("SELECT pg_logical_emit_message(false, 'bench', 'warm')")
+            await conn.execute("SELECT pg_switch_wal()")
+        await conn.execute("CHECKPOINT")
+    finally:
+        await conn.close()
 
 
 async def quiet_machine(args: argparse.Namespace) -> float:
@@ -957,6 +986,9 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     p.add_argument("--daemon-tree", type=Path, default=ROOT,
                    help="source tree the daemon runs from (default: this one)")
     p.add_argument("--keep-logs", type=Path, help="copy the processes' logs here")
+    p.add_argument("--warm-wal", type=int, default=512,
+                   help="MB of WAL segments the database is given before the daemon starts, as "
+                        "a running cluster has them (0: a fresh cluster as it comes)")
     p.add_argument("--quiet-wait", type=float, default=60.0,
                    help="before each run, wait up to this long for the machine to be idle")
     p.add_argument("--busy-limit", type=float, default=0.1,
