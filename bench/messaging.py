@@ -7,14 +7,15 @@ with the same messages and delivery receipts, each side's throughput beside its 
         [--kannel-windows W,..] [--kannel-per-request N,..] [--kannel-binds B,..]
         [--kannel-in-flight F,..] [--kannel-option group.key=value ...] [--kannel-log-level 4]
         [--no-telgate] [--no-kannel] [--quiet-wait 60] [--busy-limit 0.1] [--busy-retries 2]
-        [--daemon-tree PATH] [--keep-logs DIR]
+        [--daemon-tree PATH] [--keep-logs DIR] [--warm-wal 512]
 
 Every piece runs as its own process on this machine: the SMSC simulator (`python -m sim.smsc`),
 PostgreSQL (telgate's embedded cluster), the daemon (`python -m daemon.cli run`), and for the
 comparison Kannel's bearerbox and smsbox (Debian package `kannel`). This process sends the HTTP
 requests, receives Kannel's DLRs and watches for completion. Each run starts everything afresh
-(simulator, database and daemon; simulator, bearerbox and smsbox). Prints one JSON line per
-figure, with the machine and its load.
+(simulator, database and daemon; simulator, bearerbox and smsbox); the new database is first
+given the WAL segments a running one recycles (`--warm-wal`, see `warm_wal`). Prints one JSON
+line per figure, with the machine and its load.
 
 telgate throughput: `--recipients` numbers in requests of `--per-request` (`--in-flight` at a
 time), from the first POST until every recipient is final in PostgreSQL. Kannel throughput: the
