@@ -877,7 +877,7 @@ async def run_telgate(args: argparse.Namespace, work: Path) -> dict[str, Any] | 
         return None
     result = summary("telgate_end_to_end_summary", runs, recipients=args.recipients,
                      per_request=args.per_request, in_flight=args.in_flight, binds=args.binds,
-                     window=args.window)
+                     window=args.window, warm_wal_mb=args.warm_wal)
     result.update(single)
     emit(result)
     return result
@@ -914,7 +914,7 @@ def comparison(ours: dict[str, Any], theirs: list[dict[str, Any]]) -> dict[str, 
             "kannel_cpu_us_per_msg": best["cpu_us_per_msg"]["total"]["median"],
             "kannel_config": config,
             "telgate_config": {k: ours[k] for k in ("window", "binds", "per_request",
-                                                    "in_flight")},
+                                                    "in_flight", "warm_wal_mb")},
             "runs": ours["runs"], "recipients": ours["recipients"],
             "runs_on_busy_machine": {"telgate": ours["runs_on_busy_machine"],
                                      "kannel": best["runs_on_busy_machine"]},
