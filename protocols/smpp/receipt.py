@@ -119,26 +119,31 @@ def format_receipt(
     message_id: str,
     stat: str,
     *,
-    submit_date: datetime,
-    done_date: datetime,
+    submit_date: datetime | str,
+    done_date: datetime | str,
     err: str = "000",
     sub: str = "001",
     dlvrd: str | None = None,
     text: str = "",
 ) -> str:
-    """The receipt text as SMSCs write it (``dlvrd`` defaults from ``stat``)."""
+    """The receipt text as SMSCs write it (``dlvrd`` defaults from ``stat``). A date is a
+    datetime, or already in its receipt form (`receipt_date`) when many receipts share it."""
     if dlvrd is None:
         dlvrd = "001" if stat == "DELIVRD" else "000"
+    if not isinstance(submit_date, str):
+        submit_date = receipt_date(submit_date)
+    if not isinstance(done_date, str):
+        done_date = receipt_date(done_date)
     return (
         f"id:{message_id} sub:{sub} dlvrd:{dlvrd} "
-        f"submit date:{_receipt_date(submit_date)} done date:{_receipt_date(done_date)} "
+        f"submit date:{submit_date} done date:{done_date} "
         f"stat:{stat} err:{err} text:{text[:20]}"
     )
 
 
-def _receipt_date(when: datetime) -> str:
-    # YYMMDDhhmm of `when` as given (its own zone, if any). strftime cost more than the rest
-    # of a receipt's text; this is a third of it.
+def receipt_date(when: datetime) -> str:
+    """YYMMDDhhmm of `when` as given (its own zone, if any), as a receipt writes it."""
+    # strftime cost more than the rest of a receipt's text; this is a third of it.
     return f"{when.year % 100:02d}{when.month:02d}{when.day:02d}{when.hour:02d}{when.minute:02d}"
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 import json
 import random
 import socket
@@ -49,9 +50,10 @@ from protocols.smpp.pdu import (
     Unbind,
     UnbindResp,
 )
-from protocols.smpp.receipt import format_receipt
+from protocols.smpp.receipt import format_receipt, receipt_date
 from protocols.smpp.text import UnsupportedDataCoding, decode_text, encode_text
 from protocols.smpp.throttle import TokenBucket
+from protocols.values import quick_init
 from sim.smsc.config import MessageIdFormat, SmscConfig
 
 _S = CommandStatus
@@ -72,6 +74,17 @@ _NETWORK_ERROR = {
 _KST = ZoneInfo("Asia/Seoul")
 
 
+@functools.cache
+def _receipt_tlvs(outcome: str) -> tuple[Tlv, ...]:
+    """A receipt's TLVs after its receipted_message_id: the message state, and the network
+    error code on failures (the same for every receipt of an outcome)."""
+    tlvs: tuple[Tlv, ...] = (Tlv.u8(Tag.MESSAGE_STATE, STATE_BY_RECEIPT_STAT[outcome]),)
+    if outcome in _NETWORK_ERROR:
+        tlvs += (Tlv(Tag.NETWORK_ERROR_CODE, _NETWORK_ERROR[outcome]),)
+    return tlvs
+
+
+@quick_init
 @dataclass(frozen=True, slots=True)
 class AcceptedSubmit:
     """A submit_sm the simulator accepted, as tests want to see it."""
@@ -531,20 +544,16 @@ class SmscSimulator:
 
     def _send_receipts(self, receipts: list[tuple[AcceptedSubmit, str, str]]) -> None:
         # Korean SMSCs write receipt dates in local time (KST) without a zone, like this.
-        now = datetime.now(UTC).astimezone(_KST).replace(tzinfo=None)
+        now = receipt_date(datetime.now(UTC).astimezone(_KST).replace(tzinfo=None))
         by_system: dict[str, list[DeliverSm]] = {}
+        states = self._states
         for record, receipt_id, outcome in receipts:
             state = STATE_BY_RECEIPT_STAT[outcome]
-            if self._states.get(record.message_id) == MessageState.DELETED:
-                continue  # canceled before its receipt was due
-            if record.message_id in self._states:
-                self._states[record.message_id] = state
-            tlvs = [
-                Tlv.cstr(Tag.RECEIPTED_MESSAGE_ID, receipt_id),
-                Tlv.u8(Tag.MESSAGE_STATE, state),
-            ]
-            if outcome in _NETWORK_ERROR:
-                tlvs.append(Tlv(Tag.NETWORK_ERROR_CODE, _NETWORK_ERROR[outcome]))
+            if states:  # only submits recorded (tests) have a state to follow
+                if states.get(record.message_id) == MessageState.DELETED:
+                    continue  # canceled before its receipt was due
+                if record.message_id in states:
+                    states[record.message_id] = state
             text = format_receipt(
                 receipt_id,
                 outcome,
@@ -557,7 +566,7 @@ class SmscSimulator:
                 destination_addr=record.source_addr,
                 esm_class=EsmClass.SMSC_DELIVERY_RECEIPT,
                 short_message=text.encode("ascii"),
-                tlvs=tuple(tlvs),
+                tlvs=(Tlv.cstr(Tag.RECEIPTED_MESSAGE_ID, receipt_id), *_receipt_tlvs(outcome)),
             )
             by_system.setdefault(record.system_id, []).append(pdu)
         for system_id, pdus in by_system.items():

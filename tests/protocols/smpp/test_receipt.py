@@ -11,6 +11,7 @@ from protocols.smpp.receipt import (
     format_receipt,
     message_ids_match,
     parse_receipt,
+    receipt_date,
     receipt_from_deliver_sm,
 )
 from protocols.smpp.text import decode_text, encode_text
@@ -69,6 +70,15 @@ def test_receipt_dates_are_written_in_the_zone_they_are_given_in() -> None:
     texts = [format_receipt("1", "DELIVRD", submit_date=d, done_date=d) for d in (utc, kst)]
     assert "submit date:2612312359 done date:2612312359" in texts[0]
     assert "submit date:2701010859 done date:2701010859" in texts[1]
+
+
+def test_a_date_formatted_once_writes_the_same_receipt() -> None:
+    # The simulator formats one date for a whole batch of receipts.
+    when = datetime(2026, 12, 7, 9, 5)
+    stamp = receipt_date(when)
+    assert stamp == "2612070905"
+    assert (format_receipt("7f", "UNDELIV", submit_date=stamp, done_date=stamp, err="001")
+            == format_receipt("7f", "UNDELIV", submit_date=when, done_date=when, err="001"))
 
 
 def test_hex_and_decimal_forms_of_one_id_match() -> None:
