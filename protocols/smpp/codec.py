@@ -93,6 +93,8 @@ class _Malformed(Exception):
 
 
 def _cstr(data: bytes, pos: int, end: int, size: int, status: int, name: str) -> tuple[str, int]:
+    if pos < end and not data[pos]:  # empty, as most optional fields are: 0.3 µs less a field
+        return "", pos + 1
     limit = pos + size
     nul = data.find(b"\0", pos, limit if limit < end else end)
     if nul < 0:
