@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import signal
 import sys
@@ -130,6 +131,12 @@ async def serve(config: SmscConfig) -> None:
         with contextlib.suppress(NotImplementedError):
             loop.add_signal_handler(sig, stop.set)
     async with SmscSimulator(config) as smsc:
+        # A long-running server, collected as the daemon's processes are (daemon/heap.py): what
+        # it built to start is never traversed again, and a young pass waits for 20,000 net
+        # allocations instead of 700. Over a 50,000-message bulk send: 18.0-20.2 -> 17.2-18.0
+        # µs of the simulator's CPU a message (three alternating pairs).
+        gc.freeze()
+        gc.set_threshold(20_000, 20, 20)
         print(json.dumps({"event": "smsc_listening", "host": config.host, "port": smsc.port}), flush=True)
         await stop.wait()
         print(json.dumps({"event": "smsc_stopped", **smsc.stats}), flush=True)
