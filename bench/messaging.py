@@ -529,8 +529,11 @@ async def telgate_run(args: argparse.Namespace, work: Path, run: int,
     async with simulator(work / "smsc.log", ["telgate"]) as (smsc_port, smsc_pid), \
             telgate(args, work, smsc_port) as tg:
         if args.warm_up:
-            await telgate_throughput(tg.http, tg.base, tg.key, tg.dsn, warm_up_numbers(args),
-                                     args.per_request, args.in_flight)
+            warm = await telgate_throughput(tg.http, tg.base, tg.key, tg.dsn,
+                                            warm_up_numbers(args), args.per_request,
+                                            args.in_flight)
+            if not warm["complete"]:  # its stragglers would be counted in the measured run
+                raise RuntimeError(f"telgate's warm-up: {warm['final']} of {args.warm_up} final")
             waited += await quiet_machine(args)
         meter = CpuMeter({"daemon": tg.daemon_pid, "postgres": tg.postgres_pid,
                           "smsc_sim": smsc_pid, "bench": os.getpid()})
